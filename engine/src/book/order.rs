@@ -1,0 +1,239 @@
+//! The live-order slab: every resting order of every book, with its intrusive links.
+//!
+//! Orders live in one preallocated `Vec` of slots with a free list. A slot index is an
+//! internal handle only: identity is the `OrderId` counter, mapped to slots by a
+//! deterministic hash map (`FxHash`, never `RandomState`). Each order sits in three intrusive
+//! doubly-linked lists: its price level's FIFO (time priority), its account's list and the
+//! global list, both of the latter in OrderId order (append on accept; a modify keeps the id).
+//!
+//! **Invariants**
+//! - A slot is either free (on the free list) or holds exactly one live order.
+//! - `by_id` maps exactly the live orders to their slots.
+//! - Account and global lists are sorted by OrderId.
+//!
+//! **Performance**: O(1) insert, remove and lookup; no allocation after construction (the map
+//! is built with capacity `orders_max` and never holds more).
+
+use crate::types::{
+    AccountId, Amount, ClientOrderId, OrderId, OrderType, Price, Qty, Side, SymbolId, TimeInForce,
+};
+use rustc_hash::FxHashMap;
+
+/// A slab slot index; `NIL` ends a list.
+pub type Slot = u32;
+pub const NIL: Slot = u32::MAX;
+
+/// Intrusive list links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Links {
+    pub prev: Slot,
+    pub next: Slot,
+}
+
+impl Links {
+    pub const NONE: Links = Links {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+/// A live order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: OrderId,
+    pub account: AccountId,
+    pub client_order_id: ClientOrderId,
+    pub symbol: SymbolId,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub tif: TimeInForce,
+    pub price: Price,
+    /// Open quantity.
+    pub leaves: Qty,
+    pub filled: Qty,
+    /// Time priority within its level: lower goes first. Reassigned when priority is lost.
+    pub priority: u64,
+    /// Sum of price x qty over this order's fills (for cumulative commission and tax).
+    pub cum_notional: Amount,
+    pub commission_charged: Amount,
+    pub taxes_charged: [Amount; 2],
+    /// Cash this order holds (buys) under the risk rules; 0 for sells and SYSTEM_MARKET.
+    pub cash_hold: Amount,
+    pub ts_accepted: u64,
+    /// True while the order sits in a price level (an incoming order matches first).
+    pub resting: bool,
+    pub level: Links,
+    pub by_account: Links,
+    pub global: Links,
+}
+
+/// The slab of live orders.
+pub struct OrderStore {
+    slots: Vec<Order>,
+    free_head: Slot,
+    by_id: FxHashMap<OrderId, Slot>,
+    live: u32,
+    global_head: Slot,
+    global_tail: Slot,
+}
+
+impl OrderStore {
+    pub fn new(orders_max: u32) -> Self {
+        let blank = Order {
+            id: OrderId(0),
+            account: AccountId(0),
+            client_order_id: ClientOrderId(0),
+            symbol: SymbolId(0),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Day,
+            price: Price(0),
+            leaves: Qty(0),
+            filled: Qty(0),
+            priority: 0,
+            cum_notional: Amount(0),
+            commission_charged: Amount(0),
+            taxes_charged: [Amount(0); 2],
+            cash_hold: Amount(0),
+            ts_accepted: 0,
+            resting: false,
+            level: Links::NONE,
+            by_account: Links::NONE,
+            global: Links::NONE,
+        };
+        let mut slots = vec![blank; orders_max as usize];
+        // Free list threaded through `level.next`, lowest slot first.
+        for (i, slot) in slots.iter_mut().enumerate() {
+            slot.level.next = if i + 1 < orders_max as usize {
+                (i + 1) as Slot
+            } else {
+                NIL
+            };
+        }
+        let mut by_id = FxHashMap::default();
+        by_id.reserve(orders_max as usize);
+        OrderStore {
+            slots,
+            free_head: if orders_max > 0 { 0 } else { NIL },
+            by_id,
+            live: 0,
+            global_head: NIL,
+            global_tail: NIL,
+        }
+    }
+
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.free_head == NIL
+    }
+
+    #[inline]
+    pub fn live_count(&self) -> u32 {
+        self.live
+    }
+
+    #[inline]
+    pub fn get(&self, slot: Slot) -> &Order {
+        &self.slots[slot as usize]
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, slot: Slot) -> &mut Order {
+        &mut self.slots[slot as usize]
+    }
+
+    /// Two distinct orders, both mutable (a taker and a maker).
+    #[inline]
+    pub fn get2_mut(&mut self, a: Slot, b: Slot) -> (&mut Order, &mut Order) {
+        assert_ne!(a, b, "a taker never matches itself");
+        let (a, b) = (a as usize, b as usize);
+        if a < b {
+            let (lo, hi) = self.slots.split_at_mut(b);
+            (&mut lo[a], &mut hi[0])
+        } else {
+            let (lo, hi) = self.slots.split_at_mut(a);
+            (&mut hi[0], &mut lo[b])
+        }
+    }
+
+    #[inline]
+    pub fn slot_of(&self, id: OrderId) -> Option<Slot> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Takes a free slot for `order` and appends it to the global list. The caller links it
+    /// into its level and account lists. `None` if the slab is full.
+    pub fn insert(&mut self, mut order: Order) -> Option<Slot> {
+        let slot = self.free_head;
+        if slot == NIL {
+            return None;
+        }
+        self.free_head = self.slots[slot as usize].level.next;
+        order.level = Links::NONE;
+        order.by_account = Links::NONE;
+        order.global = Links {
+            prev: self.global_tail,
+            next: NIL,
+        };
+        debug_assert!(
+            self.global_tail == NIL || self.slots[self.global_tail as usize].id < order.id,
+            "the global list is in OrderId order"
+        );
+        if self.global_tail != NIL {
+            self.slots[self.global_tail as usize].global.next = slot;
+        } else {
+            self.global_head = slot;
+        }
+        self.global_tail = slot;
+        self.by_id.insert(order.id, slot);
+        self.slots[slot as usize] = order;
+        self.live += 1;
+        Some(slot)
+    }
+
+    /// Frees a slot; the caller has unlinked it from its level and account lists.
+    pub fn remove(&mut self, slot: Slot) -> Order {
+        let order = self.slots[slot as usize];
+        let Links { prev, next } = order.global;
+        if prev != NIL {
+            self.slots[prev as usize].global.next = next;
+        } else {
+            self.global_head = next;
+        }
+        if next != NIL {
+            self.slots[next as usize].global.prev = prev;
+        } else {
+            self.global_tail = prev;
+        }
+        self.by_id.remove(&order.id);
+        let s = &mut self.slots[slot as usize];
+        s.id = OrderId(0);
+        s.level = Links {
+            prev: NIL,
+            next: self.free_head,
+        };
+        self.free_head = slot;
+        self.live -= 1;
+        order
+    }
+
+    /// The oldest live order (lowest OrderId).
+    #[inline]
+    pub fn global_first(&self) -> Slot {
+        self.global_head
+    }
+
+    /// Iterates live orders in OrderId order.
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &Order)> + '_ {
+        let mut cur = self.global_head;
+        std::iter::from_fn(move || {
+            if cur == NIL {
+                return None;
+            }
+            let slot = cur;
+            let o = &self.slots[slot as usize];
+            cur = o.global.next;
+            Some((slot, o))
+        })
+    }
+}

@@ -1,0 +1,619 @@
+//! External transactions: accounts, deposits, withdrawals, adjustments, their confirmation,
+//! failure, expiry and reversal.
+//!
+//! Status transitions (docs/ledger.md has the full table):
+//! - Deposit and Adjustment post at once: created POSTED.
+//! - Withdrawal: PENDING (its cash is held) -> POSTED (confirm) | FAILED (fail) | UNKNOWN
+//!   (ExpireStaleExternal past its cutoff); UNKNOWN -> POSTED | FAILED only by explicit
+//!   confirm or fail (reconciliation).
+//! - POSTED DEPOSIT / WITHDRAWAL / ADJUSTMENT -> REVERSED at most once, by a REVERSAL
+//!   transaction linked both ways. A reversal is never reversed; one that would make available
+//!   cash (or shares) negative is rejected.
+//!
+//! The engine keeps the open transactions and a bounded FIFO window of closed ones with
+//! their external references: a resent request (same account, reference and content) is
+//! recognized and answered with the original status; a reversal is checked against the
+//! window; an id that fell out of it gets `TransactionNotInWindow`. The database enforces
+//! reference uniqueness beyond the window.
+//!
+//! **Performance**: FxHash maps preallocated to `open_tx_max` / `closed_tx_window_max`; no
+//! allocation after construction (the expiry scratch list is preallocated too).
+
+use super::{AMOUNT_MAX, Account, Lines};
+use crate::command::{Asset, CommandKind};
+use crate::engine::Engine;
+use crate::event::{
+    BusinessRef, Event, EventSink, LedgerAccount, LineKind, Transaction, TxStatus, TxType,
+};
+use crate::reject::RejectReason;
+use crate::types::{AccountId, Amount, ExternalRef, Qty, TxId};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// A deposit, withdrawal, adjustment or reversal the engine still remembers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalTx {
+    pub id: TxId,
+    pub tx_type: TxType,
+    pub account: AccountId,
+    pub asset: Asset,
+    /// The amount as requested: positive for deposits and withdrawals, signed for
+    /// adjustments; for a reversal, the effect on the user (the negation of the original's).
+    pub amount: Amount,
+    pub external_ref: ExternalRef,
+    pub status: TxStatus,
+    pub created_ts: u64,
+    /// Reversal <-> reversed transaction.
+    pub linked: Option<TxId>,
+}
+
+impl ExternalTx {
+    /// What posting this transaction adds to the user's balance of `asset`.
+    pub fn user_delta(&self) -> i64 {
+        match self.tx_type {
+            TxType::Withdrawal => -self.amount.0,
+            _ => self.amount.0,
+        }
+    }
+}
+
+/// Open transactions and the window of recently closed ones.
+pub struct ExternalTxs {
+    pub open: FxHashMap<TxId, ExternalTx>,
+    pub open_max: usize,
+    pub closed: FxHashMap<TxId, ExternalTx>,
+    /// Closed ids, oldest closing first.
+    pub closed_order: VecDeque<TxId>,
+    pub window_max: usize,
+    pub refs: FxHashMap<(AccountId, ExternalRef), TxId>,
+    scratch: Vec<TxId>,
+}
+
+impl ExternalTxs {
+    pub fn new(open_max: u32, window_max: u32) -> ExternalTxs {
+        let (open_max, window_max) = (open_max as usize, window_max as usize);
+        let mut open = FxHashMap::default();
+        open.reserve(open_max);
+        let mut closed = FxHashMap::default();
+        closed.reserve(window_max + 1);
+        let mut refs = FxHashMap::default();
+        refs.reserve(open_max + window_max + 1);
+        ExternalTxs {
+            open,
+            open_max,
+            closed,
+            closed_order: VecDeque::with_capacity(window_max + 1),
+            window_max,
+            refs,
+            scratch: Vec::with_capacity(open_max),
+        }
+    }
+
+    pub fn get(&self, id: TxId) -> Option<&ExternalTx> {
+        self.open.get(&id).or_else(|| self.closed.get(&id))
+    }
+
+    pub fn by_ref(&self, account: AccountId, external_ref: &ExternalRef) -> Option<&ExternalTx> {
+        self.refs
+            .get(&(account, *external_ref))
+            .and_then(|id| self.get(*id))
+    }
+
+    /// Adds a closed transaction to the window, evicting the oldest beyond `window_max`.
+    pub fn close(&mut self, tx: ExternalTx) {
+        self.open.remove(&tx.id);
+        self.closed.insert(tx.id, tx);
+        self.closed_order.push_back(tx.id);
+        while self.closed_order.len() > self.window_max {
+            let Some(old) = self.closed_order.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.closed.remove(&old) {
+                let key = (t.account, t.external_ref);
+                if self.refs.get(&key) == Some(&old) {
+                    self.refs.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn remember_ref(&mut self, tx: &ExternalTx) {
+        if tx.tx_type != TxType::Reversal && self.window_max > 0 {
+            self.refs.insert((tx.account, tx.external_ref), tx.id);
+        }
+    }
+}
+
+/// A request's fields as a transaction value, for the shared checks.
+fn proposal(
+    tx_type: TxType,
+    account: AccountId,
+    asset: Asset,
+    amount: Amount,
+    external_ref: ExternalRef,
+) -> ExternalTx {
+    ExternalTx {
+        id: TxId(0),
+        tx_type,
+        account,
+        asset,
+        amount,
+        external_ref,
+        status: TxStatus::Pending,
+        created_ts: 0,
+        linked: None,
+    }
+}
+
+impl Engine {
+    pub(crate) fn open_account(&mut self, owner: ExternalRef, sink: &mut impl EventSink) {
+        let kind = CommandKind::OpenAccount;
+        if owner.is_empty() {
+            return self.reject_command(kind, AccountId(0), RejectReason::InvalidOwner, sink);
+        }
+        if let Some(&account) = self.ledger.owners.get(&owner) {
+            let acct_seq = self.ledger.next_seq(account);
+            return sink.emit(&Event::AccountOpened {
+                account,
+                owner,
+                acct_seq,
+                resent: true,
+            });
+        }
+        if self.ledger.accounts.len() >= self.ledger.accounts_max as usize {
+            return self.reject_command(kind, AccountId(0), RejectReason::AccountsFull, sink);
+        }
+        let account = AccountId(self.ledger.accounts.len() as u32 + 1);
+        self.ledger.accounts.push(Account {
+            id: account,
+            owner,
+            cash: Amount(0),
+            cash_hold: Amount(0),
+            acct_seq: 0,
+            keys_today: 0,
+            orders_head: crate::book::order::NIL,
+            orders_tail: crate::book::order::NIL,
+        });
+        self.ledger.owners.insert(owner, account);
+        let acct_seq = self.ledger.next_seq(account);
+        sink.emit(&Event::AccountOpened {
+            account,
+            owner,
+            acct_seq,
+            resent: false,
+        });
+    }
+
+    /// Shared checks of deposit, withdrawal and adjustment: account, amount, resend.
+    /// `Ok(false)` means the request was a resend and has been answered.
+    fn check_external(
+        &mut self,
+        kind: CommandKind,
+        proposed: &ExternalTx,
+        sink: &mut impl EventSink,
+    ) -> Result<bool, RejectReason> {
+        let ExternalTx {
+            tx_type,
+            account,
+            asset,
+            amount,
+            external_ref,
+            ..
+        } = *proposed;
+        if self.ledger.account(account).is_none() {
+            return Err(RejectReason::UnknownAccount);
+        }
+        let amount_ok = match kind {
+            CommandKind::Adjust => amount.0 != 0 && amount.0.abs() <= AMOUNT_MAX,
+            _ => amount.0 > 0 && amount.0 <= AMOUNT_MAX,
+        };
+        if !amount_ok {
+            return Err(RejectReason::InvalidAmount);
+        }
+        if let Asset::Shares(symbol) = asset
+            && self.symbol_state(symbol).is_none()
+        {
+            return Err(RejectReason::UnknownSymbol);
+        }
+        if let Some(prev) = self.ledger.external.by_ref(account, &external_ref).copied() {
+            if prev.tx_type != tx_type || prev.amount != amount || prev.asset != asset {
+                return Err(RejectReason::ExternalRefReused);
+            }
+            self.emit_status(&prev, Some(prev.status), prev.status, true, sink);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn deposit(
+        &mut self,
+        account: AccountId,
+        amount: Amount,
+        external_ref: ExternalRef,
+        sink: &mut impl EventSink,
+    ) {
+        let kind = CommandKind::Deposit;
+        let proposed = proposal(TxType::Deposit, account, Asset::Krw, amount, external_ref);
+        match self.check_external(kind, &proposed, sink) {
+            Err(reason) => self.reject_command(kind, account, reason, sink),
+            Ok(false) => {}
+            Ok(true) => {
+                let tx =
+                    self.new_external(TxType::Deposit, account, Asset::Krw, amount, external_ref);
+                self.post_external(tx, None, sink);
+            }
+        }
+    }
+
+    pub(crate) fn withdraw(
+        &mut self,
+        account: AccountId,
+        amount: Amount,
+        external_ref: ExternalRef,
+        sink: &mut impl EventSink,
+    ) {
+        let kind = CommandKind::Withdraw;
+        let proposed = proposal(
+            TxType::Withdrawal,
+            account,
+            Asset::Krw,
+            amount,
+            external_ref,
+        );
+        let checked = self
+            .check_external(kind, &proposed, sink)
+            .and_then(|fresh| {
+                if !fresh {
+                    return Ok(false);
+                }
+                if self.ledger.external.open.len() >= self.ledger.external.open_max {
+                    return Err(RejectReason::OpenTransactionsFull);
+                }
+                let a = self.ledger.account(account).expect("checked");
+                if a.available() < amount {
+                    return Err(RejectReason::InsufficientCash);
+                }
+                Ok(true)
+            });
+        match checked {
+            Err(reason) => self.reject_command(kind, account, reason, sink),
+            Ok(false) => {}
+            Ok(true) => {
+                let mut tx = self.new_external(
+                    TxType::Withdrawal,
+                    account,
+                    Asset::Krw,
+                    amount,
+                    external_ref,
+                );
+                tx.status = TxStatus::Pending;
+                let a = self.ledger.account_mut(account).expect("checked");
+                a.cash_hold = Amount(a.cash_hold.0 + amount.0);
+                self.ledger.external.open.insert(tx.id, tx);
+                self.ledger.external.remember_ref(&tx);
+                self.emit_status(&tx, None, TxStatus::Pending, false, sink);
+            }
+        }
+    }
+
+    pub(crate) fn adjust(
+        &mut self,
+        account: AccountId,
+        asset: Asset,
+        amount: Amount,
+        external_ref: ExternalRef,
+        sink: &mut impl EventSink,
+    ) {
+        let kind = CommandKind::Adjust;
+        let proposed = proposal(TxType::Adjustment, account, asset, amount, external_ref);
+        let checked = self
+            .check_external(kind, &proposed, sink)
+            .and_then(|fresh| {
+                if fresh {
+                    self.check_user_delta(
+                        account,
+                        asset,
+                        amount.0,
+                        RejectReason::AdjustmentWouldOverdraw,
+                    )?;
+                }
+                Ok(fresh)
+            });
+        match checked {
+            Err(reason) => self.reject_command(kind, account, reason, sink),
+            Ok(false) => {}
+            Ok(true) => {
+                let tx =
+                    self.new_external(TxType::Adjustment, account, asset, amount, external_ref);
+                self.post_external(tx, None, sink);
+            }
+        }
+    }
+
+    /// Checks that adding `delta` of `asset` to the user keeps its available balance >= 0
+    /// and that a position exists or can be created for shares.
+    fn check_user_delta(
+        &self,
+        account: AccountId,
+        asset: Asset,
+        delta: i64,
+        overdraw: RejectReason,
+    ) -> Result<(), RejectReason> {
+        match asset {
+            Asset::Krw => {
+                let a = self
+                    .ledger
+                    .account(account)
+                    .ok_or(RejectReason::UnknownAccount)?;
+                if a.available().0 + delta < 0 {
+                    return Err(overdraw);
+                }
+            }
+            Asset::Shares(symbol) => match self.ledger.position(account, symbol) {
+                Some(p) if p.available().0 + delta < 0 => return Err(overdraw),
+                Some(_) => {}
+                None if delta < 0 => return Err(overdraw),
+                None if self.ledger.positions.len() >= self.config.positions_max as usize => {
+                    return Err(RejectReason::PositionsFull);
+                }
+                None => {}
+            },
+        }
+        Ok(())
+    }
+
+    fn new_external(
+        &mut self,
+        tx_type: TxType,
+        account: AccountId,
+        asset: Asset,
+        amount: Amount,
+        external_ref: ExternalRef,
+    ) -> ExternalTx {
+        ExternalTx {
+            id: self.ledger.take_tx_id(),
+            tx_type,
+            account,
+            asset,
+            amount,
+            external_ref,
+            status: TxStatus::Posted,
+            created_ts: self.now_ts,
+            linked: None,
+        }
+    }
+
+    /// Posts `tx` (moving its user delta against SYSTEM_EXTERNAL), closes it into the window
+    /// and emits its status change from `from` and its `LedgerPosted`.
+    fn post_external(
+        &mut self,
+        mut tx: ExternalTx,
+        from: Option<TxStatus>,
+        sink: &mut impl EventSink,
+    ) {
+        let delta = tx.user_delta();
+        let mut lines = Lines::new();
+        let (user, external) = match tx.asset {
+            Asset::Krw => {
+                let a = self.ledger.account_mut(tx.account).expect("checked");
+                a.cash = Amount(a.cash.0 + delta);
+                debug_assert!(a.cash.0 >= a.cash_hold.0);
+                self.ledger.system.external_cash =
+                    Amount(self.ledger.system.external_cash.0 - delta);
+                (
+                    LedgerAccount::UserCash(tx.account),
+                    LedgerAccount::SystemExternal,
+                )
+            }
+            Asset::Shares(symbol) => {
+                let slot = self
+                    .ledger
+                    .position_slot_or_insert(tx.account, symbol)
+                    .expect("checked: room for the position");
+                let p = &mut self.ledger.positions[slot as usize];
+                p.on_transfer(Qty(delta));
+                debug_assert!(p.qty.0 >= p.hold.0);
+                self.ledger.system_shares[symbol.0 as usize - 1].external -= delta;
+                (
+                    LedgerAccount::UserSecurities(tx.account, symbol),
+                    LedgerAccount::SystemExternal,
+                )
+            }
+        };
+        lines.transfer(external, user, tx.asset, delta, LineKind::Principal);
+        tx.status = TxStatus::Posted;
+        let business_ref = match (tx.tx_type, tx.linked) {
+            (TxType::Reversal, Some(orig)) => BusinessRef::Reverses(orig),
+            _ => BusinessRef::External(tx.external_ref),
+        };
+        let transaction = Transaction {
+            id: tx.id,
+            tx_type: tx.tx_type,
+            business_ref,
+            account: tx.account,
+            ts: self.now_ts,
+            entries_len: lines.len as u8,
+            entries: lines.entries,
+        };
+        debug_assert!(transaction.is_balanced());
+        if tx.tx_type != TxType::Reversal {
+            self.ledger.external.remember_ref(&tx);
+        }
+        self.ledger.external.close(tx);
+        self.emit_status(&tx, from, TxStatus::Posted, false, sink);
+        sink.emit(&Event::LedgerPosted { transaction });
+    }
+
+    fn emit_status(
+        &mut self,
+        tx: &ExternalTx,
+        from: Option<TxStatus>,
+        to: TxStatus,
+        resent: bool,
+        sink: &mut impl EventSink,
+    ) {
+        let acct_seq = self.ledger.next_seq(tx.account);
+        sink.emit(&Event::TransactionStatusChanged {
+            tx: tx.id,
+            tx_type: tx.tx_type,
+            account: tx.account,
+            acct_seq,
+            asset: tx.asset,
+            amount: tx.amount,
+            external_ref: tx.external_ref,
+            from,
+            to,
+            linked: tx.linked,
+            resent,
+        });
+    }
+
+    fn missing_tx(&self, id: TxId) -> RejectReason {
+        if id.0 == 0 || id.0 >= self.ledger.next_tx_id {
+            RejectReason::UnknownTransaction
+        } else {
+            RejectReason::TransactionNotInWindow
+        }
+    }
+
+    /// An open (PENDING or UNKNOWN) transaction, or why there is none.
+    fn open_tx(&self, id: TxId) -> Result<ExternalTx, RejectReason> {
+        if let Some(tx) = self.ledger.external.open.get(&id) {
+            return Ok(*tx);
+        }
+        if self.ledger.external.closed.contains_key(&id) {
+            return Err(RejectReason::InvalidTransition);
+        }
+        Err(self.missing_tx(id))
+    }
+
+    fn tx_account(&self, id: TxId) -> AccountId {
+        self.ledger
+            .external
+            .get(id)
+            .map_or(AccountId(0), |t| t.account)
+    }
+
+    pub(crate) fn confirm_transaction(&mut self, id: TxId, sink: &mut impl EventSink) {
+        match self.open_tx(id) {
+            Err(reason) => {
+                let account = self.tx_account(id);
+                self.reject_command(CommandKind::ConfirmTransaction, account, reason, sink)
+            }
+            Ok(tx) => {
+                self.release_withdrawal_hold(&tx);
+                self.post_external(tx, Some(tx.status), sink);
+            }
+        }
+    }
+
+    pub(crate) fn fail_transaction(&mut self, id: TxId, sink: &mut impl EventSink) {
+        match self.open_tx(id) {
+            Err(reason) => {
+                let account = self.tx_account(id);
+                self.reject_command(CommandKind::FailTransaction, account, reason, sink)
+            }
+            Ok(mut tx) => {
+                self.release_withdrawal_hold(&tx);
+                let from = tx.status;
+                tx.status = TxStatus::Failed;
+                self.ledger.external.close(tx);
+                self.emit_status(&tx, Some(from), TxStatus::Failed, false, sink);
+            }
+        }
+    }
+
+    fn release_withdrawal_hold(&mut self, tx: &ExternalTx) {
+        debug_assert_eq!(tx.tx_type, TxType::Withdrawal);
+        let a = self
+            .ledger
+            .account_mut(tx.account)
+            .expect("a transaction's account");
+        a.cash_hold = Amount(a.cash_hold.0 - tx.amount.0);
+        debug_assert!(a.cash_hold.0 >= 0);
+    }
+
+    pub(crate) fn reverse_transaction(&mut self, id: TxId, sink: &mut impl EventSink) {
+        let checked = self.check_reversal(id);
+        let orig = match checked {
+            Err(reason) => {
+                let account = self.tx_account(id);
+                return self.reject_command(CommandKind::ReverseTransaction, account, reason, sink);
+            }
+            Ok(orig) => orig,
+        };
+        let mut reversal = self.new_external(
+            TxType::Reversal,
+            orig.account,
+            orig.asset,
+            Amount(-orig.user_delta()),
+            orig.external_ref,
+        );
+        reversal.linked = Some(orig.id);
+        let mut reversed = orig;
+        reversed.status = TxStatus::Reversed;
+        reversed.linked = Some(reversal.id);
+        if let Some(t) = self.ledger.external.closed.get_mut(&orig.id) {
+            *t = reversed;
+        }
+        self.post_external(reversal, None, sink);
+        self.emit_status(
+            &reversed,
+            Some(TxStatus::Posted),
+            TxStatus::Reversed,
+            false,
+            sink,
+        );
+    }
+
+    fn check_reversal(&self, id: TxId) -> Result<ExternalTx, RejectReason> {
+        let Some(orig) = self.ledger.external.closed.get(&id).copied() else {
+            if self.ledger.external.open.contains_key(&id) {
+                return Err(RejectReason::InvalidTransition);
+            }
+            return Err(self.missing_tx(id));
+        };
+        if !orig.tx_type.is_reversible() {
+            return Err(RejectReason::NotReversible);
+        }
+        match orig.status {
+            TxStatus::Reversed => return Err(RejectReason::AlreadyReversed),
+            TxStatus::Posted => {}
+            _ => return Err(RejectReason::InvalidTransition),
+        }
+        self.check_user_delta(
+            orig.account,
+            orig.asset,
+            -orig.user_delta(),
+            RejectReason::ReversalWouldOverdraw,
+        )?;
+        Ok(orig)
+    }
+
+    /// PENDING transactions created before `cutoff_ts` become UNKNOWN, in TxId order.
+    pub(crate) fn expire_stale(&mut self, cutoff_ts: u64, sink: &mut impl EventSink) {
+        let mut stale = std::mem::take(&mut self.ledger.external.scratch);
+        stale.clear();
+        stale.extend(
+            self.ledger
+                .external
+                .open
+                .values()
+                .filter(|t| t.status == TxStatus::Pending && t.created_ts < cutoff_ts)
+                .map(|t| t.id),
+        );
+        stale.sort_unstable();
+        for id in &stale {
+            let tx = self.ledger.external.open.get_mut(id).expect("listed above");
+            tx.status = TxStatus::Unknown;
+            let tx = *tx;
+            self.emit_status(&tx, Some(TxStatus::Pending), TxStatus::Unknown, false, sink);
+        }
+        sink.emit(&Event::StaleExternalExpired {
+            cutoff_ts,
+            expired: stale.len() as u32,
+        });
+        self.ledger.external.scratch = stale;
+    }
+}

@@ -1,0 +1,1 @@
+//! kuku-server
