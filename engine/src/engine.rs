@@ -136,10 +136,7 @@ impl Engine {
                 trading_day,
                 base_prices,
             } => self.start_of_day(*trading_day, base_prices, sink),
-            Command::SetMarketPhase { phase } => {
-                self.phase = *phase;
-                sink.emit(&Event::PhaseChanged { phase: *phase });
-            }
+            Command::SetMarketPhase { phase } => self.set_phase(*phase, sink),
             Command::EndOfDay { trading_day } => self.end_of_day(*trading_day, sink),
             Command::OpenAccount { owner } => self.open_account(*owner, sink),
             Command::Deposit {
@@ -310,6 +307,16 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// Any phase but `Closed` needs an open trading day.
+    fn set_phase(&mut self, phase: MarketPhase, sink: &mut impl EventSink) {
+        if !self.day_open && phase != MarketPhase::Closed {
+            let reason = RejectReason::DayNotStarted;
+            return self.reject_command(CommandKind::SetMarketPhase, AccountId(0), reason, sink);
+        }
+        self.phase = phase;
+        sink.emit(&Event::PhaseChanged { phase });
     }
 
     /// Ends the day: every live order leaves the book in OrderId order (user orders expire,

@@ -63,7 +63,7 @@ reasons! {
     SymbolsFull = 1007: "the symbol table is full (symbols_max)",
     MarketClosed = 1008: "orders are accepted in the continuous session only",
     DayAlreadyStarted = 1009: "StartOfDay while a trading day is open",
-    DayNotStarted = 1010: "EndOfDay without an open trading day",
+    DayNotStarted = 1010: "EndOfDay or a trading phase without an open trading day",
     InvalidFeeSchedule = 1011: "fee and tax rates must be between 0 and 1,000,000 ppm",
     InvalidQty = 2001: "the quantity must be positive",
     QtyNotLotMultiple = 2002: "the quantity must be a multiple of the lot size",

@@ -145,12 +145,37 @@ pub mod cmd {
     }
 
     /// A DAY limit order.
-    pub fn limit(account: AccountId, coid: u64, symbol: u32, side: Side, price: i64, qty: i64) -> Command {
-        order(account, coid, symbol, side, OrderType::Limit, TimeInForce::Day, price, qty)
+    pub fn limit(
+        account: AccountId,
+        coid: u64,
+        symbol: u32,
+        side: Side,
+        price: i64,
+        qty: i64,
+    ) -> Command {
+        order(
+            account,
+            coid,
+            symbol,
+            side,
+            OrderType::Limit,
+            TimeInForce::Day,
+            price,
+            qty,
+        )
     }
 
     pub fn market(account: AccountId, coid: u64, symbol: u32, side: Side, qty: i64) -> Command {
-        order(account, coid, symbol, side, OrderType::Market, TimeInForce::Ioc, 0, qty)
+        order(
+            account,
+            coid,
+            symbol,
+            side,
+            OrderType::Market,
+            TimeInForce::Ioc,
+            0,
+            qty,
+        )
     }
 
     pub fn cancel(account: AccountId, request_id: u64, order_id: u64) -> Command {
@@ -161,7 +186,13 @@ pub mod cmd {
         }
     }
 
-    pub fn modify(account: AccountId, request_id: u64, order_id: u64, qty: i64, price: i64) -> Command {
+    pub fn modify(
+        account: AccountId,
+        request_id: u64,
+        order_id: u64,
+        qty: i64,
+        price: i64,
+    ) -> Command {
         Command::ModifyOrder {
             account,
             request_id: ClientOrderId(request_id),

@@ -51,7 +51,16 @@ fn limit_orders_match_at_the_makers_price_in_time_priority() {
 fn ioc_remainder_is_cancelled() {
     let (mut d, a, b, _) = market();
     d.apply(cmd::limit(b, 1, SAMSUNG, Side::Sell, 71_000, 3));
-    let e = d.apply(cmd::order(a, 1, SAMSUNG, Side::Buy, OrderType::Limit, TimeInForce::Ioc, 71_000, 5));
+    let e = d.apply(cmd::order(
+        a,
+        1,
+        SAMSUNG,
+        Side::Buy,
+        OrderType::Limit,
+        TimeInForce::Ioc,
+        71_000,
+        5,
+    ));
     assert_eq!(trades(&e).len(), 1);
     assert_eq!(cancel_reason(&e), Some(CancelReason::IocRemainder));
     assert_eq!(d.engine.live_order_count(), 0);
@@ -64,14 +73,41 @@ fn fok_never_partially_fills() {
     d.apply(cmd::limit(b, 1, SAMSUNG, Side::Sell, 71_000, 3));
     d.apply(cmd::limit(c, 1, SAMSUNG, Side::Sell, 71_100, 3));
     // 7 wanted, 6 available up to 71,100: killed with no fill.
-    let e = d.apply(cmd::order(a, 1, SAMSUNG, Side::Buy, OrderType::Limit, TimeInForce::Fok, 71_100, 7));
+    let e = d.apply(cmd::order(
+        a,
+        1,
+        SAMSUNG,
+        Side::Buy,
+        OrderType::Limit,
+        TimeInForce::Fok,
+        71_100,
+        7,
+    ));
     assert!(trades(&e).is_empty());
     assert_eq!(cancel_reason(&e), Some(CancelReason::FokUnfilled));
     // 6 wanted up to 71,000 only: 3 available at that price: killed.
-    let e = d.apply(cmd::order(a, 2, SAMSUNG, Side::Buy, OrderType::Limit, TimeInForce::Fok, 71_000, 6));
+    let e = d.apply(cmd::order(
+        a,
+        2,
+        SAMSUNG,
+        Side::Buy,
+        OrderType::Limit,
+        TimeInForce::Fok,
+        71_000,
+        6,
+    ));
     assert!(trades(&e).is_empty());
     // 6 up to 71,100: fills completely across two levels.
-    let e = d.apply(cmd::order(a, 3, SAMSUNG, Side::Buy, OrderType::Limit, TimeInForce::Fok, 71_100, 6));
+    let e = d.apply(cmd::order(
+        a,
+        3,
+        SAMSUNG,
+        Side::Buy,
+        OrderType::Limit,
+        TimeInForce::Fok,
+        71_100,
+        6,
+    ));
     assert_eq!(trades(&e).iter().map(|t| t.1).sum::<i64>(), 6);
     assert_eq!(d.engine.live_order_count(), 0);
     d.engine.check_invariants().unwrap();
@@ -85,7 +121,16 @@ fn fok_blocked_by_own_order_is_killed() {
     d.apply(cmd::limit(c, 2, SAMSUNG, Side::Sell, 71_000, 3));
     d.apply(cmd::limit(b, 2, SAMSUNG, Side::Sell, 71_000, 3));
     // carol buys 9 FOK: bob's 3, then carol's own 3 would self-trade: killed.
-    let e = d.apply(cmd::order(c, 3, SAMSUNG, Side::Buy, OrderType::Limit, TimeInForce::Fok, 71_000, 6));
+    let e = d.apply(cmd::order(
+        c,
+        3,
+        SAMSUNG,
+        Side::Buy,
+        OrderType::Limit,
+        TimeInForce::Fok,
+        71_000,
+        6,
+    ));
     assert!(trades(&e).is_empty());
     assert_eq!(cancel_reason(&e), Some(CancelReason::FokUnfilled));
 }
@@ -102,7 +147,15 @@ fn self_trade_prevention_cancels_the_incoming_remainder() {
     assert_eq!(trades(&e)[0].1, 2);
     assert_eq!(cancel_reason(&e), Some(CancelReason::SelfTrade));
     // bob's resting ask is untouched.
-    assert_eq!(d.engine.book(SymbolId(SAMSUNG)).unwrap().best(Side::Sell).unwrap().qty, Qty(2));
+    assert_eq!(
+        d.engine
+            .book(SymbolId(SAMSUNG))
+            .unwrap()
+            .best(Side::Sell)
+            .unwrap()
+            .qty,
+        Qty(2)
+    );
     d.engine.check_invariants().unwrap();
 }
 
@@ -133,7 +186,10 @@ fn market_order_on_unbanded_symbol_is_rejected() {
     }));
     let a = d.funded_account("alice", 1_000_000);
     let e = d.apply(cmd::market(a, 1, 1, Side::Buy, 1));
-    assert_eq!(reject_reason(&e), Some(RejectReason::MarketOrderWithoutBand));
+    assert_eq!(
+        reject_reason(&e),
+        Some(RejectReason::MarketOrderWithoutBand)
+    );
     // Limit orders far from the base are fine without a band.
     let e = d.apply(cmd::limit(a, 2, 1, Side::Buy, 5, 1));
     assert!(accepted_id(&e).is_some());
@@ -146,18 +202,36 @@ fn modify_decrease_keeps_priority_increase_and_price_change_lose_it() {
     let o2 = accepted_id(&d.apply(cmd::limit(c, 1, SAMSUNG, Side::Sell, 71_000, 10))).unwrap();
     // Decrease: keeps priority.
     let e = d.apply(cmd::modify(b, 2, o1.0, 8, 71_000));
-    assert!(matches!(e[0], Event::OrderModified { priority_kept: true, .. }));
+    assert!(matches!(
+        e[0],
+        Event::OrderModified {
+            priority_kept: true,
+            ..
+        }
+    ));
     let e = d.apply(cmd::limit(a, 1, SAMSUNG, Side::Buy, 71_000, 1));
     assert_eq!(trades(&e)[0].2, o1.0, "o1 still first");
     // Increase: loses priority.
     let e = d.apply(cmd::modify(b, 3, o1.0, 20, 71_000));
-    assert!(matches!(e[0], Event::OrderModified { priority_kept: false, .. }));
+    assert!(matches!(
+        e[0],
+        Event::OrderModified {
+            priority_kept: false,
+            ..
+        }
+    ));
     let e = d.apply(cmd::limit(a, 2, SAMSUNG, Side::Buy, 71_000, 1));
     assert_eq!(trades(&e)[0].2, o2.0, "o2 now first");
     // Price change: loses priority, and a crossing price trades as an incoming order.
     d.apply(cmd::limit(a, 3, SAMSUNG, Side::Buy, 70_000, 4));
     let e = d.apply(cmd::modify(c, 2, o2.0, 9, 70_000));
-    assert!(matches!(e[0], Event::OrderModified { priority_kept: false, .. }));
+    assert!(matches!(
+        e[0],
+        Event::OrderModified {
+            priority_kept: false,
+            ..
+        }
+    ));
     assert_eq!(trades(&e), vec![(70_000, 4, 5, o2.0)]);
     d.engine.check_invariants().unwrap();
 }
@@ -169,7 +243,11 @@ fn modify_rejects_no_change_and_unknown_orders() {
     let e = d.apply(cmd::modify(b, 2, o1.0, 10, 71_000));
     assert_eq!(reject_reason(&e), Some(RejectReason::NoChange));
     let e = d.apply(cmd::modify(a, 1, o1.0, 5, 71_000));
-    assert_eq!(reject_reason(&e), Some(RejectReason::UnknownOrder), "not alice's order");
+    assert_eq!(
+        reject_reason(&e),
+        Some(RejectReason::UnknownOrder),
+        "not alice's order"
+    );
     let e = d.apply(cmd::cancel(a, 2, o1.0));
     assert_eq!(reject_reason(&e), Some(RejectReason::UnknownOrder));
     let e = d.apply(cmd::cancel(b, 3, 999));
@@ -180,23 +258,55 @@ fn modify_rejects_no_change_and_unknown_orders() {
 fn bad_orders_get_their_own_reasons() {
     let (mut d, a, _, _) = market();
     let cases = [
-        (cmd::limit(a, 1, 9, Side::Buy, 71_000, 1), RejectReason::UnknownSymbol),
-        (cmd::limit(a, 2, SAMSUNG, Side::Buy, 71_000, 0), RejectReason::InvalidQty),
-        (cmd::limit(a, 3, SAMSUNG, Side::Buy, 71_000, -5), RejectReason::InvalidQty),
-        (cmd::limit(a, 4, SAMSUNG, Side::Buy, 71_050, 1), RejectReason::PriceOffTick),
-        (cmd::limit(a, 5, SAMSUNG, Side::Buy, 0, 1), RejectReason::InvalidPrice),
-        (cmd::limit(a, 6, SAMSUNG, Side::Buy, 49_600, 1), RejectReason::PriceOutsideBand),
-        (cmd::limit(a, 7, SAMSUNG, Side::Buy, 71_000, i64::MAX), RejectReason::Overflow),
-        (cmd::limit(AccountId(77), 8, SAMSUNG, Side::Buy, 71_000, 1), RejectReason::UnknownAccount),
-        (cmd::limit(a, 9, SAMSUNG, Side::Sell, 71_000, 1), RejectReason::InsufficientShares),
-        (cmd::limit(a, 10, SAMSUNG, Side::Buy, 92_300, 100_000), RejectReason::InsufficientCash),
+        (
+            cmd::limit(a, 1, 9, Side::Buy, 71_000, 1),
+            RejectReason::UnknownSymbol,
+        ),
+        (
+            cmd::limit(a, 2, SAMSUNG, Side::Buy, 71_000, 0),
+            RejectReason::InvalidQty,
+        ),
+        (
+            cmd::limit(a, 3, SAMSUNG, Side::Buy, 71_000, -5),
+            RejectReason::InvalidQty,
+        ),
+        (
+            cmd::limit(a, 4, SAMSUNG, Side::Buy, 71_050, 1),
+            RejectReason::PriceOffTick,
+        ),
+        (
+            cmd::limit(a, 5, SAMSUNG, Side::Buy, 0, 1),
+            RejectReason::InvalidPrice,
+        ),
+        (
+            cmd::limit(a, 6, SAMSUNG, Side::Buy, 49_600, 1),
+            RejectReason::PriceOutsideBand,
+        ),
+        (
+            cmd::limit(a, 7, SAMSUNG, Side::Buy, 71_000, i64::MAX),
+            RejectReason::Overflow,
+        ),
+        (
+            cmd::limit(AccountId(77), 8, SAMSUNG, Side::Buy, 71_000, 1),
+            RejectReason::UnknownAccount,
+        ),
+        (
+            cmd::limit(a, 9, SAMSUNG, Side::Sell, 71_000, 1),
+            RejectReason::InsufficientShares,
+        ),
+        (
+            cmd::limit(a, 10, SAMSUNG, Side::Buy, 92_300, 100_000),
+            RejectReason::InsufficientCash,
+        ),
         (cmd::cancel(a, 11, 12345), RejectReason::UnknownOrder),
     ];
     for (command, reason) in cases {
         let e = d.apply(command.clone());
         assert_eq!(reject_reason(&e), Some(reason), "{command:?}");
     }
-    d.apply(Command::SetMarketPhase { phase: MarketPhase::ClosingCall });
+    d.apply(Command::SetMarketPhase {
+        phase: MarketPhase::ClosingCall,
+    });
     let e = d.apply(cmd::limit(a, 12, SAMSUNG, Side::Buy, 71_000, 1));
     assert_eq!(reject_reason(&e), Some(RejectReason::MarketClosed));
     assert_eq!(d.engine.live_order_count(), 0);
@@ -229,11 +339,15 @@ fn end_of_day_expires_day_orders_in_order_id_order() {
     d.apply(cmd::limit(a, 1, SAMSUNG, Side::Buy, 70_000, 1));
     d.apply(cmd::quote(SAMSUNG, 69_000, 5, 73_000, 5));
     d.apply(cmd::limit(b, 2, SAMSUNG, Side::Sell, 71_900, 1));
-    let e = d.apply(Command::EndOfDay { trading_day: 20_260_105 });
+    let e = d.apply(Command::EndOfDay {
+        trading_day: 20_260_105,
+    });
     let gone: Vec<u64> = e
         .iter()
         .filter_map(|e| match e {
-            Event::OrderExpired { order_id, .. } | Event::OrderCancelled { order_id, .. } => Some(order_id.0),
+            Event::OrderExpired { order_id, .. } | Event::OrderCancelled { order_id, .. } => {
+                Some(order_id.0)
+            }
             _ => None,
         })
         .collect();
@@ -249,7 +363,12 @@ fn end_of_day_expires_day_orders_in_order_id_order() {
 fn quotes_replace_synthetic_liquidity_and_cross_resting_users_at_their_price() {
     let (mut d, a, b, _) = market();
     let e = d.apply(cmd::quote(SAMSUNG, 70_900, 100, 71_100, 100));
-    assert_eq!(e.iter().filter(|e| matches!(e, Event::OrderAccepted { .. })).count(), 2);
+    assert_eq!(
+        e.iter()
+            .filter(|e| matches!(e, Event::OrderAccepted { .. }))
+            .count(),
+        2
+    );
     // A user buy lifts the synthetic ask at its price.
     let e = d.apply(cmd::limit(a, 1, SAMSUNG, Side::Buy, 71_500, 10));
     assert_eq!(trades(&e)[0].0, 71_100);
@@ -257,9 +376,23 @@ fn quotes_replace_synthetic_liquidity_and_cross_resting_users_at_their_price() {
     // trades with the user at the user's price 71,200; the old quote is cancelled first.
     d.apply(cmd::limit(b, 1, SAMSUNG, Side::Sell, 71_200, 5));
     let e = d.apply(cmd::quote(SAMSUNG, 71_300, 100, 71_500, 100));
-    let cancelled = e.iter().filter(|e| matches!(e, Event::OrderCancelled { reason: CancelReason::QuoteReplaced, .. })).count();
+    let cancelled = e
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::OrderCancelled {
+                    reason: CancelReason::QuoteReplaced,
+                    ..
+                }
+            )
+        })
+        .count();
     assert_eq!(cancelled, 2);
-    assert_eq!(trades(&e).iter().map(|t| (t.0, t.1)).collect::<Vec<_>>(), vec![(71_200, 5)]);
+    assert_eq!(
+        trades(&e).iter().map(|t| (t.0, t.1)).collect::<Vec<_>>(),
+        vec![(71_200, 5)]
+    );
     let book = d.engine.book(SymbolId(SAMSUNG)).unwrap();
     assert_eq!(book.best(Side::Buy).unwrap().price, Price(71_300));
     assert_eq!(book.best(Side::Buy).unwrap().qty, Qty(95));
@@ -272,12 +405,30 @@ fn bad_quotes_are_rejected_and_leave_the_old_quote() {
     let (mut d, _, _, _) = market();
     d.apply(cmd::quote(SAMSUNG, 70_900, 100, 71_100, 100));
     let cases = [
-        (cmd::quote(SAMSUNG, 71_200, 1, 71_100, 1), RejectReason::QuoteCrossed),
-        (cmd::quote(SAMSUNG, 71_100, 1, 71_100, 1), RejectReason::QuoteLocked),
-        (cmd::quote(SAMSUNG, 70_950, 1, 71_100, 1), RejectReason::QuoteOffTick),
-        (cmd::quote(SAMSUNG, 49_600, 1, 71_100, 1), RejectReason::QuoteOutsideBand),
-        (cmd::quote(SAMSUNG, 70_900, -1, 71_100, 1), RejectReason::InvalidQuoteQty),
-        (cmd::quote(9, 70_900, 1, 71_100, 1), RejectReason::UnknownSymbol),
+        (
+            cmd::quote(SAMSUNG, 71_200, 1, 71_100, 1),
+            RejectReason::QuoteCrossed,
+        ),
+        (
+            cmd::quote(SAMSUNG, 71_100, 1, 71_100, 1),
+            RejectReason::QuoteLocked,
+        ),
+        (
+            cmd::quote(SAMSUNG, 70_950, 1, 71_100, 1),
+            RejectReason::QuoteOffTick,
+        ),
+        (
+            cmd::quote(SAMSUNG, 49_600, 1, 71_100, 1),
+            RejectReason::QuoteOutsideBand,
+        ),
+        (
+            cmd::quote(SAMSUNG, 70_900, -1, 71_100, 1),
+            RejectReason::InvalidQuoteQty,
+        ),
+        (
+            cmd::quote(9, 70_900, 1, 71_100, 1),
+            RejectReason::UnknownSymbol,
+        ),
     ];
     for (command, reason) in cases {
         assert_eq!(reject_reason(&d.apply(command)), Some(reason));
@@ -298,7 +449,11 @@ fn cancel_all_cancels_in_order_id_order() {
     d.apply(cmd::limit(b, 1, SAMSUNG, Side::Sell, 72_000, 1));
     d.apply(cmd::limit(a, 2, SAMSUNG, Side::Buy, 70_100, 1));
     d.apply(cmd::limit(a, 3, SAMSUNG, Side::Buy, 69_000, 1));
-    let e = d.apply(Command::CancelAll { account: a, request_id: ClientOrderId(4), symbol: None });
+    let e = d.apply(Command::CancelAll {
+        account: a,
+        request_id: ClientOrderId(4),
+        symbol: None,
+    });
     let ids: Vec<u64> = e
         .iter()
         .filter_map(|e| match e {
@@ -307,7 +462,10 @@ fn cancel_all_cancels_in_order_id_order() {
         })
         .collect();
     assert_eq!(ids, vec![1, 3, 4]);
-    assert!(matches!(e.last(), Some(Event::CancelAllDone { cancelled: 3, .. })));
+    assert!(matches!(
+        e.last(),
+        Some(Event::CancelAllDone { cancelled: 3, .. })
+    ));
     assert_eq!(d.engine.live_order_count(), 1);
     d.engine.check_invariants().unwrap();
 }
