@@ -1,0 +1,83 @@
+//! Failpoints for child-process crash tests, compiled in only with the `failpoints` feature.
+//!
+//! `KUKU_FAILPOINT=<name>=<n>` makes the process SIGKILL itself the n-th time (1-based) it
+//! passes the failpoint `<name>`; SIGKILL, not `abort`, because it is exactly what an operator's
+//! `kill -9` or the OOM killer does: no unwinding, no destructors, no core file. The page cache
+//! survives, so these tests prove recovery after a process crash; power loss is simulated
+//! separately through [`crate::SyncHook`].
+//!
+//! Points (see [`FAILPOINTS`]): `journal::after_append`, `journal::commit_before_sync`,
+//! `journal::commit_after_sync`, `journal::commit_after_watermark`, `journal::after_roll`,
+//! `snapshot::before_rename`.
+//!
+//! A hand-written hook rather than the `fail` crate: the tests need one point armed per process,
+//! chosen by the parent through the environment, which is twenty lines; `fail` would add a
+//! dependency and a global registry behind a lock.
+//!
+//! **Performance**: without the feature, a failpoint is an empty inline function. With it, an
+//! unarmed process pays one `OnceLock` load per hit.
+//!
+//! **Known limitations**: one armed failpoint per process; a malformed `KUKU_FAILPOINT` panics
+//! at the first hit (it is test configuration, and a loud failure beats a silently unarmed
+//! test). Test builds of this crate enable the feature through a dev-dependency on itself, so a
+//! workspace-wide test or bench build compiles the (unarmed) hooks into every user of the crate.
+
+/// Every failpoint name this crate defines.
+pub const FAILPOINTS: &[&str] = &[
+    "journal::after_append",
+    "journal::commit_before_sync",
+    "journal::commit_after_sync",
+    "journal::commit_after_watermark",
+    "journal::after_roll",
+    "snapshot::before_rename",
+];
+
+/// The environment variable that arms a failpoint.
+pub const FAILPOINT_ENV: &str = "KUKU_FAILPOINT";
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn hit(_name: &'static str) {}
+
+#[cfg(feature = "failpoints")]
+pub(crate) fn hit(name: &'static str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Armed {
+        name: String,
+        hit_at: u64,
+        hits: AtomicU64,
+    }
+
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var(FAILPOINT_ENV).ok()?;
+        let parsed = spec
+            .rsplit_once('=')
+            .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
+            .filter(|(name, n)| FAILPOINTS.contains(name) && *n >= 1);
+        let Some((name, hit_at)) = parsed else {
+            panic!(
+                "{FAILPOINT_ENV}={spec:?}: expected <name>=<n>, n >= 1, name one of {FAILPOINTS:?}"
+            );
+        };
+        Some(Armed {
+            name: name.to_owned(),
+            hit_at,
+            hits: AtomicU64::new(0),
+        })
+    });
+    let Some(armed) = armed else { return };
+    if armed.name != name {
+        return;
+    }
+    if armed.hits.fetch_add(1, Ordering::Relaxed) + 1 == armed.hit_at {
+        // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
+        // preconditions; SIGKILL does not return.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}

@@ -1,0 +1,657 @@
+//! [`Journal`]: the single writer. Appends frames straight into the active segment's mapping,
+//! commits batches according to its [`Durability`], rolls to a new segment when a frame does
+//! not fit, and keeps the durable watermark.
+//!
+//! A commit with `every-batch` is one `msync(MS_SYNC)` over `[0, end of written data)` of the
+//! active segment; only after it returns does the watermark advance. The new watermark is
+//! then stored in the segment's watermark page and in the `watermark` file (see
+//! `watermark.rs`): the next commit's msync carries the former to disk, rolls and `close`
+//! sync the latter. Neither costs a flush per batch; a fsynced watermark file per commit would
+//! (see ADR-004).
+//!
+//! **Invariants**
+//! - `seq_next` is dense: every append takes exactly `seq_next`, from the recovered base.
+//! - Every byte of the active segment at or after `write_offset` is zero.
+//! - `durable_watermark() <= seq_next - 1`, and it never decreases.
+//! - After a failed sync the journal is poisoned: it refuses every later write.
+//!
+//! **Performance**: `append` is a seq check, a bounds check, a memcpy and a CRC into the
+//! mapping: no allocation, no syscall, no lock. `commit` with `every-batch` is one msync (which
+//! on Linux is `vfs_fsync_range(datasync)`: dirty pages of the range + one device cache flush);
+//! with `none` it is a branch. A roll costs a file creation + fallocate + mmap (+ an msync of
+//! the sealed segment and a directory fsync with `every-batch`) once per `segment_bytes`.
+//!
+//! **Known limitations**: single writer per directory (enforced with a lock file). Segment
+//! creation happens on the appending thread (a roll adds about a millisecond to that append);
+//! preparing the next segment ahead of time is left for when it measures worth it. Opening a
+//! journal verifies every segment (O(journal bytes)). Dropping a `Journal` without `close`
+//! makes nothing more durable: frames already appended stay in the page cache and survive a
+//! process exit.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+
+use crate::durability::Durability;
+use crate::error::JournalError;
+use crate::failpoint;
+use crate::frame::{self, FRAME_HEADER_BYTES, frame_bytes};
+use crate::hook::{SyncEvent, SyncHook};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{self, SEGMENT_DATA_START, SEGMENT_WATERMARK_AT, SegmentHeader};
+use crate::watermark::{self, WatermarkFile};
+
+/// The journal's lock file inside the journal directory.
+pub const LOCK_FILE_NAME: &str = "journal.lock";
+
+/// Sizes and durability of a journal. Existing segments keep the sizes they were created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Size of every new segment file, a multiple of 4096 in `12 KiB..=4 GiB` (two header pages + frames).
+    pub segment_bytes: u64,
+    /// Largest payload accepted by `append`; a frame of this size must fit in a segment.
+    pub frame_payload_max: u32,
+    pub durability: Durability,
+}
+
+impl JournalConfig {
+    pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+    pub const FRAME_PAYLOAD_MAX_DEFAULT: u32 = 64 << 10;
+
+    pub fn validate(&self) -> Result<(), JournalError> {
+        segment::check_sizes(self.segment_bytes, self.frame_payload_max).map_err(|reason| {
+            JournalError::InvalidConfig {
+                reason: format!(
+                    "{reason} (segment_bytes {}, frame_payload_max {})",
+                    self.segment_bytes, self.frame_payload_max
+                ),
+            }
+        })
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            segment_bytes: Self::SEGMENT_BYTES_DEFAULT,
+            frame_payload_max: Self::FRAME_PAYLOAD_MAX_DEFAULT,
+            durability: Durability::EveryBatch,
+        }
+    }
+}
+
+/// What the caller expects of a journal: the engine build and capacity configuration whose
+/// commands it holds, and the node's current epoch. Recorded in every segment header; a journal
+/// with a different engine-logic version or capacities hash is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JournalMeta {
+    pub engine_logic_version: u32,
+    pub capacities_hash: u64,
+    /// New segments carry this epoch; opening a journal with a newer one is refused.
+    pub epoch: u64,
+}
+
+/// The segment being appended to.
+pub(crate) struct ActiveSegment {
+    pub path: PathBuf,
+    pub map: MmapMut,
+    pub header: SegmentHeader,
+}
+
+/// The writer. See the module docs.
+pub struct Journal {
+    dir: PathBuf,
+    config: JournalConfig,
+    meta: JournalMeta,
+    active: ActiveSegment,
+    /// Where the next frame goes in the active segment.
+    write_offset: usize,
+    /// End of the active segment's frame area (its `segment_bytes`).
+    data_end: usize,
+    seq_next: u64,
+    seq_durable: u64,
+    /// The watermark value in the active segment's watermark page (page cache).
+    watermark_in_page: u64,
+    /// The page slot the next watermark write goes to (the one not holding the newest value).
+    watermark_slot_next: usize,
+    watermark_file: WatermarkFile,
+    /// Frames were appended since the last commit.
+    batch_open: bool,
+    poisoned: Option<String>,
+    sync_hook: Option<Box<dyn SyncHook>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .field("meta", &self.meta)
+            .field("active_segment", &self.active.path)
+            .field("write_offset", &self.write_offset)
+            .field("seq_next", &self.seq_next)
+            .field("seq_durable", &self.seq_durable)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Creates a new journal in `dir` (created if missing), starting at seq 1.
+    pub fn create(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        meta: JournalMeta,
+    ) -> Result<Journal, JournalError> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        fs::create_dir_all(dir).map_err(JournalError::io("create directory", dir))?;
+        let lock = lock_dir(dir)?;
+        if !segment::list_segments(dir)?.is_empty() {
+            return Err(JournalError::JournalExists {
+                dir: dir.to_owned(),
+            });
+        }
+        let header = new_header(&config, &meta, 1);
+        let (path, map) = segment::create_segment(dir, &header, 0)?;
+        let active = ActiveSegment { path, map, header };
+        // A watermark file without segments belongs to a journal that is gone.
+        let watermark_path = dir.join(watermark::WATERMARK_FILE_NAME);
+        match fs::remove_file(&watermark_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(JournalError::io(
+                    "remove stale watermark file",
+                    watermark_path,
+                )(e));
+            }
+            _ => {}
+        }
+        let (watermark_file, _) = WatermarkFile::open_or_create(dir)?;
+        let mut journal = Journal::assemble(
+            dir,
+            config,
+            meta,
+            active,
+            SEGMENT_DATA_START,
+            1,
+            0,
+            watermark_file,
+            lock,
+        );
+        if config.durability == Durability::EveryBatch {
+            journal.sync_active(SEGMENT_DATA_START)?;
+            journal.sync_watermark_file()?;
+            journal.sync_directory()?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                segment::sync_dir(parent)?;
+            }
+        }
+        Ok(journal)
+    }
+
+    /// Opens an existing journal and recovers it: verifies every segment, truncates a torn tail
+    /// after the durable watermark (reported), and refuses damage at or before it.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        meta: JournalMeta,
+    ) -> Result<(Journal, RecoveryReport), JournalError> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        if !dir.is_dir() {
+            return Err(JournalError::MissingDirectory {
+                path: dir.to_owned(),
+            });
+        }
+        let lock = lock_dir(dir)?;
+        let recovered = recovery::recover(dir, &config, &meta)?;
+        let (watermark_file, created) = WatermarkFile::open_or_create(dir)?;
+        let mut journal = Journal::assemble(
+            dir,
+            config,
+            meta,
+            recovered.active,
+            recovered.write_offset,
+            recovered.seq_next,
+            recovered.seq_durable,
+            watermark_file,
+            lock,
+        );
+        journal.watermark_in_page = recovered.watermark_in_page;
+        journal.watermark_slot_next = recovered.watermark_slot_next;
+        if journal.watermark_file.seq() < journal.seq_durable || created {
+            journal.watermark_file.store(journal.seq_durable);
+            if config.durability == Durability::EveryBatch {
+                journal.sync_watermark_file()?;
+                journal.sync_directory()?;
+            }
+        }
+        journal.start_segment_for_new_settings()?;
+        Ok((journal, recovered.report))
+    }
+
+    /// Opens the journal in `dir`, or creates it if the directory is missing or holds no
+    /// segments.
+    pub fn open_or_create(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        meta: JournalMeta,
+    ) -> Result<(Journal, RecoveryReport), JournalError> {
+        let dir = dir.as_ref();
+        match Journal::open(dir, config, meta) {
+            Err(JournalError::MissingDirectory { .. } | JournalError::EmptyJournal { .. }) => {
+                let journal = Journal::create(dir, config, meta)?;
+                Ok((journal, RecoveryReport::empty(1)))
+            }
+            other => other,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        dir: &Path,
+        config: JournalConfig,
+        meta: JournalMeta,
+        active: ActiveSegment,
+        write_offset: usize,
+        seq_next: u64,
+        seq_durable: u64,
+        watermark_file: WatermarkFile,
+        lock: File,
+    ) -> Journal {
+        let data_end = active.map.len();
+        Journal {
+            dir: dir.to_owned(),
+            config,
+            meta,
+            active,
+            write_offset,
+            data_end,
+            seq_next,
+            seq_durable,
+            watermark_in_page: seq_durable,
+            watermark_slot_next: 1,
+            watermark_file,
+            batch_open: false,
+            poisoned: None,
+            sync_hook: None,
+            _lock: lock,
+        }
+    }
+
+    /// Installs an observer of completed syncs (tests: simulated power loss).
+    pub fn set_sync_hook(&mut self, hook: Box<dyn SyncHook>) {
+        self.sync_hook = Some(hook);
+    }
+
+    /// Appends one frame. `seq` must be [`Journal::seq_next`]; the payload is 1 to
+    /// `frame_payload_max` bytes. Nothing is durable before [`Journal::commit`].
+    pub fn append(&mut self, seq: u64, ts: u64, payload: &[u8]) -> Result<(), JournalError> {
+        self.check_append(seq, payload.len())?;
+        let frame_len = FRAME_HEADER_BYTES + payload.len();
+        let start = self.reserve(seq, frame_bytes(payload.len()))?;
+        let frame = &mut self.active.map[start..start + frame_len];
+        frame[FRAME_HEADER_BYTES..].copy_from_slice(payload);
+        frame::seal(frame, seq, ts);
+        self.finish_append(seq, start + frame_bytes(payload.len()));
+        Ok(())
+    }
+
+    /// Appends one frame whose payload `write_payload` encodes in place: it gets a zeroed
+    /// buffer of `payload_len_max` bytes inside the segment and returns how many it used
+    /// (1..=`payload_len_max`). Returns that length.
+    ///
+    /// Bytes the closure wrote past its returned length are zeroed again. Pass a tight
+    /// `payload_len_max`: the frame must fit with that size, and the slack is scanned.
+    pub fn append_with<F>(
+        &mut self,
+        seq: u64,
+        ts: u64,
+        payload_len_max: usize,
+        write_payload: F,
+    ) -> Result<usize, JournalError>
+    where
+        F: FnOnce(&mut [u8]) -> usize,
+    {
+        self.check_append(seq, payload_len_max)?;
+        let start = self.reserve(seq, frame_bytes(payload_len_max))?;
+        let written = {
+            let region = &mut self.active.map[start..start + FRAME_HEADER_BYTES + payload_len_max];
+            // Restores the all-zero tail if the closure panics or returns a bad length.
+            let mut scrub = ScrubOnDrop(region);
+            let written = write_payload(&mut scrub.0[FRAME_HEADER_BYTES..]);
+            if written == 0 || written > payload_len_max {
+                return Err(JournalError::PayloadWriterOutOfRange {
+                    written,
+                    payload_len_max,
+                });
+            }
+            let region = std::mem::take(&mut scrub.0);
+            let slack = &mut region[FRAME_HEADER_BYTES + written..];
+            if slack.iter().any(|&b| b != 0) {
+                slack.fill(0);
+            }
+            frame::seal(&mut region[..FRAME_HEADER_BYTES + written], seq, ts);
+            written
+        };
+        self.finish_append(seq, start + frame_bytes(written));
+        Ok(written)
+    }
+
+    #[inline]
+    fn check_append(&self, seq: u64, payload_len: usize) -> Result<(), JournalError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(JournalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        if seq != self.seq_next {
+            return Err(JournalError::SeqMismatch {
+                expected: self.seq_next,
+                got: seq,
+            });
+        }
+        if payload_len == 0 {
+            return Err(JournalError::PayloadEmpty);
+        }
+        if payload_len > self.config.frame_payload_max as usize {
+            return Err(JournalError::PayloadTooLarge {
+                len: payload_len,
+                max: self.config.frame_payload_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns the offset for a frame of `frame_len` bytes, rolling to a new segment first if
+    /// it does not fit in the active one.
+    #[inline]
+    fn reserve(&mut self, seq: u64, frame_len: usize) -> Result<usize, JournalError> {
+        if frame_len > self.data_end - self.write_offset {
+            self.roll(seq)?;
+        }
+        debug_assert!(self.write_offset + frame_len <= self.data_end);
+        Ok(self.write_offset)
+    }
+
+    #[inline]
+    fn finish_append(&mut self, seq: u64, write_offset: usize) {
+        debug_assert!(
+            write_offset <= self.data_end && write_offset.is_multiple_of(frame::FRAME_ALIGN_BYTES)
+        );
+        self.write_offset = write_offset;
+        // Cannot overflow: reaching u64::MAX takes 2^64 appends.
+        self.seq_next = seq + 1;
+        self.batch_open = true;
+        failpoint::hit("journal::after_append");
+    }
+
+    /// Ends a batch. With `every-batch`, makes every appended frame durable (one msync), then
+    /// advances the durable watermark to the last appended seq. With `none`, does nothing.
+    /// Returns the durable watermark.
+    pub fn commit(&mut self) -> Result<u64, JournalError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(JournalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        if !self.batch_open {
+            return Ok(self.seq_durable);
+        }
+        self.batch_open = false;
+        if self.config.durability == Durability::None {
+            return Ok(self.seq_durable);
+        }
+        failpoint::hit("journal::commit_before_sync");
+        self.sync_active(self.write_offset)?;
+        failpoint::hit("journal::commit_after_sync");
+        let seq_last = self.seq_next - 1;
+        self.write_watermark(seq_last);
+        self.seq_durable = seq_last;
+        failpoint::hit("journal::commit_after_watermark");
+        debug_assert!(self.seq_durable < self.seq_next);
+        Ok(seq_last)
+    }
+
+    /// Records that every frame up to `seq` is durable elsewhere (e.g. acknowledged by a
+    /// standby). The watermark never decreases (a lower `seq` is a no-op); with `every-batch`
+    /// the watermark file is synced before this returns, with `none` it stays in the page
+    /// cache.
+    ///
+    /// After this, recovery refuses to truncate frames up to `seq`: if a local power loss
+    /// loses some of them, the node must fetch them from its peer.
+    pub fn set_durable_watermark(&mut self, seq: u64) -> Result<(), JournalError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(JournalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let seq_last = self.seq_next - 1;
+        if seq > seq_last {
+            return Err(JournalError::WatermarkAhead {
+                requested: seq,
+                seq_last,
+            });
+        }
+        if seq <= self.seq_durable {
+            return Ok(());
+        }
+        self.write_watermark(seq);
+        self.seq_durable = seq;
+        if self.config.durability == Durability::EveryBatch {
+            self.sync_watermark_file()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open batch and, with `every-batch`, also syncs the watermark file so the
+    /// on-disk watermark catches up with the last commit. Returns the durable watermark.
+    pub fn close(mut self) -> Result<u64, JournalError> {
+        let seq_durable = self.commit()?;
+        if self.config.durability == Durability::EveryBatch {
+            self.sync_watermark_file()?;
+        }
+        Ok(seq_durable)
+    }
+
+    /// The seq the next append must carry.
+    pub fn seq_next(&self) -> u64 {
+        self.seq_next
+    }
+
+    /// The last appended seq (`seq_next - 1`; 0 before the first frame of a new journal).
+    pub fn seq_last(&self) -> u64 {
+        self.seq_next - 1
+    }
+
+    /// The highest seq known durable (synced locally, or set by `set_durable_watermark`).
+    pub fn durable_watermark(&self) -> u64 {
+        self.seq_durable
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    pub fn meta(&self) -> &JournalMeta {
+        &self.meta
+    }
+
+    /// The segment file currently appended to.
+    pub fn active_segment_path(&self) -> &Path {
+        &self.active.path
+    }
+
+    /// Stores the watermark in the active segment's watermark page and in the watermark file
+    /// (memory writes; see `watermark.rs` for when each reaches the disk).
+    fn write_watermark(&mut self, seq: u64) {
+        watermark::write_slot(
+            &mut self.active.map[SEGMENT_WATERMARK_AT..],
+            self.watermark_slot_next,
+            seq,
+        );
+        self.watermark_slot_next ^= 1;
+        self.watermark_in_page = seq;
+        self.watermark_file.store(seq);
+    }
+
+    /// msync(MS_SYNC) of `[0, end)` of the active segment: the header pages (the watermark
+    /// page is the only one rewritten) and every frame written so far, in one call and so one
+    /// device flush. Only dirty pages are written.
+    fn sync_active(&mut self, end: usize) -> Result<(), JournalError> {
+        if let Err(source) = self.active.map.flush_range(0, end) {
+            self.poisoned = Some(source.to_string());
+            return Err(JournalError::Io {
+                op: "msync",
+                path: self.active.path.clone(),
+                source,
+            });
+        }
+        let seq_last = if end > SEGMENT_DATA_START {
+            self.seq_next - 1
+        } else {
+            0
+        };
+        if let Some(hook) = self.sync_hook.as_mut() {
+            hook.on_sync(&SyncEvent::SegmentSynced {
+                segment: &self.active.path,
+                offset_start: 0,
+                offset_end: end as u64,
+                seq_last,
+                watermark_seq: self.watermark_in_page,
+            });
+        }
+        Ok(())
+    }
+
+    fn sync_watermark_file(&mut self) -> Result<(), JournalError> {
+        if let Err(source) = self.watermark_file.sync() {
+            self.poisoned = Some(source.to_string());
+            return Err(JournalError::Io {
+                op: "msync",
+                path: self.watermark_file.path.clone(),
+                source,
+            });
+        }
+        if let Some(hook) = self.sync_hook.as_mut() {
+            hook.on_sync(&SyncEvent::WatermarkFileSynced {
+                path: &self.watermark_file.path,
+                watermark_seq: self.watermark_file.seq(),
+            });
+        }
+        Ok(())
+    }
+
+    fn sync_directory(&mut self) -> Result<(), JournalError> {
+        if let Err(error) = segment::sync_dir(&self.dir) {
+            self.poisoned = Some(error.to_string());
+            return Err(error);
+        }
+        if let Some(hook) = self.sync_hook.as_mut() {
+            hook.on_sync(&SyncEvent::DirectorySynced { dir: &self.dir });
+        }
+        Ok(())
+    }
+
+    /// With `every-batch`, makes a just-created segment's header pages and directory entry
+    /// durable (a crash leaves either no file or a valid empty segment), and the watermark file
+    /// with them: it is the copy that outlives the loss of a newest segment.
+    fn sync_new_segment(&mut self) -> Result<(), JournalError> {
+        if self.config.durability == Durability::EveryBatch {
+            self.sync_active(SEGMENT_DATA_START)?;
+            self.sync_directory()?;
+            self.sync_watermark_file()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one whose first seq is `first_seq`.
+    #[cold]
+    fn roll(&mut self, first_seq: u64) -> Result<(), JournalError> {
+        if self.config.durability == Durability::EveryBatch && self.batch_open {
+            // The batch's commit syncs only the new segment: make this one's frames durable now.
+            self.sync_active(self.write_offset)?;
+        }
+        let header = new_header(&self.config, &self.meta, first_seq);
+        let (path, map) = segment::create_segment(&self.dir, &header, self.seq_durable)?;
+        self.active = ActiveSegment { path, map, header };
+        self.write_offset = SEGMENT_DATA_START;
+        self.data_end = self.active.map.len();
+        self.watermark_in_page = self.seq_durable;
+        self.watermark_slot_next = 1;
+        self.sync_new_segment()?;
+        failpoint::hit("journal::after_roll");
+        Ok(())
+    }
+
+    /// After recovery: if the active segment was written with another epoch or payload limit,
+    /// continue in a fresh segment that carries the current ones.
+    fn start_segment_for_new_settings(&mut self) -> Result<(), JournalError> {
+        let header = &self.active.header;
+        if header.epoch == self.meta.epoch
+            && header.frame_payload_max == self.config.frame_payload_max
+        {
+            return Ok(());
+        }
+        if self.write_offset == SEGMENT_DATA_START {
+            // No frames yet: replace the empty segment, which has the same first seq.
+            fs::remove_file(&self.active.path)
+                .map_err(JournalError::io("remove segment", &self.active.path))?;
+            if self.config.durability == Durability::EveryBatch {
+                self.sync_directory()?;
+            }
+        }
+        debug_assert!(!self.batch_open);
+        self.roll(self.seq_next)
+    }
+}
+
+fn new_header(config: &JournalConfig, meta: &JournalMeta, first_seq: u64) -> SegmentHeader {
+    SegmentHeader {
+        engine_logic_version: meta.engine_logic_version,
+        epoch: meta.epoch,
+        capacities_hash: meta.capacities_hash,
+        first_seq,
+        segment_bytes: config.segment_bytes,
+        frame_payload_max: config.frame_payload_max,
+    }
+}
+
+/// Takes the journal directory's exclusive lock (released when the returned file is closed).
+fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(JournalError::io("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(JournalError::Locked {
+            dir: dir.to_owned(),
+            lock: path,
+        }),
+        Err(TryLockError::Error(source)) => Err(JournalError::Io {
+            op: "lock",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Zeroes the wrapped bytes on drop unless they were taken out (`mem::take`).
+struct ScrubOnDrop<'a>(&'a mut [u8]);
+
+impl Drop for ScrubOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fill(0);
+    }
+}
