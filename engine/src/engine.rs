@@ -336,7 +336,6 @@ impl Engine {
                 break;
             }
             let o = *self.orders.get(slot);
-            let level = self.remove_live_order(slot);
             let event = if o.account.is_system_market() {
                 Event::OrderCancelled {
                     acct_seq: 0,
@@ -357,7 +356,7 @@ impl Engine {
                 }
             };
             sink.emit(&event);
-            if let Some(state) = level {
+            if let Some(state) = self.remove_live_order(slot, sink) {
                 sink.emit(&Event::BookChanged {
                     symbol: o.symbol,
                     side: o.side,

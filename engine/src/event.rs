@@ -6,15 +6,17 @@
 //! from the journal.
 //!
 //! **Invariants**
-//! - A `LedgerPosted` transaction's entries sum to zero per asset.
+//! - Every transaction `Event::transaction` expands sums to zero per asset.
 //! - Events are plain `Copy` data: emitting one never allocates.
 //!
-//! **Performance**: the largest variant is `LedgerPosted` (a fixed array of
-//! [`ENTRIES_MAX`] lines); sinks receive events by reference.
+//! **Performance**: events are compact (the largest, `Trade`, is about 150 bytes): ledger
+//! lines are not carried but expanded on demand by [`Event::transaction`]; sinks receive
+//! events by reference.
 
 use crate::command::{Asset, CommandKind, MarketPhase};
 use crate::fees::FeeSchedule;
 use crate::idempotency::Outcome;
+use crate::portfolio::Position;
 use crate::reference::Symbol;
 use crate::reject::RejectReason;
 use crate::types::{
@@ -127,7 +129,7 @@ pub enum BusinessRef {
     Reverses(TxId),
 }
 
-/// A posted ledger transaction with its lines.
+/// A ledger transaction with all its lines, as [`Event::transaction`] expands it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {
     pub id: TxId,
@@ -156,6 +158,190 @@ impl Transaction {
                 == Some(0)
         })
     }
+}
+
+/// Builds a transaction's lines without allocating.
+pub struct Lines {
+    entries: [Entry; ENTRIES_MAX],
+    len: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines::new()
+    }
+}
+
+impl Lines {
+    pub fn new() -> Lines {
+        Lines {
+            entries: [Entry {
+                account: LedgerAccount::SystemMarket,
+                asset: Asset::Krw,
+                amount: Amount(0),
+                line: LineKind::Notional,
+            }; ENTRIES_MAX],
+            len: 0,
+        }
+    }
+
+    /// Adds a balanced pair: `amount` of `asset` from `from` to `to` (nothing if zero).
+    #[inline]
+    pub fn transfer(
+        &mut self,
+        from: LedgerAccount,
+        to: LedgerAccount,
+        asset: Asset,
+        amount: i64,
+        line: LineKind,
+    ) {
+        if amount == 0 {
+            return;
+        }
+        self.entries[self.len] = Entry {
+            account: from,
+            asset,
+            amount: Amount(-amount),
+            line,
+        };
+        self.entries[self.len + 1] = Entry {
+            account: to,
+            asset,
+            amount: Amount(amount),
+            line,
+        };
+        self.len += 2;
+    }
+
+    pub fn into_transaction(
+        self,
+        id: TxId,
+        tx_type: TxType,
+        business_ref: BusinessRef,
+        account: AccountId,
+        ts: u64,
+    ) -> Transaction {
+        Transaction {
+            id,
+            tx_type,
+            business_ref,
+            account,
+            ts,
+            entries_len: self.len as u8,
+            entries: self.entries,
+        }
+    }
+}
+
+/// A principal posting (deposit, withdrawal, adjustment, reversal): `amount` of `asset`
+/// moves from SYSTEM_EXTERNAL to the user (negative: from the user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub tx: TxId,
+    pub tx_type: TxType,
+    pub business_ref: BusinessRef,
+    pub account: AccountId,
+    pub asset: Asset,
+    pub amount: Amount,
+}
+
+impl Posting {
+    pub fn transaction(&self, ts: u64) -> Transaction {
+        let mut lines = Lines::new();
+        let user = match self.asset {
+            Asset::Krw => LedgerAccount::UserCash(self.account),
+            Asset::Shares(s) => LedgerAccount::UserSecurities(self.account, s),
+        };
+        lines.transfer(
+            LedgerAccount::SystemExternal,
+            user,
+            self.asset,
+            self.amount.0,
+            LineKind::Principal,
+        );
+        lines.into_transaction(self.tx, self.tx_type, self.business_ref, self.account, ts)
+    }
+}
+
+fn cash_account(account: AccountId) -> LedgerAccount {
+    if account.is_system_market() {
+        LedgerAccount::SystemMarket
+    } else {
+        LedgerAccount::UserCash(account)
+    }
+}
+
+fn securities_account(account: AccountId, symbol: SymbolId) -> LedgerAccount {
+    if account.is_system_market() {
+        LedgerAccount::SystemMarket
+    } else {
+        LedgerAccount::UserSecurities(account, symbol)
+    }
+}
+
+/// The lines of the TRADE transaction of one fill (zero lines left out):
+///
+/// | line | debit (-) | credit (+) |
+/// |---|---|---|
+/// | Notional | buyer cash | seller cash |
+/// | Shares | seller securities | buyer securities |
+/// | Commission (buyer) | buyer cash | SYSTEM_FEE |
+/// | Commission (seller) | seller cash | SYSTEM_FEE |
+/// | Securities transaction tax | seller cash | SYSTEM_TAX |
+/// | Rural special tax | seller cash | SYSTEM_TAX |
+#[allow(clippy::too_many_arguments)]
+pub fn trade_lines(
+    symbol: SymbolId,
+    buyer: AccountId,
+    seller: AccountId,
+    price: Price,
+    qty: Qty,
+    buyer_commission: Amount,
+    seller_commission: Amount,
+    seller_taxes: [Amount; 2],
+) -> Lines {
+    let mut lines = Lines::new();
+    let (buyer_cash, seller_cash) = (cash_account(buyer), cash_account(seller));
+    let krw = Asset::Krw;
+    lines.transfer(
+        buyer_cash,
+        seller_cash,
+        krw,
+        price.0 * qty.0,
+        LineKind::Notional,
+    );
+    lines.transfer(
+        securities_account(seller, symbol),
+        securities_account(buyer, symbol),
+        Asset::Shares(symbol),
+        qty.0,
+        LineKind::Shares,
+    );
+    let (fee, tax) = (LedgerAccount::SystemFee, LedgerAccount::SystemTax);
+    lines.transfer(
+        buyer_cash,
+        fee,
+        krw,
+        buyer_commission.0,
+        LineKind::Commission,
+    );
+    lines.transfer(
+        seller_cash,
+        fee,
+        krw,
+        seller_commission.0,
+        LineKind::Commission,
+    );
+    let [stt, rural] = seller_taxes;
+    lines.transfer(
+        seller_cash,
+        tax,
+        krw,
+        stt.0,
+        LineKind::SecuritiesTransactionTax,
+    );
+    lines.transfer(seller_cash, tax, krw, rural.0, LineKind::RuralSpecialTax);
+    lines
 }
 
 /// Why a live order left the book without filling.
@@ -200,8 +386,6 @@ pub enum RequestKind {
     Modify,
 }
 
-// `LedgerPosted` is the large variant by design: boxing it would allocate per fill.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     SymbolRegistered {
@@ -335,8 +519,20 @@ pub enum Event {
         symbol: SymbolId,
         qty_expired: Qty,
     },
+    /// A principal posting (deposit, withdrawal, adjustment, reversal). Trades post through
+    /// `Trade` itself; [`Event::transaction`] expands both into lines.
     LedgerPosted {
-        transaction: Transaction,
+        posting: Posting,
+    },
+    /// An account's cash and hold after a change (accounting mode only).
+    AccountUpdated {
+        account: AccountId,
+        cash: Amount,
+        cash_hold: Amount,
+    },
+    /// A position after a change (accounting mode only).
+    PositionUpdated {
+        position: Position,
     },
     /// An external transaction (deposit, withdrawal, adjustment, reversal) was created
     /// (`from: None`) or moved between statuses.
@@ -372,6 +568,50 @@ pub enum Event {
 }
 
 impl Event {
+    /// The ledger transaction this event posts, with all its lines (`ts`: the envelope's).
+    pub fn transaction(&self, ts: u64) -> Option<Transaction> {
+        match *self {
+            Event::LedgerPosted { posting } => Some(posting.transaction(ts)),
+            Event::Trade {
+                trade_id,
+                symbol,
+                price,
+                qty,
+                taker_side,
+                maker_account,
+                taker_account,
+                buyer_commission,
+                seller_commission,
+                seller_taxes,
+                tx,
+                ..
+            } if tx.0 != 0 => {
+                let (buyer, seller) = match taker_side {
+                    Side::Buy => (taker_account, maker_account),
+                    Side::Sell => (maker_account, taker_account),
+                };
+                let lines = trade_lines(
+                    symbol,
+                    buyer,
+                    seller,
+                    price,
+                    qty,
+                    buyer_commission,
+                    seller_commission,
+                    seller_taxes,
+                );
+                Some(lines.into_transaction(
+                    tx,
+                    TxType::Trade,
+                    BusinessRef::Trade(trade_id),
+                    taker_account,
+                    ts,
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// The trading accounts this event is addressed to, with their `acct_seq`.
     pub fn recipients(&self) -> [(AccountId, u64); 2] {
         const NONE: (AccountId, u64) = (AccountId(0), 0);

@@ -362,6 +362,12 @@ impl Engine {
             },
             resent: false,
         });
+        if self.config.accounting {
+            match o.side {
+                Side::Buy => self.emit_account_state(o.account, sink),
+                Side::Sell => self.emit_position_state(o.account, o.symbol, sink),
+            }
+        }
         self.execute(slot, admitted.hold_price, sink);
     }
 
@@ -375,7 +381,7 @@ impl Engine {
         let stop = self.match_order(slot, limit, sink);
         let o = *self.orders.get(slot);
         if o.leaves.0 == 0 {
-            self.remove_live_order(slot);
+            self.remove_live_order(slot, sink);
             return;
         }
         let reason = match (stop, o.order_type, o.tif) {
@@ -482,7 +488,8 @@ impl Engine {
         let trade_id = TradeId(self.next_trade_id);
         self.next_trade_id += 1;
         let si;
-        let (mut transaction, mut charges) = (None, Default::default());
+        let mut charges = Default::default();
+        let mut tx = crate::types::TxId(0);
         {
             let (taker, maker) = self.orders.get2_mut(taker_slot, maker_slot);
             taker.leaves = Qty(taker.leaves.0 - qty.0);
@@ -491,14 +498,13 @@ impl Engine {
             maker.filled = Qty(maker.filled.0 + qty.0);
             si = taker.symbol.0 as usize - 1;
             if self.config.accounting {
-                let taker_account = taker.account;
                 let (buyer, seller) = match taker.side {
                     Side::Buy => (taker, maker),
                     Side::Sell => (maker, taker),
                 };
                 let sym = &self.symbols[si].symbol;
                 let band_upper = sym.band.map_or(Price(0), |b| b.upper);
-                let (tx, c) = settle_fill(
+                charges = settle_fill(
                     &mut self.ledger,
                     &self.fees,
                     sym.market,
@@ -507,12 +513,8 @@ impl Engine {
                     seller,
                     price,
                     qty,
-                    trade_id,
-                    taker_account,
-                    self.now_ts,
                 );
-                transaction = Some(tx);
-                charges = c;
+                tx = self.ledger.take_tx_id();
             }
         }
         let state = &mut self.symbols[si];
@@ -521,11 +523,11 @@ impl Engine {
         let taker = *self.orders.get(taker_slot);
         state.book.reduce(maker.side, price, qty);
         if maker.leaves.0 == 0 {
-            self.remove_live_order(maker_slot);
+            self.remove_live_order(maker_slot, sink);
         }
         let maker_acct_seq = self.ledger.next_seq(maker.account);
         let taker_acct_seq = self.ledger.next_seq(taker.account);
-        sink.emit(&Event::Trade {
+        let trade = Event::Trade {
             trade_id,
             symbol: taker.symbol,
             price,
@@ -542,10 +544,42 @@ impl Engine {
             buyer_commission: charges.buyer_commission,
             seller_commission: charges.seller_commission,
             seller_taxes: charges.seller_taxes,
-            tx: transaction.map_or(crate::types::TxId(0), |t| t.id),
-        });
-        if let Some(transaction) = transaction {
-            sink.emit(&Event::LedgerPosted { transaction });
+            tx,
+        };
+        debug_assert!(
+            trade
+                .transaction(self.now_ts)
+                .is_none_or(|t| t.is_balanced())
+        );
+        sink.emit(&trade);
+        if self.config.accounting {
+            for party in [maker, taker] {
+                self.emit_account_state(party.account, sink);
+                self.emit_position_state(party.account, party.symbol, sink);
+            }
+        }
+    }
+
+    /// `AccountUpdated` for a user account (accounting mode).
+    pub(crate) fn emit_account_state(&self, account: AccountId, sink: &mut impl EventSink) {
+        if let Some(a) = self.ledger.account(account) {
+            sink.emit(&Event::AccountUpdated {
+                account,
+                cash: a.cash,
+                cash_hold: a.cash_hold,
+            });
+        }
+    }
+
+    /// `PositionUpdated` for a user position (accounting mode).
+    pub(crate) fn emit_position_state(
+        &self,
+        account: AccountId,
+        symbol: SymbolId,
+        sink: &mut impl EventSink,
+    ) {
+        if let Some(p) = self.ledger.position(account, symbol) {
+            sink.emit(&Event::PositionUpdated { position: *p });
         }
     }
 
@@ -564,62 +598,53 @@ impl Engine {
     }
 
     fn cancel_remainder(&mut self, slot: Slot, reason: CancelReason, sink: &mut impl EventSink) {
-        let o = *self.orders.get(slot);
-        let level = self.remove_live_order(slot);
-        let acct_seq = self.ledger.next_seq(o.account);
-        sink.emit(&Event::OrderCancelled {
-            acct_seq,
-            account: o.account,
-            order_id: o.id,
-            symbol: o.symbol,
-            qty_cancelled: o.leaves,
-            reason,
-            request_id: ClientOrderId(0),
-        });
-        if let Some(state) = level {
-            emit_level(sink, o.symbol, o.side, state);
-        }
+        self.cancel_live(slot, reason, ClientOrderId(0), sink);
     }
 
     /// Takes a live order out of its level, its account's list and the slab, releasing its
-    /// holds. Returns its level's new totals if it was resting.
-    pub(crate) fn remove_live_order(&mut self, slot: Slot) -> Option<LevelState> {
+    /// holds (and reporting the new account or position state if that changed anything).
+    /// Returns its level's new totals if it was resting.
+    pub(crate) fn remove_live_order(
+        &mut self,
+        slot: Slot,
+        sink: &mut impl EventSink,
+    ) -> Option<LevelState> {
         let o = *self.orders.get(slot);
         let level = if o.resting {
-            Some(
-                self.symbols[o.symbol.0 as usize - 1]
-                    .book
-                    .unlink(&mut self.orders, slot),
-            )
+            let book = &mut self.symbols[o.symbol.0 as usize - 1].book;
+            Some(book.unlink(&mut self.orders, slot))
         } else {
             None
         };
         self.unlink_account(slot);
-        self.release_holds(&o);
         self.orders.remove(slot);
+        self.release_holds(&o, sink);
         level
     }
 
-    fn release_holds(&mut self, o: &Order) {
+    fn release_holds(&mut self, o: &Order, sink: &mut impl EventSink) {
         if !self.config.accounting || o.account.is_system_market() {
             return;
         }
         match o.side {
-            Side::Buy => {
+            Side::Buy if o.cash_hold.0 != 0 => {
                 let a = self
                     .ledger
                     .account_mut(o.account)
                     .expect("a live order's account");
                 a.cash_hold = Amount(a.cash_hold.0 - o.cash_hold.0);
+                self.emit_account_state(o.account, sink);
             }
-            Side::Sell => {
+            Side::Sell if o.leaves.0 != 0 => {
                 let slot = self
                     .ledger
                     .position_slot(o.account, o.symbol)
                     .expect("held");
                 let p = &mut self.ledger.positions[slot as usize];
                 p.hold = Qty(p.hold.0 - o.leaves.0);
+                self.emit_position_state(o.account, o.symbol, sink);
             }
+            _ => {}
         }
     }
 
@@ -777,7 +802,6 @@ impl Engine {
         sink: &mut impl EventSink,
     ) {
         let o = *self.orders.get(slot);
-        let level = self.remove_live_order(slot);
         let acct_seq = self.ledger.next_seq(o.account);
         sink.emit(&Event::OrderCancelled {
             acct_seq,
@@ -788,7 +812,7 @@ impl Engine {
             reason,
             request_id,
         });
-        if let Some(state) = level {
+        if let Some(state) = self.remove_live_order(slot, sink) {
             emit_level(sink, o.symbol, o.side, state);
         }
     }
@@ -884,6 +908,12 @@ impl Engine {
             leaves: new_qty,
             priority_kept: keeps_priority,
         });
+        if self.config.accounting {
+            match o.side {
+                Side::Buy => self.emit_account_state(account, sink),
+                Side::Sell => self.emit_position_state(account, o.symbol, sink),
+            }
+        }
         let si = o.symbol.0 as usize - 1;
         if keeps_priority {
             let state = self.symbols[si]

@@ -5,13 +5,7 @@ use kuku_engine::testkit::{Driver, accepted_id, cmd, reject_reason, trades};
 use kuku_engine::*;
 
 fn posted(events: &[Event]) -> Vec<Transaction> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::LedgerPosted { transaction } => Some(*transaction),
-            _ => None,
-        })
-        .collect()
+    events.iter().filter_map(|e| e.transaction(0)).collect()
 }
 
 fn line(tx: &Transaction, account: LedgerAccount, kind: LineKind) -> i64 {

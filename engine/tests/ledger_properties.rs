@@ -133,48 +133,63 @@ fn command() -> impl Strategy<Value = Command> {
 struct Shadow {
     entries: BTreeMap<(LedgerAccount, Asset), i64>,
     fills: BTreeMap<(AccountId, SymbolId), i64>,
+    /// The last `AccountUpdated` / `PositionUpdated` seen: the read model's feed.
+    accounts: BTreeMap<AccountId, (Amount, Amount)>,
+    positions: BTreeMap<(AccountId, SymbolId), kuku_engine::portfolio::Position>,
 }
 
 impl Shadow {
     fn absorb(&mut self, events: &[Event]) {
         for e in events {
-            match e {
-                Event::LedgerPosted { transaction } => {
-                    assert!(transaction.is_balanced(), "{transaction:?}");
-                    for entry in transaction.entries() {
-                        *self
-                            .entries
-                            .entry((entry.account, entry.asset))
-                            .or_default() += entry.amount.0;
-                        if let (
-                            LedgerAccount::UserSecurities(a, s),
-                            TxType::Adjustment | TxType::Reversal,
-                        ) = (entry.account, transaction.tx_type)
-                        {
-                            *self.fills.entry((a, s)).or_default() += entry.amount.0;
-                        }
+            if let Some(transaction) = e.transaction(0) {
+                assert!(transaction.is_balanced(), "{transaction:?}");
+                for entry in transaction.entries() {
+                    *self
+                        .entries
+                        .entry((entry.account, entry.asset))
+                        .or_default() += entry.amount.0;
+                    if let (
+                        LedgerAccount::UserSecurities(a, s),
+                        TxType::Adjustment | TxType::Reversal,
+                    ) = (entry.account, transaction.tx_type)
+                    {
+                        *self.fills.entry((a, s)).or_default() += entry.amount.0;
                     }
                 }
-                Event::Trade {
-                    symbol,
-                    qty,
-                    taker_side,
-                    maker_account,
-                    taker_account,
-                    ..
+            }
+            match e {
+                Event::AccountUpdated {
+                    account,
+                    cash,
+                    cash_hold,
                 } => {
-                    let (buyer, seller) = match taker_side {
-                        Side::Buy => (*taker_account, *maker_account),
-                        Side::Sell => (*maker_account, *taker_account),
-                    };
-                    if !buyer.is_system_market() {
-                        *self.fills.entry((buyer, *symbol)).or_default() += qty.0;
-                    }
-                    if !seller.is_system_market() {
-                        *self.fills.entry((seller, *symbol)).or_default() -= qty.0;
-                    }
+                    self.accounts.insert(*account, (*cash, *cash_hold));
+                }
+                Event::PositionUpdated { position } => {
+                    self.positions
+                        .insert((position.account, position.symbol), *position);
                 }
                 _ => {}
+            }
+            if let Event::Trade {
+                symbol,
+                qty,
+                taker_side,
+                maker_account,
+                taker_account,
+                ..
+            } = e
+            {
+                let (buyer, seller) = match taker_side {
+                    Side::Buy => (*taker_account, *maker_account),
+                    Side::Sell => (*maker_account, *taker_account),
+                };
+                if !buyer.is_system_market() {
+                    *self.fills.entry((buyer, *symbol)).or_default() += qty.0;
+                }
+                if !seller.is_system_market() {
+                    *self.fills.entry((seller, *symbol)).or_default() -= qty.0;
+                }
             }
         }
     }
@@ -187,12 +202,26 @@ impl Shadow {
             if get(LedgerAccount::UserCash(acct.id), Asset::Krw) != acct.cash.0 {
                 return Err(format!("cash of {} differs from its entries", acct.id));
             }
+            let fed = self.accounts.get(&acct.id).copied().unwrap_or_default();
+            if fed != (acct.cash, acct.cash_hold) {
+                return Err(format!(
+                    "account {}: AccountUpdated feed {fed:?} is stale",
+                    acct.id
+                ));
+            }
         }
         for p in &l.positions {
             let s = Asset::Shares(p.symbol);
             if get(LedgerAccount::UserSecurities(p.account, p.symbol), s) != p.qty.0 {
                 return Err(format!(
                     "position {}/{} differs from its entries",
+                    p.account, p.symbol
+                ));
+            }
+            let fed = self.positions.get(&(p.account, p.symbol));
+            if fed.is_some_and(|f| f != p) || (fed.is_none() && (p.qty.0 != 0 || p.hold.0 != 0)) {
+                return Err(format!(
+                    "position {}/{}: PositionUpdated feed {fed:?} is stale",
                     p.account, p.symbol
                 ));
             }
@@ -322,9 +351,7 @@ fn long_stream_holds_invariants_and_covers_the_ledger() {
         );
     }
     let count = |f: &dyn Fn(&Event) -> bool| events.iter().filter(|e| f(e)).count();
-    let posted = |t: TxType| {
-        count(&|e| matches!(e, Event::LedgerPosted { transaction } if transaction.tx_type == t))
-    };
+    let posted = |t: TxType| count(&|e| e.transaction(0).is_some_and(|tx| tx.tx_type == t));
     let status = |to: TxStatus| {
         count(
             &|e| matches!(e, Event::TransactionStatusChanged { to: s, resent: false, .. } if *s == to),

@@ -52,7 +52,7 @@ impl EventSink for Checksum {
     fn emit(&mut self, event: &Event) {
         let v = match event {
             Event::Trade { qty, price, .. } => (qty.0 ^ price.0) as u64,
-            Event::LedgerPosted { transaction } => transaction.entries_len as u64,
+            Event::AccountUpdated { cash, .. } => cash.0 as u64,
             _ => 1,
         };
         self.0 = self.0.wrapping_mul(31).wrapping_add(v);
@@ -77,21 +77,47 @@ fn flow(n: usize, seed: u64, first_seq: u64, first_coid: u64) -> Vec<Envelope> {
         let r = next();
         let account = AccountId(1 + (r % ACCOUNTS as u64) as u32);
         let symbol = 1 + ((r >> 8) % SYMBOLS as u64) as u32;
-        let side = if (r >> 16) & 1 == 0 { Side::Buy } else { Side::Sell };
+        let side = if (r >> 16) & 1 == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let step = ((r >> 20) % 21) as i64 - 10;
         let price = 71_000 + step * 100;
         let qty = 1 + ((r >> 32) % 50) as i64;
         coid += 1;
         let command = match (r >> 40) % 20 {
             0..=9 => cmd::limit(account, coid, symbol, side, price, qty),
-            10 | 11 => cmd::order(account, coid, symbol, side, OrderType::Limit, TimeInForce::Ioc, price, qty),
-            12 => cmd::order(account, coid, symbol, side, OrderType::Limit, TimeInForce::Fok, price, qty),
+            10 | 11 => cmd::order(
+                account,
+                coid,
+                symbol,
+                side,
+                OrderType::Limit,
+                TimeInForce::Ioc,
+                price,
+                qty,
+            ),
+            12 => cmd::order(
+                account,
+                coid,
+                symbol,
+                side,
+                OrderType::Limit,
+                TimeInForce::Fok,
+                price,
+                qty,
+            ),
             13 => cmd::market(account, coid, symbol, side, qty),
             14 | 15 => cmd::cancel(account, coid, (r >> 44) % (i as u64 + 1) + 1),
             16 => cmd::modify(account, coid, (r >> 44) % (i as u64 + 1) + 1, qty, price),
             _ => cmd::quote(symbol, price - 200, 100, price + 200, 100),
         };
-        out.push(Envelope { seq: first_seq + i as u64, ts: 2_000_000_000 + i as u64, command });
+        out.push(Envelope {
+            seq: first_seq + i as u64,
+            ts: 2_000_000_000 + i as u64,
+            command,
+        });
     }
     out
 }
@@ -113,7 +139,12 @@ fn a_million_mixed_commands_allocate_nothing_after_warm_up() {
     };
     let mut d = kuku_engine::testkit::Driver::krx_market(config, &[]);
     for s in 0..SYMBOLS {
-        d.apply(cmd::register_krx(&format!("00{s:04}"), "S", Market::Kospi, 71_000));
+        d.apply(cmd::register_krx(
+            &format!("00{s:04}"),
+            "S",
+            Market::Kospi,
+            71_000,
+        ));
     }
     for a in 0..ACCOUNTS {
         let id = d.funded_account(&format!("acct{a}"), 1_000_000_000_000);
@@ -128,7 +159,12 @@ fn a_million_mixed_commands_allocate_nothing_after_warm_up() {
     }
     let mut engine = d.engine;
     let warm_up = flow(200_000, 0x9e37_79b9_7f4a_7c15, d.seq + 1, 0);
-    let measured = flow(1_000_000, 0xd1b5_4a32_d192_ed03, d.seq + 1 + 200_000, 10_000_000);
+    let measured = flow(
+        1_000_000,
+        0xd1b5_4a32_d192_ed03,
+        d.seq + 1 + 200_000,
+        10_000_000,
+    );
     let mut sink = Checksum(0);
     for e in &warm_up {
         engine.apply(e, &mut sink);
@@ -148,7 +184,10 @@ fn a_million_mixed_commands_allocate_nothing_after_warm_up() {
     COUNTING.with(|c| c.set(false));
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
 
-    assert_eq!(allocations, 0, "allocations while applying 1,000,000 commands");
+    assert_eq!(
+        allocations, 0,
+        "allocations while applying 1,000,000 commands"
+    );
     assert!(sink.0 != 0 && live_before > 100, "the flow did real work");
     engine.check_invariants().unwrap();
 }

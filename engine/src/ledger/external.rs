@@ -19,12 +19,10 @@
 //! **Performance**: FxHash maps preallocated to `open_tx_max` / `closed_tx_window_max`; no
 //! allocation after construction (the expiry scratch list is preallocated too).
 
-use super::{AMOUNT_MAX, Account, Lines};
+use super::{AMOUNT_MAX, Account};
 use crate::command::{Asset, CommandKind};
 use crate::engine::Engine;
-use crate::event::{
-    BusinessRef, Event, EventSink, LedgerAccount, LineKind, Transaction, TxStatus, TxType,
-};
+use crate::event::{BusinessRef, Event, EventSink, Posting, TxStatus, TxType};
 use crate::reject::RejectReason;
 use crate::types::{AccountId, Amount, ExternalRef, Qty, TxId};
 use rustc_hash::FxHashMap;
@@ -293,6 +291,7 @@ impl Engine {
                 self.ledger.external.open.insert(tx.id, tx);
                 self.ledger.external.remember_ref(&tx);
                 self.emit_status(&tx, None, TxStatus::Pending, false, sink);
+                self.emit_account_state(account, sink);
             }
         }
     }
@@ -385,7 +384,7 @@ impl Engine {
     }
 
     /// Posts `tx` (moving its user delta against SYSTEM_EXTERNAL), closes it into the window
-    /// and emits its status change from `from` and its `LedgerPosted`.
+    /// and emits its status change from `from`, its `LedgerPosted` and the new balance.
     fn post_external(
         &mut self,
         mut tx: ExternalTx,
@@ -393,18 +392,13 @@ impl Engine {
         sink: &mut impl EventSink,
     ) {
         let delta = tx.user_delta();
-        let mut lines = Lines::new();
-        let (user, external) = match tx.asset {
+        match tx.asset {
             Asset::Krw => {
                 let a = self.ledger.account_mut(tx.account).expect("checked");
                 a.cash = Amount(a.cash.0 + delta);
                 debug_assert!(a.cash.0 >= a.cash_hold.0);
-                self.ledger.system.external_cash =
-                    Amount(self.ledger.system.external_cash.0 - delta);
-                (
-                    LedgerAccount::UserCash(tx.account),
-                    LedgerAccount::SystemExternal,
-                )
+                let ext = &mut self.ledger.system.external_cash;
+                *ext = Amount(ext.0 - delta);
             }
             Asset::Shares(symbol) => {
                 let slot = self
@@ -415,34 +409,37 @@ impl Engine {
                 p.on_transfer(Qty(delta));
                 debug_assert!(p.qty.0 >= p.hold.0);
                 self.ledger.system_shares[symbol.0 as usize - 1].external -= delta;
-                (
-                    LedgerAccount::UserSecurities(tx.account, symbol),
-                    LedgerAccount::SystemExternal,
-                )
             }
-        };
-        lines.transfer(external, user, tx.asset, delta, LineKind::Principal);
+        }
         tx.status = TxStatus::Posted;
         let business_ref = match (tx.tx_type, tx.linked) {
             (TxType::Reversal, Some(orig)) => BusinessRef::Reverses(orig),
             _ => BusinessRef::External(tx.external_ref),
         };
-        let transaction = Transaction {
-            id: tx.id,
+        let posting = Posting {
+            tx: tx.id,
             tx_type: tx.tx_type,
             business_ref,
             account: tx.account,
-            ts: self.now_ts,
-            entries_len: lines.len as u8,
-            entries: lines.entries,
+            asset: tx.asset,
+            amount: Amount(delta),
         };
-        debug_assert!(transaction.is_balanced());
+        debug_assert!(posting.transaction(self.now_ts).is_balanced());
         if tx.tx_type != TxType::Reversal {
             self.ledger.external.remember_ref(&tx);
         }
         self.ledger.external.close(tx);
         self.emit_status(&tx, from, TxStatus::Posted, false, sink);
-        sink.emit(&Event::LedgerPosted { transaction });
+        sink.emit(&Event::LedgerPosted { posting });
+        self.emit_holder_state(&tx, sink);
+    }
+
+    /// The account (cash) or position (shares) a transaction touched, after it changed.
+    fn emit_holder_state(&self, tx: &ExternalTx, sink: &mut impl EventSink) {
+        match tx.asset {
+            Asset::Krw => self.emit_account_state(tx.account, sink),
+            Asset::Shares(symbol) => self.emit_position_state(tx.account, symbol, sink),
+        }
     }
 
     fn emit_status(
@@ -520,6 +517,7 @@ impl Engine {
                 tx.status = TxStatus::Failed;
                 self.ledger.external.close(tx);
                 self.emit_status(&tx, Some(from), TxStatus::Failed, false, sink);
+                self.emit_account_state(tx.account, sink);
             }
         }
     }

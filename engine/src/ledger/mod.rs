@@ -3,9 +3,11 @@
 //! Balances live here and change only by balanced postings: a fill posts one TRADE
 //! transaction (notional, shares, commission per user side, each sell-tax component as its
 //! own line); deposits, withdrawals, adjustments and reversals post their principal against
-//! SYSTEM_EXTERNAL (see [`external`]). For speed the balances are updated in place while the
-//! transaction is built; `tests/ledger_properties.rs` replays every `LedgerPosted` event onto
-//! a zeroed ledger and checks it reproduces the engine's balances exactly.
+//! SYSTEM_EXTERNAL (see [`external`]). Events carry postings compactly (`Event::Trade` with
+//! its charges, `Event::LedgerPosted` with its principal) and `Event::transaction` expands
+//! either into the full, balanced list of lines; balances are updated in place, and
+//! `tests/ledger_properties.rs` replays every expanded transaction onto a zeroed ledger and
+//! checks it reproduces the engine's balances exactly.
 //!
 //! **Invariants** (checked by [`crate::Engine::check_invariants`])
 //! - Every asset sums to zero over all ledger accounts.
@@ -23,60 +25,10 @@ pub mod external;
 pub mod settlement;
 
 use crate::book::order::{NIL, Slot};
-use crate::command::Asset;
-use crate::event::{ENTRIES_MAX, Entry, LedgerAccount, LineKind};
 use crate::portfolio::Position;
 use crate::types::{AccountId, Amount, ExternalRef, SymbolId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-
-/// Builds a transaction's line array without allocating.
-pub(crate) struct Lines {
-    pub(crate) entries: [Entry; ENTRIES_MAX],
-    pub(crate) len: usize,
-}
-
-impl Lines {
-    pub(crate) fn new() -> Lines {
-        Lines {
-            entries: [Entry {
-                account: LedgerAccount::SystemMarket,
-                asset: Asset::Krw,
-                amount: Amount(0),
-                line: LineKind::Notional,
-            }; ENTRIES_MAX],
-            len: 0,
-        }
-    }
-
-    /// Adds a balanced pair: `amount` of `asset` from `from` to `to` (nothing if zero).
-    #[inline]
-    pub(crate) fn transfer(
-        &mut self,
-        from: LedgerAccount,
-        to: LedgerAccount,
-        asset: Asset,
-        amount: i64,
-        line: LineKind,
-    ) {
-        if amount == 0 {
-            return;
-        }
-        self.entries[self.len] = Entry {
-            account: from,
-            asset,
-            amount: Amount(-amount),
-            line,
-        };
-        self.entries[self.len + 1] = Entry {
-            account: to,
-            asset,
-            amount: Amount(amount),
-            line,
-        };
-        self.len += 2;
-    }
-}
 
 /// The largest single amount a deposit, withdrawal or adjustment may move (10^15 KRW), so that
 /// sums of many stay far from i64 overflow.

@@ -15,13 +15,11 @@
 //! Each charge is `floor(cumulative notional x rate) - already charged` per order and
 //! component ([`crate::fees`]).
 
-use super::{Ledger, Lines};
+use super::Ledger;
 use crate::book::order::Order;
-use crate::command::Asset;
-use crate::event::{BusinessRef, LedgerAccount, LineKind, Transaction, TxType};
 use crate::fees::{FeeSchedule, cumulative_charge};
 use crate::risk::buy_hold;
-use crate::types::{AccountId, Amount, Market, Price, Qty, SymbolId, TradeId};
+use crate::types::{Amount, Market, Price, Qty};
 
 /// What a fill charged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,25 +29,10 @@ pub struct FillCharges {
     pub seller_taxes: [Amount; 2],
 }
 
-fn cash_account(account: AccountId) -> LedgerAccount {
-    if account.is_system_market() {
-        LedgerAccount::SystemMarket
-    } else {
-        LedgerAccount::UserCash(account)
-    }
-}
-
-fn securities_account(account: AccountId, symbol: SymbolId) -> LedgerAccount {
-    if account.is_system_market() {
-        LedgerAccount::SystemMarket
-    } else {
-        LedgerAccount::UserSecurities(account, symbol)
-    }
-}
-
 /// Settles `qty` at `price` between `buyer` and `seller`, whose leaves and filled quantities
 /// the caller has already updated. Updates charges, holds, balances and positions, and
-/// returns the TRADE transaction.
+/// returns the charges (the `Trade` event carries them; `Event::transaction` expands it into
+/// the TRADE transaction's lines).
 #[allow(clippy::too_many_arguments)]
 pub fn settle_fill(
     ledger: &mut Ledger,
@@ -60,11 +43,7 @@ pub fn settle_fill(
     seller: &mut Order,
     price: Price,
     qty: Qty,
-    trade_id: TradeId,
-    taker_account: AccountId,
-    ts: u64,
-) -> (Transaction, FillCharges) {
-    let symbol = buyer.symbol;
+) -> FillCharges {
     let notional = price.0 * qty.0; // <= each order's validated price x qty
     let mut charges = FillCharges::default();
 
@@ -106,66 +85,7 @@ pub fn settle_fill(
     sys.fee = Amount(sys.fee.0 + charges.buyer_commission.0 + charges.seller_commission.0);
     sys.tax = Amount(sys.tax.0 + taxes);
 
-    let mut lines = Lines::new();
-    let buyer_cash = cash_account(buyer.account);
-    let seller_cash = cash_account(seller.account);
-    lines.transfer(
-        buyer_cash,
-        seller_cash,
-        Asset::Krw,
-        notional,
-        LineKind::Notional,
-    );
-    lines.transfer(
-        securities_account(seller.account, symbol),
-        securities_account(buyer.account, symbol),
-        Asset::Shares(symbol),
-        qty.0,
-        LineKind::Shares,
-    );
-    let fee = LedgerAccount::SystemFee;
-    let tax = LedgerAccount::SystemTax;
-    lines.transfer(
-        buyer_cash,
-        fee,
-        Asset::Krw,
-        charges.buyer_commission.0,
-        LineKind::Commission,
-    );
-    lines.transfer(
-        seller_cash,
-        fee,
-        Asset::Krw,
-        charges.seller_commission.0,
-        LineKind::Commission,
-    );
-    let [stt, rural] = charges.seller_taxes;
-    lines.transfer(
-        seller_cash,
-        tax,
-        Asset::Krw,
-        stt.0,
-        LineKind::SecuritiesTransactionTax,
-    );
-    lines.transfer(
-        seller_cash,
-        tax,
-        Asset::Krw,
-        rural.0,
-        LineKind::RuralSpecialTax,
-    );
-
-    let tx = Transaction {
-        id: ledger.take_tx_id(),
-        tx_type: TxType::Trade,
-        business_ref: BusinessRef::Trade(trade_id),
-        account: taker_account,
-        ts,
-        entries_len: lines.len as u8,
-        entries: lines.entries,
-    };
-    debug_assert!(tx.is_balanced());
-    (tx, charges)
+    charges
 }
 
 fn settle_buyer(
