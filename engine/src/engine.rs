@@ -92,14 +92,27 @@ impl Engine {
     }
 
     /// Applies one journaled command, emitting its events into `sink`.
+    #[inline]
     pub fn apply(&mut self, envelope: &Envelope, sink: &mut impl EventSink) {
+        self.apply_command(envelope.seq, envelope.ts, &envelope.command, sink);
+    }
+
+    /// [`Engine::apply`] without an `Envelope` (the pipeline reads the command in place from
+    /// its ring slot).
+    pub fn apply_command(
+        &mut self,
+        seq: u64,
+        ts: u64,
+        command: &Command,
+        sink: &mut impl EventSink,
+    ) {
         debug_assert!(
-            self.last_seq == 0 || envelope.seq == self.last_seq + 1,
-            "envelopes arrive in dense seq order"
+            self.last_seq == 0 || seq == self.last_seq + 1,
+            "commands arrive in dense seq order"
         );
-        self.last_seq = envelope.seq;
-        self.now_ts = self.now_ts.max(envelope.ts);
-        match &envelope.command {
+        self.last_seq = seq;
+        self.now_ts = self.now_ts.max(ts);
+        match command {
             Command::PlaceOrder(order) => self.place_order(order, sink),
             Command::CancelOrder {
                 account,

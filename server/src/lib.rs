@@ -1,1 +1,8 @@
-//! kuku-server
+//! kuku-server: the Kuku node. Wires the LMAX-style pipeline (input ring, journaller,
+//! pinned processor, output ring and its consumers) around `kuku-engine`, and provides the
+//! `kuku` binary's commands.
+//!
+//! What this crate must never do: touch the engine's state from any thread but the
+//! processor's, or block the processor on I/O.
+
+pub mod pipeline;
