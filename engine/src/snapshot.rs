@@ -84,7 +84,7 @@ pub struct EngineSnapshot {
 }
 
 /// Why a snapshot cannot be restored.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RestoreError {
     #[error("the snapshot needs more capacity than the config gives: {0}")]
     Capacity(&'static str),

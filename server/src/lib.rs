@@ -6,3 +6,6 @@
 //! processor's, or block the processor on I/O.
 
 pub mod pipeline;
+pub mod feed;
+pub mod readmodel;
+pub mod scheduler;

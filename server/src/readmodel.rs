@@ -1,0 +1,310 @@
+//! The read model: balances, holds, positions, open orders, books and symbols, maintained by
+//! an output consumer from events alone. Queries are answered here, never by touching the
+//! processor's memory and never by journaling a query.
+//!
+//! **Invariants**: after applying the events of commands 1..=n it equals the engine's live
+//! state after command n (tested against the engine on random streams).
+//!
+//! **Performance**: `BTreeMap`s; O(log n) per event. It runs on a consumer thread, off the
+//! processor's path, and allocates (bounded by live state, plus `RECENT_ORDERS_MAX`
+//! finished orders kept for status queries).
+//!
+//! **Known limitations**: history (fills, ledger) is not kept here: it is served by the
+//! database ([K6]) or the journal.
+
+use crate::pipeline::OutputSlot;
+use kuku_engine::portfolio::Position;
+use kuku_engine::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Finished orders remembered for status queries.
+pub const RECENT_ORDERS_MAX: usize = 100_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderState {
+    New,
+    PartiallyFilled,
+    Filled,
+    Cancelled(CancelReason),
+    Expired,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    pub info: OrderInfo,
+    pub price: Price,
+    pub leaves: Qty,
+    pub filled: Qty,
+    pub state: OrderState,
+    /// Seq of the command that last changed it.
+    pub seq: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountView {
+    pub id: AccountId,
+    pub owner: ExternalRef,
+    pub cash: Amount,
+    pub cash_hold: Amount,
+    /// The last per-account event sequence seen.
+    pub acct_seq: u64,
+}
+
+impl AccountView {
+    pub fn available(&self) -> Amount {
+        Amount(self.cash.0 - self.cash_hold.0)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BookView {
+    /// price -> (qty, orders)
+    pub bids: BTreeMap<Price, (Qty, u32)>,
+    pub asks: BTreeMap<Price, (Qty, u32)>,
+}
+
+impl BookView {
+    pub fn best_bid(&self) -> Option<(Price, Qty)> {
+        self.bids.iter().next_back().map(|(p, (q, _))| (*p, *q))
+    }
+
+    pub fn best_ask(&self) -> Option<(Price, Qty)> {
+        self.asks.iter().next().map(|(p, (q, _))| (*p, *q))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SymbolView {
+    pub symbol: Symbol,
+    pub book: BookView,
+}
+
+#[derive(Default)]
+pub struct ReadModel {
+    pub last_seq: u64,
+    pub phase: Option<MarketPhase>,
+    pub trading_day: u32,
+    pub fees: FeeSchedule,
+    pub symbols: BTreeMap<SymbolId, SymbolView>,
+    pub accounts: BTreeMap<AccountId, AccountView>,
+    pub positions: BTreeMap<(AccountId, SymbolId), Position>,
+    pub orders: BTreeMap<OrderId, OrderView>,
+    pub open_by_account: BTreeMap<AccountId, BTreeSet<OrderId>>,
+    recent_finished: VecDeque<OrderId>,
+    pub open_transactions: BTreeMap<TxId, (TxType, AccountId, Amount, TxStatus)>,
+}
+
+impl ReadModel {
+    pub fn symbol_by_code(&self, code: &str) -> Option<&SymbolView> {
+        self.symbols.values().find(|s| s.symbol.code.as_str() == code)
+    }
+
+    pub fn open_orders(&self, account: AccountId) -> impl Iterator<Item = &OrderView> + '_ {
+        self.open_by_account
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.orders.get(id))
+    }
+
+    pub fn positions_of(&self, account: AccountId) -> impl Iterator<Item = &Position> + '_ {
+        self.positions
+            .range((account, SymbolId(0))..=(account, SymbolId(u32::MAX)))
+            .map(|(_, p)| p)
+    }
+
+    /// Applies one output slot.
+    pub fn apply(&mut self, slot: &OutputSlot) {
+        self.last_seq = slot.seq;
+        self.apply_event(slot.seq, &slot.event);
+    }
+
+    pub fn apply_event(&mut self, seq: u64, event: &Event) {
+        for (account, acct_seq) in event.recipients() {
+            if acct_seq > 0
+                && let Some(a) = self.accounts.get_mut(&account)
+            {
+                a.acct_seq = a.acct_seq.max(acct_seq);
+            }
+        }
+        match *event {
+            Event::SymbolRegistered { symbol } => {
+                self.symbols.insert(
+                    symbol.id,
+                    SymbolView {
+                        symbol,
+                        book: BookView::default(),
+                    },
+                );
+            }
+            Event::BandSet {
+                symbol,
+                base_price,
+                lower,
+                upper,
+            } => {
+                if let Some(s) = self.symbols.get_mut(&symbol) {
+                    s.symbol.base_price = base_price;
+                    s.symbol.band = Some(PriceBand { lower, upper });
+                }
+            }
+            Event::FeeScheduleSet { schedule } => self.fees = schedule,
+            Event::DayStarted { trading_day } => self.trading_day = trading_day,
+            Event::PhaseChanged { phase } => self.phase = Some(phase),
+            Event::AccountOpened {
+                account,
+                owner,
+                acct_seq,
+                ..
+            } => {
+                let a = self.accounts.entry(account).or_default();
+                a.id = account;
+                a.owner = owner;
+                a.acct_seq = a.acct_seq.max(acct_seq);
+            }
+            Event::AccountUpdated {
+                account,
+                cash,
+                cash_hold,
+            } => {
+                let a = self.accounts.entry(account).or_default();
+                a.id = account;
+                a.cash = cash;
+                a.cash_hold = cash_hold;
+            }
+            Event::PositionUpdated { position } => {
+                self.positions
+                    .insert((position.account, position.symbol), position);
+            }
+            Event::OrderAccepted {
+                order,
+                resent: false,
+                ..
+            } => self.on_accepted(seq, order),
+            Event::Trade {
+                symbol,
+                price,
+                qty,
+                maker_order,
+                maker_leaves,
+                taker_order,
+                taker_leaves,
+                ..
+            } => {
+                if let Some(s) = self.symbols.get_mut(&symbol) {
+                    s.symbol.last_trade_price = Some(price);
+                }
+                self.on_fill(seq, maker_order, qty, maker_leaves);
+                self.on_fill(seq, taker_order, qty, taker_leaves);
+            }
+            Event::OrderCancelled {
+                order_id, reason, ..
+            } => self.finish(seq, order_id, OrderState::Cancelled(reason)),
+            Event::OrderExpired { order_id, .. } => self.finish(seq, order_id, OrderState::Expired),
+            Event::OrderModified {
+                order_id,
+                price,
+                leaves,
+                ..
+            } => {
+                if let Some(o) = self.orders.get_mut(&order_id) {
+                    o.price = price;
+                    o.leaves = leaves;
+                    o.seq = seq;
+                }
+            }
+            Event::BookChanged {
+                symbol,
+                side,
+                price,
+                level_qty,
+                level_orders,
+            } => {
+                if let Some(s) = self.symbols.get_mut(&symbol) {
+                    let levels = match side {
+                        Side::Buy => &mut s.book.bids,
+                        Side::Sell => &mut s.book.asks,
+                    };
+                    if level_orders == 0 {
+                        levels.remove(&price);
+                    } else {
+                        levels.insert(price, (level_qty, level_orders));
+                    }
+                }
+            }
+            Event::TransactionStatusChanged {
+                tx,
+                tx_type,
+                account,
+                amount,
+                to,
+                ..
+            } => match to {
+                TxStatus::Pending | TxStatus::Unknown => {
+                    self.open_transactions
+                        .insert(tx, (tx_type, account, amount, to));
+                }
+                _ => {
+                    self.open_transactions.remove(&tx);
+                }
+            },
+            Event::DayEnded { .. } => {}
+            _ => {}
+        }
+    }
+
+    fn on_accepted(&mut self, seq: u64, order: OrderInfo) {
+        self.orders.insert(
+            order.order_id,
+            OrderView {
+                info: order,
+                price: order.price,
+                leaves: order.qty,
+                filled: Qty(0),
+                state: OrderState::New,
+                seq,
+            },
+        );
+        if !order.account.is_system_market() {
+            self.open_by_account
+                .entry(order.account)
+                .or_default()
+                .insert(order.order_id);
+        }
+    }
+
+    fn on_fill(&mut self, seq: u64, order_id: OrderId, qty: Qty, leaves: Qty) {
+        let Some(o) = self.orders.get_mut(&order_id) else {
+            return;
+        };
+        o.filled = Qty(o.filled.0 + qty.0);
+        o.leaves = leaves;
+        o.seq = seq;
+        if leaves.0 == 0 {
+            self.finish(seq, order_id, OrderState::Filled);
+        } else {
+            o.state = OrderState::PartiallyFilled;
+        }
+    }
+
+    fn finish(&mut self, seq: u64, order_id: OrderId, state: OrderState) {
+        let Some(o) = self.orders.get_mut(&order_id) else {
+            return;
+        };
+        o.state = state;
+        o.seq = seq;
+        if let Some(open) = self.open_by_account.get_mut(&o.info.account) {
+            open.remove(&order_id);
+        }
+        if o.info.account.is_system_market() {
+            self.orders.remove(&order_id);
+            return;
+        }
+        self.recent_finished.push_back(order_id);
+        while self.recent_finished.len() > RECENT_ORDERS_MAX {
+            if let Some(old) = self.recent_finished.pop_front() {
+                self.orders.remove(&old);
+            }
+        }
+    }
+}
