@@ -12,6 +12,7 @@ pub const ENGINE_LOGIC_VERSION: u32 = 1;
 
 /// How a book stores its price levels (ADR-002).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LadderPolicy {
     /// Direct-indexed ladder over today's band for banded symbols, sorted levels otherwise.
     Auto,
@@ -20,6 +21,7 @@ pub enum LadderPolicy {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Live orders across all books.
     pub orders_max: u32,

@@ -170,7 +170,10 @@ mod tests {
                 let q = sim.step(&s).unwrap();
                 assert!(q.bid < q.ask);
                 for p in [q.bid, q.ask] {
-                    assert!(s.tick_rule.is_on_grid(p) && band.contains(p), "{p} for base {base}");
+                    assert!(
+                        s.tick_rule.is_on_grid(p) && band.contains(p),
+                        "{p} for base {base}"
+                    );
                 }
             }
         }

@@ -5,7 +5,12 @@
 //! What this crate must never do: touch the engine's state from any thread but the
 //! processor's, or block the processor on I/O.
 
-pub mod pipeline;
+pub mod config;
+pub mod demo;
 pub mod feed;
+pub mod local;
+pub mod node;
+pub mod pipeline;
 pub mod readmodel;
 pub mod scheduler;
+pub mod universe;

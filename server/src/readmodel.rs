@@ -92,11 +92,118 @@ pub struct ReadModel {
     pub open_by_account: BTreeMap<AccountId, BTreeSet<OrderId>>,
     recent_finished: VecDeque<OrderId>,
     pub open_transactions: BTreeMap<TxId, (TxType, AccountId, Amount, TxStatus)>,
+    /// Every ledger account's balance per asset, from the posted lines.
+    pub ledger_balances: BTreeMap<(LedgerAccount, Asset), i64>,
 }
 
 impl ReadModel {
+    /// The read model of a recovered engine, read before the processor thread starts (the
+    /// only moment another thread may look at the engine).
+    pub fn from_engine(engine: &Engine) -> ReadModel {
+        let mut rm = ReadModel {
+            last_seq: engine.last_seq(),
+            phase: Some(engine.phase()),
+            trading_day: engine.trading_day(),
+            fees: *engine.fee_schedule(),
+            ..ReadModel::default()
+        };
+        for symbol in engine.symbols() {
+            let mut book = BookView::default();
+            if let Some(b) = engine.book(symbol.id) {
+                for (side, levels) in [(Side::Buy, &mut book.bids), (Side::Sell, &mut book.asks)] {
+                    for l in b.side(side).iter() {
+                        levels.insert(l.price, (l.qty, l.count));
+                    }
+                }
+            }
+            rm.symbols.insert(
+                symbol.id,
+                SymbolView {
+                    symbol: *symbol,
+                    book,
+                },
+            );
+        }
+        for a in &engine.ledger().accounts {
+            rm.accounts.insert(
+                a.id,
+                AccountView {
+                    id: a.id,
+                    owner: a.owner,
+                    cash: a.cash,
+                    cash_hold: a.cash_hold,
+                    acct_seq: a.acct_seq,
+                },
+            );
+        }
+        for p in &engine.ledger().positions {
+            rm.positions.insert((p.account, p.symbol), *p);
+        }
+        for o in engine.live_orders() {
+            let info = OrderInfo {
+                order_id: o.id,
+                account: o.account,
+                client_order_id: o.client_order_id,
+                symbol: o.symbol,
+                side: o.side,
+                order_type: o.order_type,
+                tif: o.tif,
+                price: o.price,
+                qty: Qty(o.leaves.0 + o.filled.0),
+            };
+            rm.on_accepted(engine.last_seq(), info);
+            if let Some(v) = rm.orders.get_mut(&o.id) {
+                v.leaves = o.leaves;
+                v.filled = o.filled;
+                if o.filled.0 > 0 {
+                    v.state = OrderState::PartiallyFilled;
+                }
+            }
+        }
+        let l = engine.ledger();
+        let mut put = |account, asset, amount: i64| {
+            if amount != 0 {
+                rm.ledger_balances.insert((account, asset), amount);
+            }
+        };
+        for a in &l.accounts {
+            put(LedgerAccount::UserCash(a.id), Asset::Krw, a.cash.0);
+        }
+        for p in &l.positions {
+            put(
+                LedgerAccount::UserSecurities(p.account, p.symbol),
+                Asset::Shares(p.symbol),
+                p.qty.0,
+            );
+        }
+        put(LedgerAccount::SystemFee, Asset::Krw, l.system.fee.0);
+        put(LedgerAccount::SystemTax, Asset::Krw, l.system.tax.0);
+        put(
+            LedgerAccount::SystemMarket,
+            Asset::Krw,
+            l.system.market_cash.0,
+        );
+        put(
+            LedgerAccount::SystemExternal,
+            Asset::Krw,
+            l.system.external_cash.0,
+        );
+        for (i, sh) in l.system_shares.iter().enumerate() {
+            let asset = Asset::Shares(SymbolId(i as u32 + 1));
+            put(LedgerAccount::SystemMarket, asset, sh.market);
+            put(LedgerAccount::SystemExternal, asset, sh.external);
+        }
+        for t in engine.ledger().external.open.values() {
+            rm.open_transactions
+                .insert(t.id, (t.tx_type, t.account, t.amount, t.status));
+        }
+        rm
+    }
+
     pub fn symbol_by_code(&self, code: &str) -> Option<&SymbolView> {
-        self.symbols.values().find(|s| s.symbol.code.as_str() == code)
+        self.symbols
+            .values()
+            .find(|s| s.symbol.code.as_str() == code)
     }
 
     pub fn open_orders(&self, account: AccountId) -> impl Iterator<Item = &OrderView> + '_ {
@@ -116,7 +223,36 @@ impl ReadModel {
     /// Applies one output slot.
     pub fn apply(&mut self, slot: &OutputSlot) {
         self.last_seq = slot.seq;
+        if let Some(tx) = slot.event.transaction(slot.ts) {
+            self.post(&tx);
+        }
         self.apply_event(slot.seq, &slot.event);
+    }
+
+    fn post(&mut self, tx: &Transaction) {
+        for e in tx.entries() {
+            *self
+                .ledger_balances
+                .entry((e.account, e.asset))
+                .or_default() += e.amount.0;
+        }
+    }
+
+    /// Sums per asset over every ledger account: all zero in a balanced ledger.
+    pub fn trial_balance(&self) -> BTreeMap<Asset, i128> {
+        let mut sums = BTreeMap::new();
+        for ((_, asset), amount) in &self.ledger_balances {
+            *sums.entry(*asset).or_insert(0i128) += *amount as i128;
+        }
+        sums
+    }
+
+    /// The balance of one ledger account in one asset.
+    pub fn balance(&self, account: LedgerAccount, asset: Asset) -> i64 {
+        self.ledger_balances
+            .get(&(account, asset))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn apply_event(&mut self, seq: u64, event: &Event) {

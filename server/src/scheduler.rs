@@ -185,11 +185,21 @@ mod tests {
         let state = advance(CLOSED, &s);
         assert_eq!(state.phase, MarketPhase::PreOpen);
         let s = plan(ScheduleMode::Krx, state, at(d, 2, 9, 0));
-        assert_eq!(s, vec![Command::SetMarketPhase { phase: MarketPhase::Continuous }]);
+        assert_eq!(
+            s,
+            vec![Command::SetMarketPhase {
+                phase: MarketPhase::Continuous
+            }]
+        );
         let state = advance(state, &s);
         assert!(plan(ScheduleMode::Krx, state, at(d, 2, 12, 0)).is_empty());
         let s = plan(ScheduleMode::Krx, state, at(d, 2, 15, 20));
-        assert_eq!(s, vec![Command::SetMarketPhase { phase: MarketPhase::ClosingCall }]);
+        assert_eq!(
+            s,
+            vec![Command::SetMarketPhase {
+                phase: MarketPhase::ClosingCall
+            }]
+        );
         let state = advance(state, &s);
         let s = plan(ScheduleMode::Krx, state, at(d, 2, 15, 30));
         assert_eq!(s, vec![Command::EndOfDay { trading_day: d }]);
@@ -211,8 +221,19 @@ mod tests {
             phase: MarketPhase::Continuous,
         };
         let s = plan(ScheduleMode::Krx, open, at(20_261_125, 2, 9, 5));
-        assert!(matches!(s[0], Command::EndOfDay { trading_day: 20_261_124 }));
-        assert!(matches!(s[1], Command::StartOfDay { trading_day: 20_261_125, .. }));
+        assert!(matches!(
+            s[0],
+            Command::EndOfDay {
+                trading_day: 20_261_124
+            }
+        ));
+        assert!(matches!(
+            s[1],
+            Command::StartOfDay {
+                trading_day: 20_261_125,
+                ..
+            }
+        ));
     }
 
     #[test]

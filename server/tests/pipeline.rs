@@ -141,7 +141,7 @@ impl CommandLog for GatedLog {
         self.inner.append(seq, ts, command)
     }
 
-    fn commit(&mut self) -> Result<u64, LogError> {
+    fn commit(&mut self) -> Result<(), LogError> {
         self.inner.commit()
     }
 }

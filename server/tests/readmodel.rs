@@ -9,7 +9,12 @@ use kuku_server::readmodel::ReadModel;
 fn check(engine: &Engine, rm: &ReadModel) {
     for a in &engine.ledger().accounts {
         let v = rm.accounts.get(&a.id).expect("account known");
-        assert_eq!((v.cash, v.cash_hold, v.owner), (a.cash, a.cash_hold, a.owner), "account {}", a.id);
+        assert_eq!(
+            (v.cash, v.cash_hold, v.owner),
+            (a.cash, a.cash_hold, a.owner),
+            "account {}",
+            a.id
+        );
         assert_eq!(v.acct_seq, a.acct_seq, "acct_seq of {}", a.id);
     }
     for p in &engine.ledger().positions {
@@ -37,14 +42,22 @@ fn check(engine: &Engine, rm: &ReadModel) {
         let book = engine.book(s.id).unwrap();
         let view = &rm.symbols[&s.id].book;
         for (side, levels) in [(Side::Buy, &view.bids), (Side::Sell, &view.asks)] {
-            let want: Vec<(Price, Qty, u32)> = book.side(side).iter().map(|l| (l.price, l.qty, l.count)).collect();
-            let mut got: Vec<(Price, Qty, u32)> = levels.iter().map(|(p, (q, n))| (*p, *q, *n)).collect();
+            let want: Vec<(Price, Qty, u32)> = book
+                .side(side)
+                .iter()
+                .map(|l| (l.price, l.qty, l.count))
+                .collect();
+            let mut got: Vec<(Price, Qty, u32)> =
+                levels.iter().map(|(p, (q, n))| (*p, *q, *n)).collect();
             if side == Side::Buy {
                 got.reverse();
             }
             assert_eq!(got, want, "{} {side:?}", s.code);
         }
-        assert_eq!(rm.symbols[&s.id].symbol.last_trade_price, s.last_trade_price);
+        assert_eq!(
+            rm.symbols[&s.id].symbol.last_trade_price,
+            s.last_trade_price
+        );
     }
 }
 
@@ -57,22 +70,55 @@ fn read_model_tracks_the_engine_exactly() {
             rm.apply_event(d.seq, &e);
         }
     };
-    feed(&mut d, &mut rm, Command::SetFeeSchedule(FeeSchedule::KRX_2026));
-    feed(&mut d, &mut rm, cmd::register_krx("005930", "Samsung", Market::Kospi, 71_000));
-    feed(&mut d, &mut rm, cmd::register_krx("247540", "EcoPro BM", Market::Kosdaq, 150_000));
-    feed(&mut d, &mut rm, Command::StartOfDay { trading_day: 1, base_prices: vec![] });
-    feed(&mut d, &mut rm, Command::SetMarketPhase { phase: MarketPhase::Continuous });
+    feed(
+        &mut d,
+        &mut rm,
+        Command::SetFeeSchedule(FeeSchedule::KRX_2026),
+    );
+    feed(
+        &mut d,
+        &mut rm,
+        cmd::register_krx("005930", "Samsung", Market::Kospi, 71_000),
+    );
+    feed(
+        &mut d,
+        &mut rm,
+        cmd::register_krx("247540", "EcoPro BM", Market::Kosdaq, 150_000),
+    );
+    feed(
+        &mut d,
+        &mut rm,
+        Command::StartOfDay {
+            trading_day: 1,
+            base_prices: vec![],
+        },
+    );
+    feed(
+        &mut d,
+        &mut rm,
+        Command::SetMarketPhase {
+            phase: MarketPhase::Continuous,
+        },
+    );
     for i in 0..6u32 {
         feed(&mut d, &mut rm, cmd::open_account(&format!("user{i}")));
         let a = AccountId(i + 1);
-        feed(&mut d, &mut rm, cmd::deposit(a, 500_000_000, &format!("dep{i}")));
+        feed(
+            &mut d,
+            &mut rm,
+            cmd::deposit(a, 500_000_000, &format!("dep{i}")),
+        );
         for s in 1..=2 {
-            feed(&mut d, &mut rm, Command::Adjust {
-                account: a,
-                asset: Asset::Shares(SymbolId(s)),
-                amount: Amount(5_000),
-                external_ref: ExternalRef::new(&format!("sh{i}-{s}")).unwrap(),
-            });
+            feed(
+                &mut d,
+                &mut rm,
+                Command::Adjust {
+                    account: a,
+                    asset: Asset::Shares(SymbolId(s)),
+                    amount: Amount(5_000),
+                    external_ref: ExternalRef::new(&format!("sh{i}-{s}")).unwrap(),
+                },
+            );
         }
     }
     let mut rng = 0x1234_5678_9abc_def1u64;
@@ -82,25 +128,66 @@ fn read_model_tracks_the_engine_exactly() {
         rng ^= rng << 17;
         let a = AccountId(1 + (rng % 6) as u32);
         let s = 1 + ((rng >> 8) % 2) as u32;
-        let side = if (rng >> 12) & 1 == 0 { Side::Buy } else { Side::Sell };
-        let (base, tick) = if s == 1 { (71_000, 100) } else { (150_000, 100) };
+        let side = if (rng >> 12) & 1 == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let (base, tick) = if s == 1 {
+            (71_000, 100)
+        } else {
+            (150_000, 100)
+        };
         let price = base + (((rng >> 16) % 21) as i64 - 10) * tick;
         let qty = 1 + ((rng >> 24) % 40) as i64;
         let c = match (rng >> 32) % 24 {
             0..=9 => cmd::limit(a, i + 1, s, side, price, qty),
-            10 => cmd::order(a, i + 1, s, side, OrderType::Limit, TimeInForce::Ioc, price, qty),
-            11 => cmd::order(a, i + 1, s, side, OrderType::Limit, TimeInForce::Fok, price, qty),
+            10 => cmd::order(
+                a,
+                i + 1,
+                s,
+                side,
+                OrderType::Limit,
+                TimeInForce::Ioc,
+                price,
+                qty,
+            ),
+            11 => cmd::order(
+                a,
+                i + 1,
+                s,
+                side,
+                OrderType::Limit,
+                TimeInForce::Fok,
+                price,
+                qty,
+            ),
             12 => cmd::market(a, i + 1, s, side, qty),
             13..=15 => cmd::cancel(a, i + 1, (rng >> 40) % (i + 1) + 1),
             16 | 17 => cmd::modify(a, i + 1, (rng >> 40) % (i + 1) + 1, qty, price),
             18 | 19 => cmd::quote(s, price - tick * 2, 50, price + tick * 2, 50),
             20 => cmd::withdraw(a, 1_000 + (rng >> 40) as i64 % 10_000, &format!("w{i}")),
-            21 => Command::ConfirmTransaction { tx: TxId((rng >> 40) % 200) },
-            22 => Command::CancelAll { account: a, request_id: ClientOrderId(i + 1), symbol: None },
+            21 => Command::ConfirmTransaction {
+                tx: TxId((rng >> 40) % 200),
+            },
+            22 => Command::CancelAll {
+                account: a,
+                request_id: ClientOrderId(i + 1),
+                symbol: None,
+            },
             _ => {
                 feed(&mut d, &mut rm, Command::EndOfDay { trading_day: 1 });
-                feed(&mut d, &mut rm, Command::StartOfDay { trading_day: 2, base_prices: vec![] });
-                Command::SetMarketPhase { phase: MarketPhase::Continuous }
+                feed(
+                    &mut d,
+                    &mut rm,
+                    Command::StartOfDay {
+                        trading_day: 2,
+                        base_prices: vec![],
+                    },
+                );
+                Command::SetMarketPhase {
+                    phase: MarketPhase::Continuous,
+                }
             }
         };
         feed(&mut d, &mut rm, c);

@@ -72,8 +72,9 @@ pub struct Busy;
 /// Where the journaller writes commands.
 pub trait CommandLog: Send + 'static {
     fn append(&mut self, seq: u64, ts: u64, command: &Command) -> Result<(), LogError>;
-    /// Ends a batch (group commit); returns the seq that is now durable.
-    fn commit(&mut self) -> Result<u64, LogError>;
+    /// Ends a batch (group commit: in `every-batch` mode it returns once the batch is on
+    /// disk; in `none` mode once it is in the page cache).
+    fn commit(&mut self) -> Result<(), LogError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,13 +95,13 @@ impl<F: Fn() + Send + Sync> Notify for F {
 /// Shared counters of a running pipeline.
 #[derive(Debug, Default)]
 pub struct PipelineStatus {
-    /// The last seq the journaller committed.
-    pub durable_seq: AtomicU64,
+    /// The last seq the journaller committed (durable as the durability mode defines it).
+    pub journaled_seq: AtomicU64,
     /// The last seq the processor applied.
     pub applied_seq: AtomicU64,
     /// Commands refused with `Busy`.
     pub busy: AtomicU64,
-    /// Set when the command log failed: nothing after `durable_seq` is applied.
+    /// Set when the command log failed: nothing after `journaled_seq` is applied.
     pub halted: AtomicBool,
 }
 
@@ -203,7 +204,7 @@ pub fn start(
 ) -> Pipeline {
     let status = Arc::new(PipelineStatus::default());
     let base_seq = engine.last_seq();
-    status.durable_seq.store(base_seq, Ordering::Relaxed);
+    status.journaled_seq.store(base_seq, Ordering::Relaxed);
     status.applied_seq.store(base_seq, Ordering::Relaxed);
 
     let (output, pollers) = build_output(&config, outputs.handlers, outputs.pollers);
@@ -329,7 +330,7 @@ fn journal_one(
     }
     if end_of_batch {
         match log.commit() {
-            Ok(durable) => status.durable_seq.store(durable, Ordering::Release),
+            Ok(()) => status.journaled_seq.store(seq, Ordering::Release),
             Err(e) => halt(status, seq, &e),
         }
     }
@@ -359,7 +360,7 @@ struct Processor {
 impl Processor {
     fn on_command(&mut self, slot: &InputSlot, ring_seq: Sequence, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64 + 1;
-        if seq > self.status.durable_seq.load(Ordering::Acquire) {
+        if seq > self.status.journaled_seq.load(Ordering::Acquire) {
             // Only after a log failure: the command was never made durable.
             debug_assert!(self.status.halted.load(Ordering::Relaxed));
             return;
@@ -430,7 +431,6 @@ impl EventSink for RingSink<'_> {
 #[derive(Default)]
 pub struct MemoryLog {
     pub frames: Arc<std::sync::Mutex<Vec<kuku_engine::Envelope>>>,
-    last: u64,
 }
 
 impl CommandLog for MemoryLog {
@@ -444,11 +444,10 @@ impl CommandLog for MemoryLog {
             ts,
             command: command.clone(),
         });
-        self.last = seq;
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<u64, LogError> {
-        Ok(self.last)
+    fn commit(&mut self) -> Result<(), LogError> {
+        Ok(())
     }
 }

@@ -1,0 +1,218 @@
+//! Node configuration: defaults, then a TOML file (`--config`), then environment variables
+//! and flags (the binary applies those last).
+//!
+//! ```toml
+//! data_dir = "kuku-data"
+//! durability = "every-batch"     # or "none"
+//! schedule = "krx"               # "krx" | "always-open" | "manual"
+//! [pipeline]
+//! processor_core = 1             # pin the processor; omit to leave it unpinned
+//! processor_wait = "busy-spin"   # "busy-spin" | "spin-hint" | "yield" | "backoff"
+//! [feed]
+//! enabled = true
+//! interval_ms = 200
+//! [engine]
+//! orders_max = 1048576
+//! ```
+
+use crate::pipeline::PipelineConfig;
+use crate::pipeline::wait::Wait;
+use crate::scheduler::ScheduleMode;
+use kuku_engine::EngineConfig;
+use kuku_journal::Durability;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub input_ring_size: usize,
+    pub output_ring_size: usize,
+    pub processor_core: Option<usize>,
+    pub processor_wait: Wait,
+    pub journal_wait: Wait,
+    pub consumer_wait: Wait,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        let p = PipelineConfig::default();
+        PipelineSettings {
+            input_ring_size: p.input_ring_size,
+            output_ring_size: p.output_ring_size,
+            processor_core: p.processor_core,
+            processor_wait: p.processor_wait,
+            journal_wait: p.journal_wait,
+            consumer_wait: p.consumer_wait,
+        }
+    }
+}
+
+impl PipelineSettings {
+    pub fn to_config(&self) -> PipelineConfig {
+        PipelineConfig {
+            input_ring_size: self.input_ring_size,
+            output_ring_size: self.output_ring_size,
+            journal_wait: self.journal_wait,
+            processor_wait: self.processor_wait,
+            consumer_wait: self.consumer_wait,
+            processor_core: self.processor_core,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSettings {
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub seed: u64,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings {
+            enabled: true,
+            interval_ms: 200,
+            seed: 0x6b75_6b75,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// `every-batch` or `none`.
+    pub durability: String,
+    pub segment_mib: u64,
+    pub schedule: ScheduleMode,
+    /// A CSV universe (code,name,market,reference_price_krw) registered on a fresh journal;
+    /// `None`: the embedded demo universe.
+    pub universe: Option<PathBuf>,
+    /// Take a snapshot after this many commands (0: never, except on request).
+    pub snapshot_every: u64,
+    pub pipeline: PipelineSettings,
+    pub feed: FeedSettings,
+    pub engine: EngineConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("kuku-data"),
+            durability: "every-batch".to_owned(),
+            segment_mib: 64,
+            schedule: ScheduleMode::Krx,
+            universe: None,
+            snapshot_every: 1_000_000,
+            pipeline: PipelineSettings::default(),
+            feed: FeedSettings::default(),
+            engine: EngineConfig {
+                orders_max: 1 << 19,
+                ..EngineConfig::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// Defaults overlaid with the TOML file at `path`.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn durability(&self) -> Result<Durability, ConfigError> {
+        self.durability.parse().map_err(|e| ConfigError::Invalid {
+            field: "durability",
+            message: format!("{e}"),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.durability()?;
+        for (field, n) in [
+            ("pipeline.input_ring_size", self.pipeline.input_ring_size),
+            ("pipeline.output_ring_size", self.pipeline.output_ring_size),
+        ] {
+            if !n.is_power_of_two() || n < 64 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("{n} is not a power of two >= 64"),
+                });
+            }
+        }
+        if self.segment_mib == 0 {
+            return Err(ConfigError::Invalid {
+                field: "segment_mib",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_or_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kuku.toml");
+        std::fs::write(
+            &path,
+            "durability = \"none\"\n[pipeline]\nprocessor_core = 1\nprocessor_wait = \"busy-spin\"\n",
+        )
+        .unwrap();
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.durability().unwrap(), Durability::None);
+        assert_eq!(c.pipeline.processor_core, Some(1));
+        assert_eq!(c.pipeline.processor_wait, Wait::BusySpin);
+        assert_eq!(c.feed, FeedSettings::default());
+
+        std::fs::write(&path, "durabilty = \"none\"\n").unwrap();
+        assert!(matches!(
+            NodeConfig::load(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::write(&path, "durability = \"sometimes\"\n").unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("durability"), "{e}");
+        std::fs::write(&path, "[pipeline]\ninput_ring_size = 1000\n").unwrap();
+        assert!(NodeConfig::load(&path).is_err());
+        assert!(matches!(
+            NodeConfig::load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,405 @@
+//! A Kuku node: recovery at start-up, the pipeline, and the threads around it (read model,
+//! snapshotter, scheduler, simulated feed), with a graceful shutdown.
+//!
+//! Start-up: open (or create) the journal under `data_dir/journal`, cutting a torn tail;
+//! recover the engine from the newest valid snapshot plus the journal after it; build the read
+//! model from the recovered engine (the processor thread does not exist yet); start the
+//! pipeline; on a fresh journal, register the fee schedule and the symbol universe through it.
+//!
+//! Shutdown: stop intake (scheduler, feed, the caller's producers), drop the last submitter
+//! so the pipeline drains every accepted command, close the journal (a final commit), and
+//! let the snapshotter finish.
+
+use crate::config::NodeConfig;
+use crate::feed::{Conflator, QuoteSim};
+use crate::pipeline::{
+    self, Busy, CommandLog, LogError, Notify, Origin, OutputHandler, OutputPoller, OutputSlot,
+    Outputs, Pipeline, PipelineStatus, Submitter, now_ns,
+};
+use crate::readmodel::ReadModel;
+use crate::scheduler::{self, DayState, KstTime, ScheduleMode};
+use crate::universe;
+use anyhow::Context;
+use kuku_engine::{Command, Engine, EngineConfig, Event, FeeSchedule, MarketPhase};
+use kuku_journal::{Journal, JournalConfig, codec};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The journal as the pipeline's command log.
+pub struct JournalLog {
+    journal: Option<Journal>,
+}
+
+impl JournalLog {
+    pub fn new(journal: Journal) -> JournalLog {
+        JournalLog {
+            journal: Some(journal),
+        }
+    }
+}
+
+impl CommandLog for JournalLog {
+    #[inline]
+    fn append(&mut self, seq: u64, ts: u64, command: &Command) -> Result<(), LogError> {
+        let journal = self
+            .journal
+            .as_mut()
+            .ok_or_else(|| LogError("closed".into()))?;
+        let len = codec::encoded_len(command);
+        journal
+            .append_with(seq, ts, len, |buf| {
+                codec::encode_command(command, buf).unwrap_or(0)
+            })
+            .map(|_| ())
+            .map_err(|e| LogError(e.to_string()))
+    }
+
+    #[inline]
+    fn commit(&mut self) -> Result<(), LogError> {
+        let journal = self
+            .journal
+            .as_mut()
+            .ok_or_else(|| LogError("closed".into()))?;
+        journal
+            .commit()
+            .map(|_| ())
+            .map_err(|e| LogError(e.to_string()))
+    }
+}
+
+impl Drop for JournalLog {
+    fn drop(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            match journal.close() {
+                Ok(seq) => tracing::info!(seq, "The journal was closed after its last command."),
+                Err(e) => tracing::error!(error = %e, "The journal could not be closed cleanly."),
+            }
+        }
+    }
+}
+
+/// Extra consumers of the output ring (the gateway, the database writer, tests).
+#[derive(Default)]
+pub struct NodeOutputs {
+    pub handlers: Vec<(&'static str, OutputHandler)>,
+    pub pollers: usize,
+    pub notifiers: Vec<Arc<dyn Notify>>,
+}
+
+/// What start-up found.
+#[derive(Clone, Debug)]
+pub struct StartupReport {
+    pub seq_last: u64,
+    pub commands_replayed: u64,
+    pub snapshot_seq: Option<u64>,
+    pub fresh: bool,
+    pub journal_dir: PathBuf,
+}
+
+pub struct Node {
+    pub submitter: Submitter,
+    pub read_model: Arc<RwLock<ReadModel>>,
+    pub status: Arc<PipelineStatus>,
+    pub pollers: Vec<OutputPoller>,
+    pub startup: StartupReport,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pipeline: Option<Pipeline>,
+    snapshotter: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<Node> {
+        config.validate()?;
+        let journal_dir = config.journal_dir();
+        std::fs::create_dir_all(&journal_dir).with_context(|| {
+            format!("cannot create the data directory {}", journal_dir.display())
+        })?;
+        let journal_config = JournalConfig {
+            segment_bytes: config.segment_mib * 1024 * 1024,
+            durability: config.durability()?,
+            ..JournalConfig::default()
+        };
+        let (journal, engine, report, info) = kuku_journal::state::open_journal_and_engine(
+            &journal_dir,
+            journal_config,
+            &config.engine,
+            0,
+        )
+        .with_context(|| format!("cannot recover the journal in {}", journal_dir.display()))?;
+        tracing::info!("{report}");
+        let fresh = engine.last_seq() == 0;
+        let startup = StartupReport {
+            seq_last: engine.last_seq(),
+            commands_replayed: info.commands_replayed,
+            snapshot_seq: info.base.as_ref().map(|b| b.meta.seq),
+            fresh,
+            journal_dir: journal_dir.clone(),
+        };
+        tracing::info!(
+            seq_last = startup.seq_last,
+            replayed = startup.commands_replayed,
+            snapshot = ?startup.snapshot_seq,
+            "The engine was recovered from the journal."
+        );
+        let read_model = Arc::new(RwLock::new(ReadModel::from_engine(&engine)));
+        let day = DayState {
+            day_open: engine.day_open(),
+            trading_day: engine.trading_day(),
+            phase: engine.phase(),
+        };
+
+        let (snapshot_tx, snapshotter) = spawn_snapshotter(journal_dir.clone(), config.engine);
+        let mut handlers: Vec<(&'static str, OutputHandler)> = vec![
+            (
+                "kuku-readmodel",
+                read_model_handler(Arc::clone(&read_model)),
+            ),
+            ("kuku-snapshots", snapshot_handler(snapshot_tx)),
+        ];
+        handlers.extend(outputs.handlers);
+        let pipeline = pipeline::start(
+            config.pipeline.to_config(),
+            engine,
+            Box::new(JournalLog::new(journal)),
+            Outputs {
+                handlers,
+                pollers: outputs.pollers,
+                notifiers: outputs.notifiers,
+            },
+        );
+        let mut node = Node {
+            submitter: pipeline.submitter.clone(),
+            read_model,
+            status: Arc::clone(&pipeline.status),
+            pollers: Vec::new(),
+            startup,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            pipeline: Some(pipeline),
+            snapshotter: Some(snapshotter),
+        };
+        node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
+        if fresh {
+            node.bootstrap(config)?;
+        }
+        node.spawn_scheduler(config.schedule, day);
+        if config.feed.enabled {
+            node.spawn_feed(config.feed.interval_ms, config.feed.seed);
+        }
+        if config.snapshot_every > 0 {
+            node.spawn_snapshot_timer(config.snapshot_every);
+        }
+        Ok(node)
+    }
+
+    /// Registers the fee schedule and the universe on a fresh journal.
+    fn bootstrap(&mut self, config: &NodeConfig) -> anyhow::Result<()> {
+        let csv = match &config.universe {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the universe {}", path.display()))?,
+            None => universe::DEMO_UNIVERSE.to_owned(),
+        };
+        let symbols = universe::parse(&csv)?;
+        self.submit_blocking(Command::SetFeeSchedule(FeeSchedule::KRX_2026));
+        for c in symbols {
+            self.submit_blocking(c);
+        }
+        tracing::info!(
+            "A fresh journal: the 2026 fee schedule and the symbol universe were registered."
+        );
+        Ok(())
+    }
+
+    /// Submits, retrying while the ring is busy (cold paths only).
+    pub fn submit_blocking(&mut self, command: Command) {
+        submit_retrying(&mut self.submitter, Origin::INTERNAL, command, &self.stop);
+    }
+
+    fn spawn_scheduler(&mut self, mode: ScheduleMode, mut state: DayState) {
+        if mode == ScheduleMode::Manual {
+            return;
+        }
+        let mut submitter = self.submitter.clone();
+        let stop = Arc::clone(&self.stop);
+        self.threads.push(spawn("kuku-scheduler", move || {
+            while !stop.load(Ordering::Relaxed) {
+                let plan = scheduler::plan(mode, state, KstTime::from_unix_ns(now_ns()));
+                for c in &plan {
+                    tracing::info!(command = ?c.kind(), "The scheduler moves the trading day on.");
+                    submit_retrying(&mut submitter, Origin::INTERNAL, c.clone(), &stop);
+                }
+                state = scheduler::advance(state, &plan);
+                sleep_unless_stopped(&stop, Duration::from_secs(1));
+            }
+        }));
+    }
+
+    fn spawn_feed(&mut self, interval_ms: u64, seed: u64) {
+        let mut submitter = self.submitter.clone();
+        let stop = Arc::clone(&self.stop);
+        let read_model = Arc::clone(&self.read_model);
+        self.threads.push(spawn("kuku-feed", move || {
+            let mut sim = QuoteSim::new(seed);
+            let mut conflator = Conflator::default();
+            while !stop.load(Ordering::Relaxed) {
+                let symbols: Vec<_> = match read_model.read() {
+                    Ok(rm) if rm.phase == Some(MarketPhase::Continuous) => {
+                        rm.symbols.values().map(|s| s.symbol).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for s in &symbols {
+                    if let Some(q) = sim.step(s) {
+                        conflator.offer(q);
+                    }
+                }
+                conflator.publish(|c| submitter.try_submit(Origin::INTERNAL, c));
+                sleep_unless_stopped(&stop, Duration::from_millis(interval_ms.max(1)));
+            }
+        }));
+    }
+
+    fn spawn_snapshot_timer(&mut self, every: u64) {
+        let mut submitter = self.submitter.clone();
+        let stop = Arc::clone(&self.stop);
+        let status = Arc::clone(&self.status);
+        let mut last = status.applied_seq.load(Ordering::Relaxed);
+        self.threads.push(spawn("kuku-snapshot-timer", move || {
+            while !stop.load(Ordering::Relaxed) {
+                let applied = status.applied_seq.load(Ordering::Relaxed);
+                if applied >= last + every {
+                    let _ = submitter.try_submit(Origin::INTERNAL, Command::TakeSnapshot);
+                    last = applied;
+                }
+                sleep_unless_stopped(&stop, Duration::from_secs(1));
+            }
+        }));
+    }
+
+    /// Waits until the processor has applied `seq` (tests, the demo).
+    pub fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.status.applied_seq.load(Ordering::Acquire) < seq {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Graceful shutdown: stop intake, drain, sync, join. Returns the last applied seq.
+    pub fn shutdown(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let status = Arc::clone(&self.status);
+        drop(self.pollers);
+        drop(self.submitter);
+        // Dropping the last submitter drains the input ring, then the output ring.
+        drop(self.pipeline.take());
+        if let Some(s) = self.snapshotter.take() {
+            let _ = s.join();
+        }
+        status.applied_seq.load(Ordering::Acquire)
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("the OS can start a thread")
+}
+
+fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
+    let step = Duration::from_millis(20).min(total);
+    let mut slept = Duration::ZERO;
+    while slept < total && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(step);
+        slept += step;
+    }
+}
+
+/// Retries a cold-path submission while the ring is busy, unless the node is stopping.
+pub fn submit_retrying(
+    submitter: &mut Submitter,
+    origin: Origin,
+    command: Command,
+    stop: &AtomicBool,
+) {
+    let mut command = command;
+    loop {
+        match submitter.try_submit(origin, command.clone()) {
+            Ok(()) => return,
+            Err(Busy) if !stop.load(Ordering::Relaxed) => {
+                std::thread::sleep(Duration::from_micros(200));
+                command = command.clone();
+            }
+            Err(Busy) => return,
+        }
+    }
+}
+
+/// Applies output events to the shared read model, one lock per output batch.
+fn read_model_handler(read_model: Arc<RwLock<ReadModel>>) -> OutputHandler {
+    let mut batch: Vec<OutputSlot> = Vec::with_capacity(1024);
+    Box::new(move |slot: &OutputSlot, _, end_of_batch| {
+        batch.push(*slot);
+        if end_of_batch || batch.len() >= 4096 {
+            if let Ok(mut rm) = read_model.write() {
+                for s in &batch {
+                    rm.apply(s);
+                }
+            }
+            batch.clear();
+        }
+    })
+}
+
+/// Hands each `TakeSnapshot` marker's seq to the snapshot thread.
+fn snapshot_handler(tx: mpsc::Sender<u64>) -> OutputHandler {
+    Box::new(move |slot: &OutputSlot, _, _| {
+        if matches!(slot.event, Event::SnapshotMarker) {
+            let _ = tx.send(slot.seq);
+        }
+    })
+}
+
+/// The shadow snapshotter: rebuilds the state at a marker's seq from the newest snapshot and
+/// the journal, off the processor thread, and writes it.
+fn spawn_snapshotter(dir: PathBuf, config: EngineConfig) -> (mpsc::Sender<u64>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<u64>();
+    let handle = spawn("kuku-snapshotter", move || {
+        while let Ok(seq) = rx.recv() {
+            match kuku_journal::state::write_snapshot_at(&dir, &config, seq) {
+                Ok(w) => tracing::info!(
+                    seq,
+                    hash = format!("{:#018x}", w.meta.state_hash),
+                    path = %w.path.display(),
+                    replayed = w.commands_replayed,
+                    "A snapshot was written."
+                ),
+                Err(e) => tracing::warn!(seq, error = %e, "A snapshot could not be written."),
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// Runs `engine`-independent start-up checks (used by `kuku serve --check`).
+pub fn describe(engine: &Engine) -> String {
+    format!(
+        "seq {} | {} symbols | {} accounts | {} live orders | day open: {}",
+        engine.last_seq(),
+        engine.symbols().count(),
+        engine.ledger().accounts.len(),
+        engine.live_order_count(),
+        engine.day_open()
+    )
+}
