@@ -1,1 +1,30 @@
-//! kuku-bench
+//! kuku-bench: Kuku's workload generator, benchmark harnesses and peer comparisons.
+//!
+//! - [`flow`]: a seeded, deterministic order flow every engine can agree on, with its oracle.
+//! - [`model`]: the plain price-time book that shapes the flow and is its oracle.
+//! - [`end_state`]: what engines are compared on, and the shared trade-sequence hash.
+//! - [`book_under_test`]: the adapter trait and the engine factory type.
+//! - [`engines`]: the registry of engines (`registered_engines`; Kuku's adapter goes there).
+//! - [`peers`]: adapters for matchcore 0.4.0 and orderbook-rs 0.15.3 (feature `peers`).
+//! - [`engine_bench`]: the interleaved throughput / latency harness behind
+//!   `kuku-bench engine`.
+//!
+//! What it must never do: time anything but the operations it reports, compare engines that
+//! did not end in the same state without saying so, or let a dependency's version change a
+//! generated flow (the PRNG is written here).
+
+pub mod book_under_test;
+pub mod end_state;
+pub mod engine_bench;
+pub mod engines;
+pub mod flow;
+pub mod model;
+#[cfg(feature = "peers")]
+pub mod peers;
+
+pub use book_under_test::{BookFactory, BookUnderTest, EngineEntry};
+pub use end_state::{BookEnd, EndState, TradeHasher, TradeRecord, trade_hash};
+pub use engine_bench::{EngineBenchOptions, EngineBenchReport, EngineResult};
+pub use engines::{EngineSelection, registered_engines};
+pub use flow::{Flow, FlowConfig, FlowError, FlowMix, FlowOp, FlowStats, Side, Tif};
+pub use model::ModelBook;

@@ -1,1 +1,134 @@
-fn main() {}
+//! `kuku-bench`: command-line front end of the kuku-bench library. Parses arguments, builds
+//! the config, calls the library; nothing else lives here.
+//!
+//! Exit status: 0 on success, 1 on an error, 3 when an engine ended in a different state than
+//! the oracle (its numbers are then not comparable; the report says which and how).
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kuku_bench::engine_bench::{self, EngineBenchOptions};
+use kuku_bench::{EngineSelection, Flow, FlowConfig, registered_engines};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Kuku's benchmark harness.
+#[derive(Debug, Parser)]
+#[command(name = "kuku-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Order-book throughput and per-op latency on a generated flow, optionally side by side
+    /// with peer engines (matchcore, orderbook-rs).
+    Engine(EngineArgs),
+    // Later subcommands slot in here: Journal, Pipeline, Tcp, Persistence.
+}
+
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// Also run matchcore 0.4.0 and orderbook-rs 0.15.3 on the same flow.
+    #[arg(long)]
+    compare_peers: bool,
+    /// Also time the model book (the oracle); it runs anyway when nothing else is registered.
+    #[arg(long)]
+    model: bool,
+    /// Rounds of interleaved passes per engine [default: 5; 2 with --smoke].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Flow seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Steady-state (timed) ops [default: 1000000; 5000 with --smoke].
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Resting orders built by the untimed warm-up, over all symbols [default: 100000; 1000 with --smoke].
+    #[arg(long)]
+    depth: Option<u64>,
+    /// Symbols (one book each).
+    #[arg(long, default_value_t = 1)]
+    symbols: u32,
+    /// Accounts placing orders.
+    #[arg(long, default_value_t = 1000)]
+    accounts: u32,
+    /// Mean distance of passive orders from the touch, ticks: larger spreads the same depth
+    /// over more price levels (shorter queues per level).
+    #[arg(long, default_value_t = FlowConfig::default().passive_offset_ticks_mean)]
+    passive_offset_ticks_mean: i64,
+    /// Let crossing orders ask for more than the liquidity inside their limit. The peers
+    /// then disagree (matchcore 0.4.0 trades through the limit): shows the finding.
+    #[arg(long)]
+    uncapped_crossing: bool,
+    /// Skip the per-op latency passes.
+    #[arg(long)]
+    no_latency: bool,
+    /// Tiny sizes for a quick check of the whole pipeline.
+    #[arg(long)]
+    smoke: bool,
+    /// Print one JSON object with the results as the last line of output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("kuku-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Engine(args) => engine(args),
+    }
+}
+
+fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
+    let (ops_default, depth_default, runs_default) = if args.smoke {
+        (5_000, 1_000, 2)
+    } else {
+        (1_000_000, 100_000, 5)
+    };
+    let config = FlowConfig {
+        seed: args.seed,
+        symbols: args.symbols,
+        accounts: args.accounts,
+        depth_orders: args.depth.unwrap_or(depth_default),
+        ops_steady: args.ops.unwrap_or(ops_default),
+        crossing_capped: !args.uncapped_crossing,
+        passive_offset_ticks_mean: args.passive_offset_ticks_mean,
+        ..FlowConfig::default()
+    };
+    let options = EngineBenchOptions {
+        runs: args.runs.unwrap_or(runs_default).max(1),
+        latency: !args.no_latency,
+    };
+    let engines = registered_engines(EngineSelection {
+        compare_peers: args.compare_peers,
+        model: args.model,
+    })?;
+
+    let generate_start = Instant::now();
+    let flow = Flow::generate(&config).context("invalid flow configuration")?;
+    let generate_s = generate_start.elapsed().as_secs_f64();
+
+    let mut stderr = std::io::stderr();
+    let report = engine_bench::run(&flow, &engines, options, generate_s, &mut stderr)?;
+    let mut stdout = std::io::stdout().lock();
+    report.write_text(&mut stdout)?;
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string(&report.to_json())?)?;
+    }
+    stdout.flush()?;
+    Ok(if report.states_agree() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
