@@ -26,6 +26,8 @@ fn book_flow(c: &mut Criterion) {
     let selection = EngineSelection {
         compare_peers: cfg!(feature = "peers"),
         model: true,
+        full: true,
+        sorted_ladder: true,
     };
     let engines = registered_engines(selection).expect("peers are requested only when built");
 

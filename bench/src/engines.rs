@@ -12,6 +12,10 @@ pub struct EngineSelection {
     pub compare_peers: bool,
     /// Add the model book (the oracle) as a timed engine too.
     pub model: bool,
+    /// Add Kuku with risk, ledger, positions and idempotency on (`kuku_full`).
+    pub full: bool,
+    /// Add Kuku on sorted levels only (`kuku_sorted`), for the ladder comparison (ADR-002).
+    pub sorted_ladder: bool,
 }
 
 /// A selection this build cannot satisfy.
@@ -22,14 +26,26 @@ pub enum EngineRegistryError {
     PeersNotBuilt,
 }
 
-/// The engines to run, in order. With nothing else registered or selected, the model book
-/// runs alone so the harness always has something to measure.
+/// The engines to run, in order: Kuku first, so it leads every round; then its variants, the
+/// peers and the model as selected.
 pub fn registered_engines(
     selection: EngineSelection,
 ) -> Result<Vec<EngineEntry>, EngineRegistryError> {
-    let mut engines = Vec::new();
-    // Kuku registers here, first so it leads every round:
-    //     engines.push(EngineEntry::new("kuku", |flow| Box::new(crate::kuku::KukuBook::new(flow))));
+    use crate::kuku::KukuBook;
+    use kuku_engine::LadderPolicy;
+    let mut engines = vec![EngineEntry::new("kuku", |flow| {
+        Box::new(KukuBook::new(flow, false, LadderPolicy::Auto))
+    })];
+    if selection.full {
+        engines.push(EngineEntry::new("kuku_full", |flow| {
+            Box::new(KukuBook::new(flow, true, LadderPolicy::Auto))
+        }));
+    }
+    if selection.sorted_ladder {
+        engines.push(EngineEntry::new("kuku_sorted", |flow| {
+            Box::new(KukuBook::new(flow, false, LadderPolicy::SortedOnly))
+        }));
+    }
     if selection.compare_peers {
         push_peers(&mut engines)?;
     }

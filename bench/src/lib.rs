@@ -18,6 +18,7 @@ pub mod end_state;
 pub mod engine_bench;
 pub mod engines;
 pub mod flow;
+pub mod kuku;
 pub mod model;
 #[cfg(feature = "peers")]
 pub mod peers;

@@ -36,6 +36,12 @@ struct EngineArgs {
     /// Also time the model book (the oracle); it runs anyway when nothing else is registered.
     #[arg(long)]
     model: bool,
+    /// Also run Kuku with risk, ledger, positions and idempotency on (`kuku_full`).
+    #[arg(long)]
+    full: bool,
+    /// Also run Kuku on sorted levels only (`kuku_sorted`, the ladder comparison).
+    #[arg(long)]
+    sorted_ladder: bool,
     /// Rounds of interleaved passes per engine [default: 5; 2 with --smoke].
     #[arg(long)]
     runs: Option<usize>,
@@ -112,6 +118,8 @@ fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let engines = registered_engines(EngineSelection {
         compare_peers: args.compare_peers,
         model: args.model,
+        full: args.full,
+        sorted_ladder: args.sorted_ladder,
     })?;
 
     let generate_start = Instant::now();

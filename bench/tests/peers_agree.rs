@@ -59,6 +59,8 @@ fn harness_reports_agreement_and_prints_required_json_keys() {
     let engines = registered_engines(EngineSelection {
         compare_peers: true,
         model: true,
+        full: true,
+        sorted_ladder: true,
     })
     .unwrap();
     let options = EngineBenchOptions {
@@ -77,6 +79,10 @@ fn harness_reports_agreement_and_prints_required_json_keys() {
     let json = report.to_json();
     assert_eq!(json["states_agree"], true);
     for key in [
+        "kuku_ops_per_s",
+        "kuku_full_ops_per_s",
+        "kuku_sorted_ops_per_s",
+        "kuku_p99_ns",
         "matchcore_ops_per_s",
         "orderbook_rs_ops_per_s",
         "model_ops_per_s",
@@ -84,14 +90,16 @@ fn harness_reports_agreement_and_prints_required_json_keys() {
     ] {
         assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key} missing");
     }
-    assert!(json["kuku_ops_per_s"].is_null() && json["kuku_p99_ns"].is_null());
+    for e in &report.engines {
+        assert_eq!(e.anomalies, 0, "{} had unexpected rejects", e.name);
+    }
     assert_eq!(
         report
             .engines
             .iter()
             .map(|e| e.ops_per_s.len())
             .collect::<Vec<_>>(),
-        [2, 2, 2]
+        [2; 6]
     );
 }
 
@@ -137,6 +145,8 @@ fn uncapped_flow_makes_matchcore_a_finding_with_its_first_divergence() {
     let engines = registered_engines(EngineSelection {
         compare_peers: true,
         model: false,
+        full: false,
+        sorted_ladder: false,
     })
     .unwrap();
     let options = EngineBenchOptions {

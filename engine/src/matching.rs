@@ -26,7 +26,7 @@
 //! **Performance**: matching touches only the makers it fills; events are built on the stack.
 
 use crate::book::LevelState;
-use crate::book::order::{Links, NIL, Order, Slot};
+use crate::book::order::{Links, NIL, Order, OrderHead, Slot};
 use crate::command::NewOrder;
 use crate::engine::Engine;
 use crate::event::{CancelReason, Event, EventSink, OrderInfo, RequestKind};
@@ -374,12 +374,12 @@ impl Engine {
     /// Matches the order in `slot` as an incoming order up to `limit`, then rests its
     /// remainder (DAY limit) or cancels it (IOC, FOK, MARKET, self-trade).
     fn execute(&mut self, slot: Slot, limit: Price, sink: &mut impl EventSink) {
-        let o = *self.orders.get(slot);
+        let o = self.orders.get(slot).head();
         if o.tif == TimeInForce::Fok && !self.fok_fillable(&o, limit) {
             return self.cancel_remainder(slot, CancelReason::FokUnfilled, sink);
         }
         let stop = self.match_order(slot, limit, sink);
-        let o = *self.orders.get(slot);
+        let o = self.orders.get(slot).head();
         if o.leaves.0 == 0 {
             self.remove_live_order(slot, sink);
             return;
@@ -396,13 +396,30 @@ impl Engine {
 
     /// True if `o` can fill completely now at prices up to `limit`, before meeting an order
     /// of its own account (where self-trade prevention would stop it).
-    fn fok_fillable(&self, o: &Order, limit: Price) -> bool {
+    ///
+    /// Level totals decide first (cheap: one pass over the crossing levels, never their
+    /// orders): too little liquidity inside the limit kills the FOK at once. Only when there
+    /// is enough are the orders walked, in priority order, as matching would: that walk stops
+    /// where the fill would, so it costs no more than the fill itself.
+    fn fok_fillable(&self, o: &OrderHead, limit: Price) -> bool {
         let book = &self.symbols[o.symbol.0 as usize - 1].book;
-        let mut need = o.leaves.0;
-        for level in book.side(o.side.opposite()).iter() {
-            if !crosses(o.side, level.price, limit) {
-                return false;
+        let levels = || {
+            book.side(o.side.opposite())
+                .iter()
+                .take_while(|l| crosses(o.side, l.price, limit))
+        };
+        let mut inside = 0i64;
+        for level in levels() {
+            inside = inside.saturating_add(level.qty.0);
+            if inside >= o.leaves.0 {
+                break;
             }
+        }
+        if inside < o.leaves.0 {
+            return false;
+        }
+        let mut need = o.leaves.0;
+        for level in levels() {
             let mut cur = level.head;
             while cur != NIL {
                 let maker = self.orders.get(cur);
@@ -519,8 +536,8 @@ impl Engine {
         }
         let state = &mut self.symbols[si];
         state.symbol.last_trade_price = Some(price);
-        let maker = *self.orders.get(maker_slot);
-        let taker = *self.orders.get(taker_slot);
+        let maker = self.orders.get(maker_slot).head();
+        let taker = self.orders.get(taker_slot).head();
         state.book.reduce(maker.side, price, qty);
         if maker.leaves.0 == 0 {
             self.remove_live_order(maker_slot, sink);
@@ -609,7 +626,7 @@ impl Engine {
         slot: Slot,
         sink: &mut impl EventSink,
     ) -> Option<LevelState> {
-        let o = *self.orders.get(slot);
+        let o = self.orders.get(slot).head();
         let level = if o.resting {
             let book = &mut self.symbols[o.symbol.0 as usize - 1].book;
             Some(book.unlink(&mut self.orders, slot))
@@ -622,7 +639,7 @@ impl Engine {
         level
     }
 
-    fn release_holds(&mut self, o: &Order, sink: &mut impl EventSink) {
+    fn release_holds(&mut self, o: &OrderHead, sink: &mut impl EventSink) {
         if !self.config.accounting || o.account.is_system_market() {
             return;
         }
@@ -671,11 +688,13 @@ impl Engine {
     }
 
     fn unlink_account(&mut self, slot: Slot) {
-        let o = *self.orders.get(slot);
-        if !self.config.accounting || o.account.is_system_market() {
+        let (account, Links { prev, next }) = {
+            let o = self.orders.get(slot);
+            (o.account, o.by_account)
+        };
+        if !self.config.accounting || account.is_system_market() {
             return;
         }
-        let Links { prev, next } = o.by_account;
         if prev != NIL {
             self.orders.get_mut(prev).by_account.next = next;
         }
@@ -684,7 +703,7 @@ impl Engine {
         }
         let a = self
             .ledger
-            .account_mut(o.account)
+            .account_mut(account)
             .expect("a live order's account");
         if prev == NIL {
             a.orders_head = next;
@@ -801,7 +820,7 @@ impl Engine {
         request_id: ClientOrderId,
         sink: &mut impl EventSink,
     ) {
-        let o = *self.orders.get(slot);
+        let o = self.orders.get(slot).head();
         let acct_seq = self.ledger.next_seq(o.account);
         sink.emit(&Event::OrderCancelled {
             acct_seq,

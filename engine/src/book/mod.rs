@@ -15,6 +15,7 @@
 //!
 //! **Known limitations**: one book per symbol; no auctions (the call phases reject orders).
 
+pub mod idmap;
 pub mod ladder;
 pub mod order;
 
@@ -163,8 +164,10 @@ impl Book {
 
     /// Removes the order in `slot` from its level (the slot stays allocated).
     pub fn unlink(&mut self, store: &mut OrderStore, slot: Slot) -> LevelState {
-        let o = *store.get(slot);
-        let Links { prev, next } = o.level;
+        let (Links { prev, next }, side, price, leaves) = {
+            let o = store.get(slot);
+            (o.level, o.side, o.price, o.leaves)
+        };
         if prev != NIL {
             store.get_mut(prev).level.next = next;
         }
@@ -172,13 +175,13 @@ impl Book {
             store.get_mut(next).level.prev = prev;
         }
         store.get_mut(slot).level = Links::NONE;
-        let ladder = match o.side {
+        let ladder = match side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
         let level = match ladder {
-            Ladder::Direct(d) => d.level_mut(o.price),
-            Ladder::Sorted(s) => s.level_mut(o.price).expect("a live order's level exists"),
+            Ladder::Direct(d) => d.level_mut(price),
+            Ladder::Sorted(s) => s.level_mut(price).expect("a live order's level exists"),
         };
         if prev == NIL {
             level.head = next;
@@ -186,18 +189,18 @@ impl Book {
         if next == NIL {
             level.tail = prev;
         }
-        level.qty = Qty(level.qty.0 - o.leaves.0);
+        level.qty = Qty(level.qty.0 - leaves.0);
         level.count -= 1;
         let state = LevelState {
-            price: o.price,
+            price,
             qty: level.qty,
             count: level.count,
         };
         if level.count == 0 {
             debug_assert_eq!(level.qty, Qty(0));
             match ladder {
-                Ladder::Direct(d) => d.mark_empty(o.price),
-                Ladder::Sorted(s) => s.remove(o.price),
+                Ladder::Direct(d) => d.mark_empty(price),
+                Ladder::Sorted(s) => s.remove(price),
             }
         }
         state

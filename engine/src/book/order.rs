@@ -1,8 +1,8 @@
 //! The live-order slab: every resting order of every book, with its intrusive links.
 //!
 //! Orders live in one preallocated `Vec` of slots with a free list. A slot index is an
-//! internal handle only: identity is the `OrderId` counter, mapped to slots by a
-//! deterministic hash map (`FxHash`, never `RandomState`). Each order sits in three intrusive
+//! internal handle only: identity is the `OrderId` counter, mapped to slots by an
+//! [`IdMap`] (open addressing without tombstones, so no rehash pauses). Each order sits in three intrusive
 //! doubly-linked lists: its price level's FIFO (time priority), its account's list and the
 //! global list, both of the latter in OrderId order (append on accept; a modify keeps the id).
 //!
@@ -14,10 +14,10 @@
 //! **Performance**: O(1) insert, remove and lookup; no allocation after construction (the map
 //! is built with capacity `orders_max` and never holds more).
 
+use super::idmap::IdMap;
 use crate::types::{
     AccountId, Amount, ClientOrderId, OrderId, OrderType, Price, Qty, Side, SymbolId, TimeInForce,
 };
-use rustc_hash::FxHashMap;
 
 /// A slab slot index; `NIL` ends a list.
 pub type Slot = u32;
@@ -67,11 +67,44 @@ pub struct Order {
     pub global: Links,
 }
 
+/// The fields hot paths need of an order, small enough to copy freely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderHead {
+    pub id: OrderId,
+    pub account: AccountId,
+    pub symbol: SymbolId,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub tif: TimeInForce,
+    pub resting: bool,
+    pub price: Price,
+    pub leaves: Qty,
+    pub cash_hold: Amount,
+}
+
+impl Order {
+    #[inline]
+    pub fn head(&self) -> OrderHead {
+        OrderHead {
+            id: self.id,
+            account: self.account,
+            symbol: self.symbol,
+            side: self.side,
+            order_type: self.order_type,
+            tif: self.tif,
+            resting: self.resting,
+            price: self.price,
+            leaves: self.leaves,
+            cash_hold: self.cash_hold,
+        }
+    }
+}
+
 /// The slab of live orders.
 pub struct OrderStore {
     slots: Vec<Order>,
     free_head: Slot,
-    by_id: FxHashMap<OrderId, Slot>,
+    by_id: IdMap,
     live: u32,
     global_head: Slot,
     global_tail: Slot,
@@ -110,8 +143,7 @@ impl OrderStore {
                 NIL
             };
         }
-        let mut by_id = FxHashMap::default();
-        by_id.reserve(orders_max as usize);
+        let by_id = IdMap::with_capacity(orders_max as usize);
         OrderStore {
             slots,
             free_head: if orders_max > 0 { 0 } else { NIL },
@@ -158,7 +190,7 @@ impl OrderStore {
 
     #[inline]
     pub fn slot_of(&self, id: OrderId) -> Option<Slot> {
-        self.by_id.get(&id).copied()
+        self.by_id.get(id)
     }
 
     /// Takes a free slot for `order` and appends it to the global list. The caller links it
@@ -192,9 +224,9 @@ impl OrderStore {
     }
 
     /// Frees a slot; the caller has unlinked it from its level and account lists.
-    pub fn remove(&mut self, slot: Slot) -> Order {
-        let order = self.slots[slot as usize];
-        let Links { prev, next } = order.global;
+    pub fn remove(&mut self, slot: Slot) {
+        let Links { prev, next } = self.slots[slot as usize].global;
+        let id = self.slots[slot as usize].id;
         if prev != NIL {
             self.slots[prev as usize].global.next = next;
         } else {
@@ -205,7 +237,7 @@ impl OrderStore {
         } else {
             self.global_tail = prev;
         }
-        self.by_id.remove(&order.id);
+        self.by_id.remove(id);
         let s = &mut self.slots[slot as usize];
         s.id = OrderId(0);
         s.level = Links {
@@ -214,7 +246,6 @@ impl OrderStore {
         };
         self.free_head = slot;
         self.live -= 1;
-        order
     }
 
     /// The oldest live order (lowest OrderId).
