@@ -138,7 +138,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            if model.len() < 1_000 && (rng % 3 != 0 || model.is_empty()) {
+            if model.len() < 1_000 && (!rng.is_multiple_of(3) || model.is_empty()) {
                 m.insert(OrderId(next), step);
                 model.insert(next, step);
                 next += 1;
