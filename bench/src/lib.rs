@@ -8,6 +8,9 @@
 //! - [`peers`]: adapters for matchcore 0.4.0 and orderbook-rs 0.15.3 (feature `peers`).
 //! - [`engine_bench`]: the interleaved throughput / latency harness behind
 //!   `kuku-bench engine`.
+//! - [`journal_bench`]: `kuku-bench journal`: append, sync, read, replay and recovery
+//!   against raw baselines.
+//! - [`kuku`]: Kuku's adapter for the engine comparison.
 //!
 //! What it must never do: time anything but the operations it reports, compare engines that
 //! did not end in the same state without saying so, or let a dependency's version change a
@@ -18,6 +21,7 @@ pub mod end_state;
 pub mod engine_bench;
 pub mod engines;
 pub mod flow;
+pub mod journal_bench;
 pub mod kuku;
 pub mod model;
 #[cfg(feature = "peers")]

@@ -25,7 +25,10 @@ enum Command {
     /// Order-book throughput and per-op latency on a generated flow, optionally side by side
     /// with peer engines (matchcore, orderbook-rs).
     Engine(EngineArgs),
-    // Later subcommands slot in here: Journal, Pipeline, Tcp, Persistence.
+    /// The journal: append per durability mode and batch size, read, replay and recovery,
+    /// against raw copy / raw sync baselines.
+    Journal(kuku_bench::journal_bench::JournalBenchArgs),
+    // Later subcommands slot in here: Pipeline, Tcp, Persistence.
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +95,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Engine(args) => engine(args),
+        Command::Journal(args) => {
+            let json = kuku_bench::journal_bench::run(&args)?;
+            if args.json {
+                println!("{json}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

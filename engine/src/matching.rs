@@ -254,8 +254,14 @@ impl Engine {
         content: RequestContent,
         outcome: Outcome,
     ) {
-        self.keys
-            .record(account, key, KeyRecord { content, outcome });
+        self.keys.record(
+            account,
+            key,
+            KeyRecord {
+                fingerprint: content.fingerprint(),
+                outcome,
+            },
+        );
         if let Some(a) = self.ledger.account_mut(account) {
             a.keys_today += 1;
         }

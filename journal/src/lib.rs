@@ -2,9 +2,15 @@
 //! of CRC-checked frames; group commit with a durable watermark; crash recovery that truncates
 //! torn tails and refuses damaged durable data; a verifying reader; an atomic snapshot store.
 //!
-//! The journal stores opaque payload bytes: it knows nothing of commands and must never depend
-//! on the engine (the codec lives above it). It must never allocate, lock or make a syscall per
-//! appended frame, and never truncate a frame at or before the durable watermark.
+//! Two layers. The frame layer (`Journal`, `JournalReader`, `SnapshotStore`, recovery of the
+//! files) stores opaque payload bytes and knows nothing of commands. The engine layer above it
+//! ([`codec`], [`state`], [`meta_file`], [`tool`]) gives those bytes meaning: the payload codec,
+//! engine recovery (newest valid snapshot + replay), the shadow snapshotter, the engine-config
+//! sidecar and the `kuku-replay` tool. The frame layer must never call into the engine layer.
+//!
+//! What it must never do: allocate, lock or make a syscall per appended frame; truncate a frame
+//! at or before the durable watermark; apply a journal written by another engine-logic version
+//! or capacity configuration; panic on bytes read from disk.
 //!
 //! ```
 //! use kuku_journal::{Durability, Journal, JournalConfig, JournalMeta, JournalReader};
@@ -42,6 +48,7 @@
 //! 00000000000000000417.seg
 //! watermark                  the durable watermark (two CRC'd slots)
 //! journal.lock               the single writer's lock
+//! engine.json                the engine config the commands were applied under (meta_file)
 //! snapshots/                 <seq>.snap files (SnapshotStore)
 //! ```
 //!
@@ -52,26 +59,35 @@
 //!
 //! Modules: `segment` (files, header pages), `frame` (frame layout), `watermark` (where the
 //! durable watermark lives), `journal` (the writer), `recovery`, `reader`, `snapshot`, `hook`
-//! (sync observer for power-loss tests), `failpoint` (crash points, feature `failpoints`). The format and its
-//! rationale are in docs/adr/ADR-004-journal-format.md.
+//! (sync observer for power-loss tests), `failpoint` (crash points, feature `failpoints`); and
+//! above them `codec` (command and snapshot payloads), `state` (engine recovery, replay, shadow
+//! snapshots), `meta_file` (the `engine.json` sidecar), `tool` (`kuku-replay`). The format and
+//! its rationale are in docs/adr/ADR-004-journal-format.md, the codec in ADR-005; operating
+//! procedures in docs/operations.md.
 
+pub mod codec;
 mod durability;
 mod error;
 pub mod failpoint;
 mod frame;
 mod hook;
 mod journal;
+pub mod meta_file;
 mod reader;
 mod recovery;
 mod segment;
 mod snapshot;
+pub mod state;
+pub mod tool;
 mod watermark;
 
+pub use codec::{CodecError, append_command, decode_command, decode_envelope, encode_command};
 pub use durability::{Durability, ParseDurabilityError};
 pub use error::{CorruptionKind, JournalError, MetaField, SnapshotFault};
 pub use frame::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, Frame, frame_bytes};
 pub use hook::{SyncEvent, SyncHook};
 pub use journal::{Journal, JournalConfig, JournalMeta, LOCK_FILE_NAME};
+pub use meta_file::{ENGINE_CONFIG_FILE_NAME, read_config, write_config};
 pub use reader::{Frames, JournalReader, JournalStats, SegmentStats};
 pub use recovery::{RecoveryReport, Truncation};
 pub use segment::{
@@ -80,5 +96,9 @@ pub use segment::{
 pub use snapshot::{
     LatestSnapshot, SkippedSnapshot, Snapshot, SnapshotFile, SnapshotMeta, SnapshotStore,
     snapshot_file_name,
+};
+pub use state::{
+    RecoverOptions, RecoveryInfo, StateError, journal_meta, open_journal_and_engine,
+    recover_engine, recover_engine_with, replay_journal, write_snapshot_at,
 };
 pub use watermark::WATERMARK_FILE_NAME;

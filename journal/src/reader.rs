@@ -138,6 +138,23 @@ impl JournalReader {
             })
     }
 
+    /// Refuses the journal if any segment with a valid header was written by another
+    /// engine-logic version or capacity configuration than `meta`'s (the epoch is not checked:
+    /// a reader accepts every epoch). Segments with invalid headers are left to the frame scan,
+    /// which reports them with their location.
+    pub fn check_meta(&self, meta: &JournalMeta) -> Result<(), JournalError> {
+        let any_epoch = JournalMeta {
+            epoch: u64::MAX,
+            ..*meta
+        };
+        for segment in &self.segments {
+            if let Ok(header) = &segment.header {
+                recovery::check_meta(&segment.path, header, &any_epoch)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Segment files and their first seqs (from the file names), oldest first.
     pub fn segments(&self) -> impl Iterator<Item = (&Path, u64)> {
         self.segments.iter().map(|s| (s.path.as_path(), s.name_seq))

@@ -408,7 +408,11 @@ fn read_headers(files: Vec<SegmentFile>, meta: &JournalMeta) -> Result<Vec<Found
     Ok(found)
 }
 
-fn check_meta(path: &Path, header: &SegmentHeader, meta: &JournalMeta) -> Result<(), JournalError> {
+pub(crate) fn check_meta(
+    path: &Path,
+    header: &SegmentHeader,
+    meta: &JournalMeta,
+) -> Result<(), JournalError> {
     let mismatch = |field, expected: u64, found: u64| JournalError::MetaMismatch {
         segment: path.to_owned(),
         field,
