@@ -8,8 +8,10 @@
 //! every account funded far beyond any need (so there are no risk rejects: a reject would be
 //! cheap work the peers never do).
 //!
-//! The sink records trades into the shared trade hasher and counts unexpected rejects; it is
-//! part of the measured work, as trade reporting is for the peers.
+//! Every request (order, cancel, modify) carries the next number of one upward sequence as
+//! its client id, as a FIX client numbers its ClOrdIDs. The sink records trades into the
+//! shared trade hasher and counts unexpected rejects; it is part of the measured work, as
+//! trade reporting is for the peers.
 
 use crate::book_under_test::BookUnderTest;
 use crate::end_state::{BookEnd, EndState, TradeHasher};
@@ -21,8 +23,6 @@ pub struct KukuBook {
     engine: Engine,
     sink: Recorder,
     seq: u64,
-    /// Request ids for cancels and modifies (after every flow id).
-    next_request: u64,
     symbols: u32,
     full: bool,
 }
@@ -90,7 +90,6 @@ impl KukuBook {
                 anomalies: 0,
             },
             seq: 0,
-            next_request: flow.id_max() + 1,
             symbols: c.symbols,
             full,
         };
@@ -174,16 +173,16 @@ impl KukuBook {
         };
         match *op {
             FlowOp::Limit {
-                id,
                 symbol,
                 account,
                 side: s,
                 price,
                 qty,
                 tif,
+                ..
             } => Command::PlaceOrder(NewOrder {
                 account: AccountId(account),
-                client_order_id: ClientOrderId(id),
+                client_order_id: ClientOrderId(self.seq + 1),
                 symbol: SymbolId(symbol + 1),
                 side: side(s),
                 order_type: OrderType::Limit,
@@ -196,14 +195,14 @@ impl KukuBook {
                 qty: Qty(qty),
             }),
             FlowOp::Market {
-                id,
                 symbol,
                 account,
                 side: s,
                 qty,
+                ..
             } => Command::PlaceOrder(NewOrder {
                 account: AccountId(account),
-                client_order_id: ClientOrderId(id),
+                client_order_id: ClientOrderId(self.seq + 1),
                 symbol: SymbolId(symbol + 1),
                 side: side(s),
                 order_type: OrderType::Market,
@@ -213,30 +212,24 @@ impl KukuBook {
             }),
             // Kuku numbers accepted orders densely from 1 and accepts every flow order, so
             // its order ids are the flow's ids (an anomaly counter would show otherwise).
-            FlowOp::Cancel { id, account, .. } => {
-                self.next_request += 1;
-                Command::CancelOrder {
-                    account: AccountId(account),
-                    request_id: ClientOrderId(self.next_request),
-                    order_id: OrderId(id),
-                }
-            }
+            FlowOp::Cancel { id, account, .. } => Command::CancelOrder {
+                account: AccountId(account),
+                request_id: ClientOrderId(self.seq + 1),
+                order_id: OrderId(id),
+            },
             FlowOp::Modify {
                 id,
                 account,
                 new_price,
                 new_qty,
                 ..
-            } => {
-                self.next_request += 1;
-                Command::ModifyOrder {
-                    account: AccountId(account),
-                    request_id: ClientOrderId(self.next_request),
-                    order_id: OrderId(id),
-                    new_qty: Qty(new_qty),
-                    new_price: Price(new_price),
-                }
-            }
+            } => Command::ModifyOrder {
+                account: AccountId(account),
+                request_id: ClientOrderId(self.seq + 1),
+                order_id: OrderId(id),
+                new_qty: Qty(new_qty),
+                new_price: Price(new_price),
+            },
         }
     }
 }

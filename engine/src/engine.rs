@@ -76,11 +76,14 @@ impl Engine {
                 config.open_tx_max,
                 config.closed_tx_window_max,
             ),
-            keys: KeyTable::new(if config.accounting {
-                config.keys_max
-            } else {
-                0
-            }),
+            keys: KeyTable::new(
+                if config.accounting {
+                    config.keys_max
+                } else {
+                    0
+                },
+                config.accounts_max,
+            ),
             next_order_id: 1,
             next_trade_id: 1,
             next_priority: 1,

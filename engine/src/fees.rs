@@ -96,7 +96,11 @@ impl FeeSchedule {
 #[inline]
 pub fn cumulative_charge(cumulative_notional: Amount, rate_ppm: i64) -> Amount {
     debug_assert!(cumulative_notional.0 >= 0 && (0..=PPM).contains(&rate_ppm));
-    Amount(((cumulative_notional.0 as i128 * rate_ppm as i128) / PPM as i128) as i64)
+    // u64 when the product fits (every realistic notional), i128 otherwise: same result.
+    match (cumulative_notional.0 as u64).checked_mul(rate_ppm as u64) {
+        Some(product) => Amount((product / PPM as u64) as i64),
+        None => Amount(((cumulative_notional.0 as i128 * rate_ppm as i128) / PPM as i128) as i64),
+    }
 }
 
 #[cfg(test)]

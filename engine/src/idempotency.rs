@@ -128,27 +128,42 @@ const EMPTY: Slot = Slot {
 };
 
 /// Open addressing with linear probing, sized once to twice `keys_max`, never deleted from
-/// (cleared whole at StartOfDay). Its pages are touched at construction so no first-touch
-/// page fault lands on the processor thread later.
+/// (cleared whole at StartOfDay); a [`crate::table::Table`] (filled at construction, huge
+/// pages where available).
 pub struct KeyTable {
-    slots: Vec<Slot>,
+    slots: crate::table::Table<Slot>,
     shift: u32,
     mask: usize,
+    /// Keys recorded today (table and pending).
     len: usize,
     keys_max: usize,
+    /// Keys recorded but not yet written to the table: each one's bucket was prefetched when
+    /// it arrived, and it is written `PENDING_MAX` records later, when the line is in cache.
+    pending: [Slot; PENDING_MAX],
+    pending_head: usize,
+    pending_len: usize,
+    /// Per account, the largest key recorded today: a larger key is new without a lookup
+    /// (clients that number requests upwards, as FIX clients do, never pay for the table).
+    high_water: Vec<u64>,
 }
 
+/// How many recorded keys wait for their prefetched bucket.
+const PENDING_MAX: usize = 16;
+
 impl KeyTable {
-    pub fn new(keys_max: u32) -> KeyTable {
+    pub fn new(keys_max: u32, accounts_max: u32) -> KeyTable {
         let capacity = (keys_max.max(1) as usize * 2).next_power_of_two().max(16);
-        let mut slots = vec![EMPTY; capacity];
-        prefault(&mut slots);
+        let slots = crate::table::Table::new(capacity, EMPTY);
         KeyTable {
             slots,
             shift: 64 - capacity.trailing_zeros(),
             mask: capacity - 1,
             len: 0,
             keys_max: keys_max as usize,
+            pending: [EMPTY; PENDING_MAX],
+            pending_head: 0,
+            pending_len: 0,
+            high_water: vec![0; accounts_max as usize + 1],
         }
     }
 
@@ -156,6 +171,12 @@ impl KeyTable {
     fn home(&self, account: AccountId, key: ClientOrderId) -> usize {
         let k = key.0 ^ u64::from(account.0).rotate_left(40);
         (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// Starts loading the bucket of (account, key) into cache.
+    #[inline]
+    pub fn prefetch(&self, account: AccountId, key: ClientOrderId) {
+        prefetch_read(&self.slots[self.home(account, key)]);
     }
 
     /// The bucket holding (account, key), or the empty bucket where it would go.
@@ -172,20 +193,40 @@ impl KeyTable {
     }
 
     #[inline]
+    fn high_water(&self, account: AccountId) -> u64 {
+        self.high_water
+            .get(account.0 as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a request is new, a resend, or a conflict.
+    #[inline]
     pub fn check(
         &self,
         account: AccountId,
         key: ClientOrderId,
         content: &RequestContent,
     ) -> KeyCheck {
-        let s = &self.slots[self.find(account, key)];
-        if s.account == 0 {
+        if key.0 > self.high_water(account) {
+            return KeyCheck::New;
+        }
+        let found = self
+            .pending_slots()
+            .find(|s| s.account == account.0 && s.key == key.0)
+            .copied()
+            .unwrap_or_else(|| self.slots[self.find(account, key)]);
+        if found.account == 0 {
             KeyCheck::New
-        } else if s.record.fingerprint == content.fingerprint() {
-            KeyCheck::Resent(s.record.outcome)
+        } else if found.record.fingerprint == content.fingerprint() {
+            KeyCheck::Resent(found.record.outcome)
         } else {
             KeyCheck::Conflict
         }
+    }
+
+    fn pending_slots(&self) -> impl Iterator<Item = &Slot> + '_ {
+        (0..self.pending_len).map(|i| &self.pending[(self.pending_head + i) % PENDING_MAX])
     }
 
     /// True if the global table has room for one more key.
@@ -194,24 +235,40 @@ impl KeyTable {
         self.len < self.keys_max
     }
 
+    /// Records a key that [`KeyTable::check`] found new.
     #[inline]
     pub fn record(&mut self, account: AccountId, key: ClientOrderId, record: KeyRecord) {
         debug_assert!(self.has_room() && account.0 != 0);
-        let i = self.find(account, key);
-        if self.slots[i].account == 0 {
-            self.len += 1;
+        if let Some(h) = self.high_water.get_mut(account.0 as usize) {
+            *h = (*h).max(key.0);
         }
-        self.slots[i] = Slot {
+        self.prefetch(account, key);
+        if self.pending_len == PENDING_MAX {
+            let oldest = self.pending[self.pending_head];
+            self.write(oldest);
+            self.pending_head = (self.pending_head + 1) % PENDING_MAX;
+            self.pending_len -= 1;
+        }
+        self.pending[(self.pending_head + self.pending_len) % PENDING_MAX] = Slot {
             account: account.0,
             key: key.0,
             record,
         };
+        self.pending_len += 1;
+        self.len += 1;
+    }
+
+    fn write(&mut self, slot: Slot) {
+        let i = self.find(AccountId(slot.account), ClientOrderId(slot.key));
+        self.slots[i] = slot;
     }
 
     /// Forgets every key (StartOfDay). Keeps the memory.
     pub fn clear(&mut self) {
         if self.len > 0 {
             self.slots.fill(EMPTY);
+            self.high_water.fill(0);
+            self.pending_len = 0;
             self.len = 0;
         }
     }
@@ -229,6 +286,7 @@ impl KeyTable {
         let mut v: Vec<_> = self
             .slots
             .iter()
+            .chain(self.pending_slots())
             .filter(|s| s.account != 0)
             .map(|s| ((AccountId(s.account), ClientOrderId(s.key)), s.record))
             .collect();
@@ -237,20 +295,19 @@ impl KeyTable {
     }
 }
 
-/// Writes one byte per 4 KiB page so the OS maps the memory now, not on the hot path.
-pub(crate) fn prefault<T: Copy>(items: &mut [T]) {
-    let bytes = std::mem::size_of_val(items);
-    let base = items.as_mut_ptr() as *mut u8;
-    let mut offset = 0;
-    while offset < bytes {
-        // SAFETY: `offset < bytes` stays inside the slice's allocation; writing back the
-        // byte that is there changes nothing but forces the page to be mapped.
-        unsafe {
-            let p = base.add(offset);
-            std::ptr::write_volatile(p, std::ptr::read_volatile(p));
-        }
-        offset += 4_096;
+/// A hint to load `value`'s cache line (no effect on results).
+#[inline(always)]
+pub(crate) fn prefetch_read<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and has no effect on memory contents; the pointer is a
+    // valid reference anyway.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            value as *const T as *const i8,
+        );
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 #[cfg(test)]
@@ -259,7 +316,7 @@ mod tests {
 
     #[test]
     fn keys_are_per_account_and_content_checked() {
-        let mut t = KeyTable::new(100);
+        let mut t = KeyTable::new(100, 10);
         let place = RequestContent::Place {
             symbol: SymbolId(1),
             side: Side::Buy,
@@ -292,8 +349,19 @@ mod tests {
             t.check(AccountId(2), ClientOrderId(7), &place),
             KeyCheck::New
         ));
-        for k in 0..99u64 {
+        // Keys below the account's high-water mark go through the lookup, pending or not.
+        for k in (0..99u64).rev() {
             t.record(AccountId(5), ClientOrderId(k), record);
+        }
+        for k in [0u64, 50, 98] {
+            assert!(matches!(
+                t.check(AccountId(5), ClientOrderId(k), &place),
+                KeyCheck::Resent(_)
+            ));
+            assert!(matches!(
+                t.check(AccountId(5), ClientOrderId(k), &other),
+                KeyCheck::Conflict
+            ));
         }
         assert!(!t.has_room());
         assert_eq!(t.sorted().len(), 100);

@@ -45,6 +45,7 @@ pub mod reference;
 pub mod reject;
 pub mod risk;
 pub mod snapshot;
+mod table;
 pub mod testkit;
 pub mod types;
 

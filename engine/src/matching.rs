@@ -88,25 +88,34 @@ impl Engine {
             price,
             qty: o.qty,
         };
-        if self.config.accounting {
-            let Some(account) = self.ledger.account(o.account) else {
+        if !self.config.accounting {
+            if o.account.is_system_market() {
                 return self.reject_order(o, RejectReason::UnknownAccount, false, sink);
+            }
+            return match self.admit(o) {
+                Err(reason) => self.reject_order(o, reason, true, sink),
+                Ok(admitted) => self.accept_order(o, price, content, admitted, sink),
             };
-            let keys_today = account.keys_today;
-            match self.keys.check(o.account, o.client_order_id, &content) {
-                KeyCheck::Resent(outcome) => return self.resend_place(o, price, outcome, sink),
-                KeyCheck::Conflict => {
-                    return self.reject_order(o, RejectReason::DuplicateKey, false, sink);
-                }
-                KeyCheck::New => {}
-            }
-            if keys_today >= self.config.orders_per_account_day_max || !self.keys.has_room() {
-                return self.reject_order(o, RejectReason::KeysFull, false, sink);
-            }
-        } else if o.account.is_system_market() {
-            return self.reject_order(o, RejectReason::UnknownAccount, false, sink);
         }
-        match self.admit(o) {
+        let Some(account) = self.ledger.account(o.account) else {
+            return self.reject_order(o, RejectReason::UnknownAccount, false, sink);
+        };
+        let keys_today = account.keys_today;
+        // The key's bucket is usually not in cache: start loading it, and run the (read-only)
+        // validation of steps 4-11 meanwhile; the key still decides first.
+        self.keys.prefetch(o.account, o.client_order_id);
+        let admitted = self.admit(o);
+        match self.keys.check(o.account, o.client_order_id, &content) {
+            KeyCheck::Resent(outcome) => return self.resend_place(o, price, outcome, sink),
+            KeyCheck::Conflict => {
+                return self.reject_order(o, RejectReason::DuplicateKey, false, sink);
+            }
+            KeyCheck::New => {}
+        }
+        if keys_today >= self.config.orders_per_account_day_max || !self.keys.has_room() {
+            return self.reject_order(o, RejectReason::KeysFull, false, sink);
+        }
+        match admitted {
             Err(reason) => self.reject_order(o, reason, true, sink),
             Ok(admitted) => self.accept_order(o, price, content, admitted, sink),
         }
@@ -314,16 +323,16 @@ impl Engine {
     ) {
         let id = OrderId(self.next_order_id);
         self.next_order_id += 1;
+        let mut position = NIL;
         if self.config.accounting {
             self.record_key(o.account, o.client_order_id, content, Outcome::Accepted(id));
             let account = self.ledger.account_mut(o.account).expect("admitted");
             account.cash_hold = Amount(account.cash_hold.0 + admitted.cash_hold.0);
-            match o.side {
-                Side::Buy => {
-                    self.ledger
-                        .position_slot_or_insert(o.account, o.symbol)
-                        .expect("admitted: room for the position");
-                }
+            position = match o.side {
+                Side::Buy => self
+                    .ledger
+                    .position_slot_or_insert(o.account, o.symbol)
+                    .expect("admitted: room for the position"),
                 Side::Sell => {
                     let slot = self
                         .ledger
@@ -331,8 +340,9 @@ impl Engine {
                         .expect("admitted");
                     let p = &mut self.ledger.positions[slot as usize];
                     p.hold = Qty(p.hold.0 + o.qty.0);
+                    slot
                 }
-            }
+            };
         }
         let order = new_order(
             id,
@@ -348,6 +358,7 @@ impl Engine {
             tif: o.tif,
             cash_hold: admitted.cash_hold,
             ts_accepted: self.now_ts,
+            position,
             ..order
         };
         let slot = self.orders.insert(order).expect("admitted: a free slot");
@@ -371,7 +382,7 @@ impl Engine {
         if self.config.accounting {
             match o.side {
                 Side::Buy => self.emit_account_state(o.account, sink),
-                Side::Sell => self.emit_position_state(o.account, o.symbol, sink),
+                Side::Sell => self.emit_position(position, sink),
             }
         }
         self.execute(slot, admitted.hold_price, sink);
@@ -578,7 +589,7 @@ impl Engine {
         if self.config.accounting {
             for party in [maker, taker] {
                 self.emit_account_state(party.account, sink);
-                self.emit_position_state(party.account, party.symbol, sink);
+                self.emit_position(party.position, sink);
             }
         }
     }
@@ -591,6 +602,14 @@ impl Engine {
                 cash: a.cash,
                 cash_hold: a.cash_hold,
             });
+        }
+    }
+
+    /// `PositionUpdated` for the position at a cached index (`NIL`: none).
+    #[inline]
+    pub(crate) fn emit_position(&self, position: u32, sink: &mut impl EventSink) {
+        if let Some(p) = self.ledger.positions.get(position as usize) {
+            sink.emit(&Event::PositionUpdated { position: *p });
         }
     }
 
@@ -659,13 +678,9 @@ impl Engine {
                 self.emit_account_state(o.account, sink);
             }
             Side::Sell if o.leaves.0 != 0 => {
-                let slot = self
-                    .ledger
-                    .position_slot(o.account, o.symbol)
-                    .expect("held");
-                let p = &mut self.ledger.positions[slot as usize];
+                let p = &mut self.ledger.positions[o.position as usize];
                 p.hold = Qty(p.hold.0 - o.leaves.0);
-                self.emit_position_state(o.account, o.symbol, sink);
+                self.emit_position(o.position, sink);
             }
             _ => {}
         }
@@ -734,6 +749,8 @@ impl Engine {
             kind,
             order_id,
         } = r;
+        self.keys.prefetch(account, request_id);
+        self.orders.prefetch(order_id);
         let Some(a) = self.ledger.account(account) else {
             self.reject_request(r, RejectReason::UnknownAccount, sink);
             return false;
@@ -936,7 +953,7 @@ impl Engine {
         if self.config.accounting {
             match o.side {
                 Side::Buy => self.emit_account_state(account, sink),
-                Side::Sell => self.emit_position_state(account, o.symbol, sink),
+                Side::Sell => self.emit_position(o.position, sink),
             }
         }
         let si = o.symbol.0 as usize - 1;
@@ -1013,10 +1030,7 @@ impl Engine {
                 Ok((slot, hold))
             }
             Side::Sell => {
-                let p = self
-                    .ledger
-                    .position(account, o.symbol)
-                    .expect("a sell's position");
+                let p = &self.ledger.positions[o.position as usize];
                 if new_qty.0 - o.leaves.0 > p.available().0 {
                     return Err(RejectReason::InsufficientShares);
                 }
@@ -1035,11 +1049,7 @@ impl Engine {
                 a.cash_hold = Amount(a.cash_hold.0 - o.cash_hold.0 + new_hold.0);
             }
             Side::Sell => {
-                let slot = self
-                    .ledger
-                    .position_slot(o.account, o.symbol)
-                    .expect("held");
-                let p = &mut self.ledger.positions[slot as usize];
+                let p = &mut self.ledger.positions[o.position as usize];
                 p.hold = Qty(p.hold.0 - o.leaves.0 + new_qty.0);
             }
         }
@@ -1205,6 +1215,7 @@ fn new_order(
         cash_hold: Amount(0),
         ts_accepted: 0,
         resting: false,
+        position: NIL,
         level: Links::NONE,
         by_account: Links::NONE,
         global: Links::NONE,

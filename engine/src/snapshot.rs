@@ -282,6 +282,13 @@ impl Engine {
                 cash_hold: o.cash_hold,
                 ts_accepted: o.ts_accepted,
                 resting: o.resting,
+                position: if o.account.is_system_market() {
+                    crate::book::order::NIL
+                } else {
+                    self.ledger
+                        .position_slot(o.account, o.symbol)
+                        .unwrap_or(crate::book::order::NIL)
+                },
                 level: crate::book::order::Links::NONE,
                 by_account: crate::book::order::Links::NONE,
                 global: crate::book::order::Links::NONE,

@@ -10,8 +10,13 @@
 //! is reachable from its home bucket without crossing an empty bucket; key 0 marks empty
 //! (order ids start at 1).
 //!
-//! **Performance**: Fibonacci hashing spreads sequential ids; expected probes < 2 at load 1/2.
-//! No allocation after construction; iteration order is never exposed.
+//! **Performance**: the home bucket of an id is its low bits. Ids are handed out in
+//! sequence, so new orders land in consecutive buckets (the cache line and the prefetcher
+//! work for us) instead of a random bucket per insert; the few orders that outlive a table's
+//! worth of newer ids take the next free bucket. Measured against Fibonacci hashing on the
+//! `kuku-bench engine` flow: 4.4M -> 5.7M ops/s (same run conditions, docs/benchmarks.md).
+//! No allocation after construction (the pages are touched at construction); iteration order
+//! is never exposed.
 
 use super::order::Slot;
 use crate::types::OrderId;
@@ -25,8 +30,7 @@ struct Bucket {
 const EMPTY: Bucket = Bucket { key: 0, slot: 0 };
 
 pub struct IdMap {
-    buckets: Vec<Bucket>,
-    shift: u32,
+    buckets: crate::table::Table<Bucket>,
     mask: usize,
     len: usize,
 }
@@ -34,9 +38,9 @@ pub struct IdMap {
 impl IdMap {
     pub fn with_capacity(items_max: usize) -> IdMap {
         let capacity = (items_max.max(1) * 2).next_power_of_two().max(16);
+        let buckets = crate::table::Table::new(capacity, EMPTY);
         IdMap {
-            buckets: vec![EMPTY; capacity],
-            shift: 64 - capacity.trailing_zeros(),
+            buckets,
             mask: capacity - 1,
             len: 0,
         }
@@ -44,7 +48,13 @@ impl IdMap {
 
     #[inline]
     fn home(&self, key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        (key as usize) & self.mask
+    }
+
+    /// Starts loading `id`'s home bucket into cache.
+    #[inline]
+    pub fn prefetch(&self, id: OrderId) {
+        crate::idempotency::prefetch_read(&self.buckets[self.home(id.0)]);
     }
 
     #[inline]

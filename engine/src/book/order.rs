@@ -62,6 +62,9 @@ pub struct Order {
     pub ts_accepted: u64,
     /// True while the order sits in a price level (an incoming order matches first).
     pub resting: bool,
+    /// The owner's position in this symbol (index into the ledger's positions), cached so a
+    /// fill touches no map; `NIL` for SYSTEM_MARKET and in book-only mode.
+    pub position: u32,
     pub level: Links,
     pub by_account: Links,
     pub global: Links,
@@ -80,6 +83,7 @@ pub struct OrderHead {
     pub price: Price,
     pub leaves: Qty,
     pub cash_hold: Amount,
+    pub position: u32,
 }
 
 impl Order {
@@ -96,13 +100,14 @@ impl Order {
             price: self.price,
             leaves: self.leaves,
             cash_hold: self.cash_hold,
+            position: self.position,
         }
     }
 }
 
 /// The slab of live orders.
 pub struct OrderStore {
-    slots: Vec<Order>,
+    slots: crate::table::Table<Order>,
     free_head: Slot,
     by_id: IdMap,
     live: u32,
@@ -130,11 +135,12 @@ impl OrderStore {
             cash_hold: Amount(0),
             ts_accepted: 0,
             resting: false,
+            position: NIL,
             level: Links::NONE,
             by_account: Links::NONE,
             global: Links::NONE,
         };
-        let mut slots = vec![blank; orders_max as usize];
+        let mut slots = crate::table::Table::new(orders_max as usize, blank);
         // Free list threaded through `level.next`, lowest slot first.
         for (i, slot) in slots.iter_mut().enumerate() {
             slot.level.next = if i + 1 < orders_max as usize {
@@ -186,6 +192,12 @@ impl OrderStore {
             let (lo, hi) = self.slots.split_at_mut(a);
             (&mut hi[0], &mut lo[b])
         }
+    }
+
+    /// Starts loading the index bucket of `id` into cache.
+    #[inline]
+    pub fn prefetch(&self, id: OrderId) {
+        self.by_id.prefetch(id);
     }
 
     #[inline]

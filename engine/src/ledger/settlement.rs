@@ -127,10 +127,8 @@ fn settle_buyer(
     account.cash_hold = Amount(account.cash_hold.0 - buyer.cash_hold.0 + new_hold.0);
     buyer.cash_hold = new_hold;
     debug_assert!(account.cash.0 >= 0 && account.cash_hold.0 <= account.cash.0);
-    let slot = ledger
-        .position_slot(buyer.account, buyer.symbol)
-        .expect("a buy reserves its position at acceptance");
-    ledger.positions[slot as usize].on_buy(qty, Amount(notional), commission);
+    // A buy reserved its position at acceptance and cached its index.
+    ledger.positions[buyer.position as usize].on_buy(qty, Amount(notional), commission);
 }
 
 fn settle_seller(ledger: &mut Ledger, seller: &mut Order, qty: Qty, net_proceeds: i64) {
@@ -143,10 +141,8 @@ fn settle_seller(ledger: &mut Ledger, seller: &mut Order, qty: Qty, net_proceeds
         .account_mut(seller.account)
         .expect("a live order's account exists");
     account.cash = Amount(account.cash.0 + net_proceeds);
-    let slot = ledger
-        .position_slot(seller.account, seller.symbol)
-        .expect("a sell needs a position");
-    let p = &mut ledger.positions[slot as usize];
+    // A sell needs a position; its index is cached in the order.
+    let p = &mut ledger.positions[seller.position as usize];
     p.hold = Qty(p.hold.0 - qty.0);
     p.on_sell(qty, Amount(net_proceeds));
     debug_assert!(p.hold.0 >= 0 && p.qty.0 >= p.hold.0);
