@@ -41,6 +41,7 @@ mod invariants;
 pub mod ledger;
 mod matching;
 pub mod portfolio;
+pub mod readmodel;
 pub mod reference;
 pub mod reject;
 pub mod risk;

@@ -6,9 +6,9 @@
 use crate::config::NodeConfig;
 use crate::local::{LocalClient, Router};
 use crate::node::{Node, NodeOutputs};
-use crate::readmodel::ReadModel;
 use crate::scheduler::ScheduleMode;
 use anyhow::{Context, bail};
+use kuku_engine::readmodel::ReadModel;
 use kuku_engine::testkit::cmd;
 use kuku_engine::*;
 use std::io::Write;

@@ -11,6 +11,5 @@ pub mod feed;
 pub mod local;
 pub mod node;
 pub mod pipeline;
-pub mod readmodel;
 pub mod scheduler;
 pub mod universe;

@@ -16,10 +16,10 @@ use crate::pipeline::{
     self, Busy, CommandLog, LogError, Notify, Origin, OutputHandler, OutputPoller, OutputSlot,
     Outputs, Pipeline, PipelineStatus, Submitter, now_ns,
 };
-use crate::readmodel::ReadModel;
 use crate::scheduler::{self, DayState, KstTime, ScheduleMode};
 use crate::universe;
 use anyhow::Context;
+use kuku_engine::readmodel::ReadModel;
 use kuku_engine::{Command, Engine, EngineConfig, Event, FeeSchedule, MarketPhase};
 use kuku_journal::{Journal, JournalConfig, codec};
 use std::path::PathBuf;
@@ -354,7 +354,7 @@ fn read_model_handler(read_model: Arc<RwLock<ReadModel>>) -> OutputHandler {
         if end_of_batch || batch.len() >= 4096 {
             if let Ok(mut rm) = read_model.write() {
                 for s in &batch {
-                    rm.apply(s);
+                    rm.apply(s.seq, s.ts, &s.event);
                 }
             }
             batch.clear();

@@ -2,9 +2,9 @@
 //! of a long mixed stream (orders of every type, cancels, modifies, quotes, deposits,
 //! withdrawals, end and start of day).
 
+use kuku_engine::readmodel::ReadModel;
 use kuku_engine::testkit::{Driver, cmd};
 use kuku_engine::*;
-use kuku_server::readmodel::ReadModel;
 
 fn check(engine: &Engine, rm: &ReadModel) {
     for a in &engine.ledger().accounts {

@@ -1,6 +1,7 @@
-//! The read model: balances, holds, positions, open orders, books and symbols, maintained by
-//! an output consumer from events alone. Queries are answered here, never by touching the
-//! processor's memory and never by journaling a query.
+//! The read model: balances, holds, positions, open orders, books, symbols and the ledger's
+//! balances, maintained from events alone (by an output consumer of the node, or by a gateway
+//! thread). Queries are answered here, never by touching the processor's memory and never by
+//! journaling a query. It is not part of the engine's state and is never used by `Engine`.
 //!
 //! **Invariants**: after applying the events of commands 1..=n it equals the engine's live
 //! state after command n (tested against the engine on random streams).
@@ -12,9 +13,8 @@
 //! **Known limitations**: history (fills, ledger) is not kept here: it is served by the
 //! database ([K6]) or the journal.
 
-use crate::pipeline::OutputSlot;
-use kuku_engine::portfolio::Position;
-use kuku_engine::*;
+use crate::portfolio::Position;
+use crate::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Finished orders remembered for status queries.
@@ -220,13 +220,13 @@ impl ReadModel {
             .map(|(_, p)| p)
     }
 
-    /// Applies one output slot.
-    pub fn apply(&mut self, slot: &OutputSlot) {
-        self.last_seq = slot.seq;
-        if let Some(tx) = slot.event.transaction(slot.ts) {
+    /// Applies one event of the command at `seq` (journaled at `ts`).
+    pub fn apply(&mut self, seq: u64, ts: u64, event: &Event) {
+        self.last_seq = seq;
+        if let Some(tx) = event.transaction(ts) {
             self.post(&tx);
         }
-        self.apply_event(slot.seq, &slot.event);
+        self.apply_event(seq, event);
     }
 
     fn post(&mut self, tx: &Transaction) {
