@@ -57,6 +57,7 @@ impl PipelineSettings {
             processor_wait: self.processor_wait,
             consumer_wait: self.consumer_wait,
             processor_core: self.processor_core,
+            on_processor_start: None,
         }
     }
 }

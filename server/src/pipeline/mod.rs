@@ -122,6 +122,9 @@ pub struct PipelineConfig {
     pub consumer_wait: Wait,
     /// Pin the processor thread to this core.
     pub processor_core: Option<usize>,
+    /// Runs first on the processor thread (tests: e.g. mark the thread for an allocation
+    /// counter). `None` in production.
+    pub on_processor_start: Option<fn()>,
 }
 
 impl Default for PipelineConfig {
@@ -133,6 +136,7 @@ impl Default for PipelineConfig {
             processor_wait: Wait::Backoff,
             consumer_wait: Wait::Backoff,
             processor_core: None,
+            on_processor_start: None,
         }
     }
 }
@@ -238,12 +242,16 @@ pub fn start(
         builder = builder.pin_at_core(core);
     }
     let processor_wait = config.processor_wait;
+    let on_start = config.on_processor_start;
     let producer = builder
         .handle_events_and_state_with_wait_strategy(
             Processor::on_command,
             move || {
                 if processor_wait != Wait::BusySpin {
                     lower_timer_slack();
+                }
+                if let Some(hook) = on_start {
+                    hook();
                 }
                 processor
             },
