@@ -24,7 +24,6 @@ pub struct KukuBook {
     sink: Recorder,
     seq: u64,
     symbols: u32,
-    full: bool,
 }
 
 /// Reads the engine's events during the run.
@@ -61,21 +60,6 @@ const CASH_PER_ACCOUNT: i64 = 1_000_000_000_000_000;
 impl KukuBook {
     /// `full`: risk, ledger, positions and idempotency on; `ladder`: the book design.
     pub fn new(flow: &Flow, full: bool, ladder: LadderPolicy) -> KukuBook {
-        let c = flow.config();
-        let ops = flow.ops().len() as u32;
-        let config = EngineConfig {
-            orders_max: (c.depth_orders as u32 + 4_096).next_power_of_two(),
-            accounts_max: c.accounts + 1,
-            symbols_max: c.symbols + 1,
-            levels_max: 16_384,
-            orders_per_account_day_max: ops + 16,
-            keys_max: ops + 16,
-            positions_max: (c.accounts * c.symbols) + 16,
-            open_tx_max: 16,
-            closed_tx_window_max: 16,
-            accounting: full,
-            ladder,
-        };
         let name = match (full, ladder) {
             (false, LadderPolicy::Auto) => "kuku",
             (true, LadderPolicy::Auto) => "kuku_full",
@@ -84,153 +68,170 @@ impl KukuBook {
         };
         let mut book = KukuBook {
             name,
-            engine: Engine::new(config),
+            engine: Engine::new(engine_config(flow, full, ladder)),
             sink: Recorder {
                 hasher: TradeHasher::new(),
                 anomalies: 0,
             },
             seq: 0,
-            symbols: c.symbols,
-            full,
+            symbols: flow.config().symbols,
         };
-        book.set_up(flow);
+        for command in set_up_commands(flow, full) {
+            book.seq += 1;
+            let mut events = Vec::new();
+            book.engine.apply_command(book.seq, book.seq, &command, &mut events);
+            let rejected = kuku_engine::testkit::reject_reason(&events);
+            assert!(rejected.is_none(), "set-up {command:?} rejected: {rejected:?}");
+        }
         book
     }
+}
 
-    fn admin(&mut self, command: Command) {
-        self.seq += 1;
-        let mut events = Vec::new();
-        self.engine
-            .apply_command(self.seq, self.seq, &command, &mut events);
-        let rejected = kuku_engine::testkit::reject_reason(&events);
-        assert!(
-            rejected.is_none(),
-            "set-up command {command:?} rejected: {rejected:?}"
-        );
+/// The engine configuration a flow needs (tables sized from it).
+pub fn engine_config(flow: &Flow, full: bool, ladder: LadderPolicy) -> EngineConfig {
+    let c = flow.config();
+    let ops = flow.ops().len() as u32;
+    EngineConfig {
+        orders_max: (c.depth_orders as u32 + 4_096).next_power_of_two(),
+        accounts_max: c.accounts + 1,
+        symbols_max: c.symbols + 1,
+        levels_max: 16_384,
+        orders_per_account_day_max: ops + 16,
+        keys_max: ops + 16,
+        positions_max: (c.accounts * c.symbols) + 16,
+        open_tx_max: 16,
+        closed_tx_window_max: 16,
+        accounting: full,
+        ladder,
     }
+}
 
-    fn set_up(&mut self, flow: &Flow) {
-        let c = flow.config();
-        if self.full {
-            self.admin(Command::SetFeeSchedule(FeeSchedule::KRX_2026));
-        }
-        for s in 0..c.symbols {
-            self.admin(Command::RegisterSymbol(RegisterSymbol {
-                code: SymbolCode::new(&format!("B{s:05}")).expect("short"),
-                name: SymbolName::new("bench book").expect("short"),
-                market: Market::Kospi,
-                tick_rule: TickRule::Fixed(c.price_tick),
-                base_price: Price(c.price_base),
-                banded: true,
-                lot_size: Qty(1),
-            }));
-            let band = self.engine.symbol(SymbolId(s + 1)).and_then(|s| s.band);
-            assert_eq!(
-                band,
-                Some(PriceBand {
-                    lower: Price(c.price_min()),
-                    upper: Price(c.price_max())
-                }),
-                "the flow's band is KRX's +-30% on a fixed tick"
-            );
-        }
-        self.admin(Command::StartOfDay {
-            trading_day: 1,
-            base_prices: Vec::new(),
-        });
-        self.admin(Command::SetMarketPhase {
-            phase: MarketPhase::Continuous,
-        });
-        if self.full {
-            for a in 1..=c.accounts {
-                self.admin(Command::OpenAccount {
-                    owner: ExternalRef::new(&format!("bench{a}")).expect("short"),
-                });
-                let account = AccountId(a);
-                self.admin(Command::Deposit {
+/// The commands that prepare an engine for a flow: symbols with the flow's tick and band,
+/// the day and the continuous session; with `full`, the fee schedule and funded accounts.
+pub fn set_up_commands(flow: &Flow, full: bool) -> Vec<Command> {
+    let c = flow.config();
+    let mut out = Vec::new();
+    if full {
+        out.push(Command::SetFeeSchedule(FeeSchedule::KRX_2026));
+    }
+    for s in 0..c.symbols {
+        out.push(Command::RegisterSymbol(RegisterSymbol {
+            code: SymbolCode::new(&format!("B{s:05}")).expect("short"),
+            name: SymbolName::new("bench book").expect("short"),
+            market: Market::Kospi,
+            tick_rule: TickRule::Fixed(c.price_tick),
+            base_price: Price(c.price_base),
+            banded: true,
+            lot_size: Qty(1),
+        }));
+    }
+    out.push(Command::StartOfDay {
+        trading_day: 1,
+        base_prices: Vec::new(),
+    });
+    out.push(Command::SetMarketPhase {
+        phase: MarketPhase::Continuous,
+    });
+    if full {
+        for a in 1..=c.accounts {
+            let account = AccountId(a);
+            out.push(Command::OpenAccount {
+                owner: ExternalRef::new(&format!("bench{a}")).expect("short"),
+            });
+            out.push(Command::Deposit {
+                account,
+                amount: Amount(CASH_PER_ACCOUNT),
+                external_ref: ExternalRef::new("bench-cash").expect("short"),
+            });
+            for s in 1..=c.symbols {
+                out.push(Command::Adjust {
                     account,
-                    amount: Amount(CASH_PER_ACCOUNT),
-                    external_ref: ExternalRef::new("bench-cash").expect("short"),
+                    asset: Asset::Shares(SymbolId(s)),
+                    amount: Amount(SHARES_PER_ACCOUNT),
+                    external_ref: ExternalRef::new(&format!("bench-shares-{s}")).expect("short"),
                 });
-                for s in 1..=c.symbols {
-                    self.admin(Command::Adjust {
-                        account,
-                        asset: Asset::Shares(SymbolId(s)),
-                        amount: Amount(SHARES_PER_ACCOUNT),
-                        external_ref: ExternalRef::new(&format!("bench-shares-{s}"))
-                            .expect("short"),
-                    });
-                }
             }
         }
     }
+    out
+}
 
-    #[inline]
-    fn command(&mut self, op: &FlowOp) -> Command {
-        let side = |s: FSide| match s {
-            FSide::Buy => Side::Buy,
-            FSide::Sell => Side::Sell,
-        };
-        match *op {
-            FlowOp::Limit {
-                symbol,
-                account,
-                side: s,
-                price,
-                qty,
-                tif,
-                ..
-            } => Command::PlaceOrder(NewOrder {
-                account: AccountId(account),
-                client_order_id: ClientOrderId(self.seq + 1),
-                symbol: SymbolId(symbol + 1),
-                side: side(s),
-                order_type: OrderType::Limit,
-                tif: match tif {
-                    Tif::Day => TimeInForce::Day,
-                    Tif::Ioc => TimeInForce::Ioc,
-                    Tif::Fok => TimeInForce::Fok,
-                },
-                price: Price(price),
-                qty: Qty(qty),
-            }),
-            FlowOp::Market {
-                symbol,
-                account,
-                side: s,
-                qty,
-                ..
-            } => Command::PlaceOrder(NewOrder {
-                account: AccountId(account),
-                client_order_id: ClientOrderId(self.seq + 1),
-                symbol: SymbolId(symbol + 1),
-                side: side(s),
-                order_type: OrderType::Market,
-                tif: TimeInForce::Ioc,
-                price: Price(0),
-                qty: Qty(qty),
-            }),
-            // Kuku numbers accepted orders densely from 1 and accepts every flow order, so
-            // its order ids are the flow's ids (an anomaly counter would show otherwise).
-            FlowOp::Cancel { id, account, .. } => Command::CancelOrder {
-                account: AccountId(account),
-                request_id: ClientOrderId(self.seq + 1),
-                order_id: OrderId(id),
+/// Every op of the flow as a command; client ids number upward from `coid_first`.
+pub fn flow_commands(flow: &Flow, coid_first: u64) -> Vec<Command> {
+    flow.ops()
+        .iter()
+        .enumerate()
+        .map(|(i, op)| command(op, coid_first + i as u64))
+        .collect()
+}
+
+/// One flow op as a Kuku command carrying client id `coid`.
+///
+/// Kuku numbers accepted orders densely from 1 and accepts every flow order, so its order
+/// ids are the flow's ids (an anomaly counter would show otherwise).
+#[inline]
+pub fn command(op: &FlowOp, coid: u64) -> Command {
+    let side = |s: FSide| match s {
+        FSide::Buy => Side::Buy,
+        FSide::Sell => Side::Sell,
+    };
+    match *op {
+        FlowOp::Limit {
+            symbol,
+            account,
+            side: s,
+            price,
+            qty,
+            tif,
+            ..
+        } => Command::PlaceOrder(NewOrder {
+            account: AccountId(account),
+            client_order_id: ClientOrderId(coid),
+            symbol: SymbolId(symbol + 1),
+            side: side(s),
+            order_type: OrderType::Limit,
+            tif: match tif {
+                Tif::Day => TimeInForce::Day,
+                Tif::Ioc => TimeInForce::Ioc,
+                Tif::Fok => TimeInForce::Fok,
             },
-            FlowOp::Modify {
-                id,
-                account,
-                new_price,
-                new_qty,
-                ..
-            } => Command::ModifyOrder {
-                account: AccountId(account),
-                request_id: ClientOrderId(self.seq + 1),
-                order_id: OrderId(id),
-                new_qty: Qty(new_qty),
-                new_price: Price(new_price),
-            },
-        }
+            price: Price(price),
+            qty: Qty(qty),
+        }),
+        FlowOp::Market {
+            symbol,
+            account,
+            side: s,
+            qty,
+            ..
+        } => Command::PlaceOrder(NewOrder {
+            account: AccountId(account),
+            client_order_id: ClientOrderId(coid),
+            symbol: SymbolId(symbol + 1),
+            side: side(s),
+            order_type: OrderType::Market,
+            tif: TimeInForce::Ioc,
+            price: Price(0),
+            qty: Qty(qty),
+        }),
+        FlowOp::Cancel { id, account, .. } => Command::CancelOrder {
+            account: AccountId(account),
+            request_id: ClientOrderId(coid),
+            order_id: OrderId(id),
+        },
+        FlowOp::Modify {
+            id,
+            account,
+            new_price,
+            new_qty,
+            ..
+        } => Command::ModifyOrder {
+            account: AccountId(account),
+            request_id: ClientOrderId(coid),
+            order_id: OrderId(id),
+            new_qty: Qty(new_qty),
+            new_price: Price(new_price),
+        },
     }
 }
 
@@ -241,7 +242,7 @@ impl BookUnderTest for KukuBook {
 
     #[inline]
     fn apply(&mut self, op: &FlowOp) {
-        let command = self.command(op);
+        let command = command(op, self.seq + 1);
         self.seq += 1;
         self.engine
             .apply_command(self.seq, self.seq, &command, &mut self.sink);

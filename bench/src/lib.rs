@@ -23,6 +23,7 @@ pub mod engines;
 pub mod flow;
 pub mod journal_bench;
 pub mod kuku;
+pub mod pipeline_bench;
 pub mod model;
 #[cfg(feature = "peers")]
 pub mod peers;

@@ -28,6 +28,8 @@ enum Command {
     /// The journal: append per durability mode and batch size, read, replay and recovery,
     /// against raw copy / raw sync baselines.
     Journal(kuku_bench::journal_bench::JournalBenchArgs),
+    /// The whole pipeline (ring, journal, processor, consumers) against direct apply.
+    Pipeline(kuku_bench::pipeline_bench::PipelineBenchArgs),
     // Later subcommands slot in here: Pipeline, Tcp, Persistence.
 }
 
@@ -95,6 +97,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Engine(args) => engine(args),
+        Command::Pipeline(args) => {
+            let json = kuku_bench::pipeline_bench::run(&args)?;
+            if args.json {
+                println!("{json}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Journal(args) => {
             let json = kuku_bench::journal_bench::run(&args)?;
             if args.json {

@@ -15,6 +15,7 @@
 
 use crate::portfolio::Position;
 use crate::*;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Finished orders remembered for status queries.
@@ -88,12 +89,13 @@ pub struct ReadModel {
     pub symbols: BTreeMap<SymbolId, SymbolView>,
     pub accounts: BTreeMap<AccountId, AccountView>,
     pub positions: BTreeMap<(AccountId, SymbolId), Position>,
-    pub orders: BTreeMap<OrderId, OrderView>,
+    pub orders: FxHashMap<OrderId, OrderView>,
     pub open_by_account: BTreeMap<AccountId, BTreeSet<OrderId>>,
     recent_finished: VecDeque<OrderId>,
     pub open_transactions: BTreeMap<TxId, (TxType, AccountId, Amount, TxStatus)>,
-    /// Every ledger account's balance per asset, from the posted lines.
-    pub ledger_balances: BTreeMap<(LedgerAccount, Asset), i64>,
+    /// The system ledger accounts' balances per asset (users' are in `accounts` and
+    /// `positions`).
+    pub system_balances: BTreeMap<(LedgerAccount, Asset), i64>,
 }
 
 impl ReadModel {
@@ -163,19 +165,9 @@ impl ReadModel {
         let l = engine.ledger();
         let mut put = |account, asset, amount: i64| {
             if amount != 0 {
-                rm.ledger_balances.insert((account, asset), amount);
+                rm.system_balances.insert((account, asset), amount);
             }
         };
-        for a in &l.accounts {
-            put(LedgerAccount::UserCash(a.id), Asset::Krw, a.cash.0);
-        }
-        for p in &l.positions {
-            put(
-                LedgerAccount::UserSecurities(p.account, p.symbol),
-                Asset::Shares(p.symbol),
-                p.qty.0,
-            );
-        }
         put(LedgerAccount::SystemFee, Asset::Krw, l.system.fee.0);
         put(LedgerAccount::SystemTax, Asset::Krw, l.system.tax.0);
         put(
@@ -221,38 +213,95 @@ impl ReadModel {
     }
 
     /// Applies one event of the command at `seq` (journaled at `ts`).
-    pub fn apply(&mut self, seq: u64, ts: u64, event: &Event) {
+    pub fn apply(&mut self, seq: u64, _ts: u64, event: &Event) {
         self.last_seq = seq;
-        if let Some(tx) = event.transaction(ts) {
-            self.post(&tx);
-        }
+        self.post_system(event);
         self.apply_event(seq, event);
     }
 
-    fn post(&mut self, tx: &Transaction) {
-        for e in tx.entries() {
-            *self
-                .ledger_balances
-                .entry((e.account, e.asset))
-                .or_default() += e.amount.0;
+    /// Moves the system accounts' balances by what `event` posts (users' balances arrive as
+    /// `AccountUpdated` / `PositionUpdated`). The same lines `Event::transaction` lists,
+    /// summed without building them.
+    fn post_system(&mut self, event: &Event) {
+        let mut add = |account, asset, amount: i64| {
+            if amount != 0 {
+                *self.system_balances.entry((account, asset)).or_default() += amount;
+            }
+        };
+        match *event {
+            Event::Trade {
+                symbol,
+                price,
+                qty,
+                taker_side,
+                maker_account,
+                taker_account,
+                buyer_commission,
+                seller_commission,
+                seller_taxes,
+                tx,
+                ..
+            } if tx.0 != 0 => {
+                let (buyer, seller) = match taker_side {
+                    Side::Buy => (taker_account, maker_account),
+                    Side::Sell => (maker_account, taker_account),
+                };
+                let notional = price.0 * qty.0;
+                let market = LedgerAccount::SystemMarket;
+                if buyer.is_system_market() {
+                    add(market, Asset::Krw, -notional);
+                    add(market, Asset::Shares(symbol), qty.0);
+                }
+                if seller.is_system_market() {
+                    add(market, Asset::Krw, notional);
+                    add(market, Asset::Shares(symbol), -qty.0);
+                }
+                add(
+                    LedgerAccount::SystemFee,
+                    Asset::Krw,
+                    buyer_commission.0 + seller_commission.0,
+                );
+                add(
+                    LedgerAccount::SystemTax,
+                    Asset::Krw,
+                    seller_taxes[0].0 + seller_taxes[1].0,
+                );
+            }
+            Event::LedgerPosted { posting } => {
+                add(LedgerAccount::SystemExternal, posting.asset, -posting.amount.0);
+            }
+            _ => {}
         }
     }
 
     /// Sums per asset over every ledger account: all zero in a balanced ledger.
     pub fn trial_balance(&self) -> BTreeMap<Asset, i128> {
         let mut sums = BTreeMap::new();
-        for ((_, asset), amount) in &self.ledger_balances {
+        for ((_, asset), amount) in &self.system_balances {
             *sums.entry(*asset).or_insert(0i128) += *amount as i128;
+        }
+        for a in self.accounts.values() {
+            *sums.entry(Asset::Krw).or_insert(0i128) += a.cash.0 as i128;
+        }
+        for p in self.positions.values() {
+            *sums.entry(Asset::Shares(p.symbol)).or_insert(0i128) += p.qty.0 as i128;
         }
         sums
     }
 
     /// The balance of one ledger account in one asset.
     pub fn balance(&self, account: LedgerAccount, asset: Asset) -> i64 {
-        self.ledger_balances
-            .get(&(account, asset))
-            .copied()
-            .unwrap_or(0)
+        match account {
+            LedgerAccount::UserCash(a) if asset == Asset::Krw => {
+                self.accounts.get(&a).map_or(0, |v| v.cash.0)
+            }
+            LedgerAccount::UserCash(_) => 0,
+            LedgerAccount::UserSecurities(a, s) if asset == Asset::Shares(s) => {
+                self.positions.get(&(a, s)).map_or(0, |p| p.qty.0)
+            }
+            LedgerAccount::UserSecurities(..) => 0,
+            _ => self.system_balances.get(&(account, asset)).copied().unwrap_or(0),
+        }
     }
 
     pub fn apply_event(&mut self, seq: u64, event: &Event) {

@@ -7,6 +7,21 @@ use kuku_engine::testkit::{Driver, cmd};
 use kuku_engine::*;
 
 fn check(engine: &Engine, rm: &ReadModel) {
+    let sys = engine.ledger().system;
+    for (account, want) in [
+        (LedgerAccount::SystemFee, sys.fee),
+        (LedgerAccount::SystemTax, sys.tax),
+        (LedgerAccount::SystemMarket, sys.market_cash),
+        (LedgerAccount::SystemExternal, sys.external_cash),
+    ] {
+        assert_eq!(rm.balance(account, Asset::Krw), want.0, "{account:?}");
+    }
+    for (i, sh) in engine.ledger().system_shares.iter().enumerate() {
+        let asset = Asset::Shares(SymbolId(i as u32 + 1));
+        assert_eq!(rm.balance(LedgerAccount::SystemMarket, asset), sh.market);
+        assert_eq!(rm.balance(LedgerAccount::SystemExternal, asset), sh.external);
+    }
+    assert!(rm.trial_balance().values().all(|v| *v == 0), "{:?}", rm.trial_balance());
     for a in &engine.ledger().accounts {
         let v = rm.accounts.get(&a.id).expect("account known");
         assert_eq!(
@@ -67,7 +82,7 @@ fn read_model_tracks_the_engine_exactly() {
     let mut rm = ReadModel::default();
     let feed = |d: &mut Driver, rm: &mut ReadModel, c: Command| {
         for e in d.apply(c) {
-            rm.apply_event(d.seq, &e);
+            rm.apply(d.seq, d.ts, &e);
         }
     };
     feed(

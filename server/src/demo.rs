@@ -378,12 +378,7 @@ fn print_trial_balance(rm: &ReadModel, out: &mut impl Write) -> std::io::Result<
         ("SYSTEM_MARKET", LedgerAccount::SystemMarket),
         ("SYSTEM_EXTERNAL", LedgerAccount::SystemExternal),
     ];
-    let user_cash: i64 = rm
-        .ledger_balances
-        .iter()
-        .filter(|((a, asset), _)| matches!(a, LedgerAccount::UserCash(_)) && *asset == Asset::Krw)
-        .map(|(_, v)| *v)
-        .sum();
+    let user_cash: i64 = rm.accounts.values().map(|a| a.cash.0).sum();
     writeln!(
         out,
         "  KRW  {:<16} {:>16}",

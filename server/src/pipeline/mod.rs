@@ -101,6 +101,8 @@ pub struct PipelineStatus {
     pub applied_seq: AtomicU64,
     /// Commands refused with `Busy`.
     pub busy: AtomicU64,
+    /// Journal batches committed (commands journaled / batches = the group-commit size).
+    pub batches: AtomicU64,
     /// Set when the command log failed: nothing after `journaled_seq` is applied.
     pub halted: AtomicBool,
 }
@@ -338,7 +340,10 @@ fn journal_one(
     }
     if end_of_batch {
         match log.commit() {
-            Ok(()) => status.journaled_seq.store(seq, Ordering::Release),
+            Ok(()) => {
+                status.batches.fetch_add(1, Ordering::Relaxed);
+                status.journaled_seq.store(seq, Ordering::Release);
+            }
             Err(e) => halt(status, seq, &e),
         }
     }
@@ -407,16 +412,21 @@ struct RingSink<'a> {
 }
 
 impl RingSink<'_> {
+    /// Publishes one event; while the output ring is full (a consumer lags), yields the core
+    /// instead of spinning, so on a small machine the lagging consumer can run.
     #[inline]
     fn publish(&mut self, event: Event, last: bool) {
         let (seq, ts, origin) = (self.seq, self.ts, self.origin);
-        self.output.publish(|slot| {
+        let write = |slot: &mut OutputSlot| {
             slot.seq = seq;
             slot.ts = ts;
             slot.origin = origin;
             slot.event = event;
             slot.last = last;
-        });
+        };
+        while self.output.try_publish(write).is_err() {
+            std::thread::yield_now();
+        }
     }
 
     fn finish(&mut self) {

@@ -1,0 +1,522 @@
+//! `kuku-bench pipeline`: the whole LMAX pipeline in-process (a producer thread -> input ring
+//! -> journaller (a real journal on disk) -> processor -> output ring -> the read-model
+//! consumer and a completion consumer) against `Engine::apply` alone on the same flow, in the
+//! same run.
+//!
+//! - **Throughput**: one producer publishes every command as fast as the ring takes them
+//!   (`Busy` is retried); the clock stops when the completion consumer has seen the last
+//!   event of the last command. One timer per pass.
+//! - **Latency**: open loop at a fixed offered rate. Command `i` is due at `t0 + i / rate`;
+//!   its latency is from that intended time to the moment its last event reaches the
+//!   completion consumer (coordinated-omission corrected: a stalled pipeline delays the
+//!   sends, and the delay is counted). The command's index travels as its `Origin`.
+//! - **Same work**: after each pass the journal is recovered and its state hash (timestamps
+//!   zeroed: the pipeline stamps wall-clock time) must equal the direct run's; a pass that
+//!   differs is reported and not comparable.
+//!
+//! Configurations: processor wait strategy (busy-spin pinned to core 1, backoff, yield) x
+//! durability (`none`, `every-batch`, with its average batch size).
+//!
+//! **Known limitations**: one producer thread (the gateway is one mio thread too); on this
+//! 2-core machine the producer, journaller and consumers share the core the processor does
+//! not spin on.
+
+use crate::flow::{Flow, FlowConfig};
+use crate::kuku::{engine_config, flow_commands, set_up_commands};
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use kuku_engine::readmodel::ReadModel;
+use kuku_engine::{Command, Engine, EventSink, LadderPolicy, NullSink};
+use kuku_journal::{Durability, JournalConfig};
+use kuku_server::node::JournalLog;
+use kuku_server::pipeline::wait::Wait;
+use kuku_server::pipeline::{self, Busy, Origin, OutputSlot, Outputs, PipelineConfig};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineBenchArgs {
+    /// Steady-state commands per pass.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Resting orders built by the warm-up.
+    #[arg(long)]
+    pub depth: Option<u64>,
+    /// Passes per configuration (interleaved).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Offered rate of the latency pass, commands/s.
+    #[arg(long, default_value_t = 200_000)]
+    pub rate: u64,
+    /// Where journals go (a temporary directory under it); default: the system temp dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Only the configurations whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Skip the latency pass.
+    #[arg(long)]
+    pub no_latency: bool,
+    /// Tiny sizes (CI smoke).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One pipeline configuration under test.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    name: &'static str,
+    wait: Wait,
+    core: Option<usize>,
+    durability: Durability,
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup {
+        name: "spin_pinned_none",
+        wait: Wait::BusySpin,
+        core: Some(1),
+        durability: Durability::None,
+    },
+    Setup {
+        name: "backoff_none",
+        wait: Wait::Backoff,
+        core: None,
+        durability: Durability::None,
+    },
+    Setup {
+        name: "yield_none",
+        wait: Wait::Yield,
+        core: None,
+        durability: Durability::None,
+    },
+    Setup {
+        name: "spin_pinned_every_batch",
+        wait: Wait::BusySpin,
+        core: Some(1),
+        durability: Durability::EveryBatch,
+    },
+];
+
+/// Smoke runs (tests, CI) never spin or pin (DESIGN.md §10).
+const SMOKE_SETUPS: [Setup; 2] = [
+    Setup {
+        name: "backoff_none",
+        wait: Wait::Backoff,
+        core: None,
+        durability: Durability::None,
+    },
+    Setup {
+        name: "backoff_every_batch",
+        wait: Wait::Backoff,
+        core: None,
+        durability: Durability::EveryBatch,
+    },
+];
+
+struct Prepared {
+    config: kuku_engine::EngineConfig,
+    set_up: Vec<Command>,
+    commands: Vec<Command>,
+    direct_hash: u64,
+}
+
+pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
+    let (ops, depth, runs) = if args.smoke {
+        (5_000, 1_000, 1)
+    } else {
+        (
+            args.ops.unwrap_or(1_000_000),
+            args.depth.unwrap_or(100_000),
+            args.runs.unwrap_or(3),
+        )
+    };
+    let flow = Flow::generate(&FlowConfig {
+        depth_orders: depth,
+        ops_steady: ops,
+        ..FlowConfig::default()
+    })
+    .context("invalid flow")?;
+    let config = engine_config(&flow, true, LadderPolicy::Auto);
+    let set_up = set_up_commands(&flow, true);
+    let commands = flow_commands(&flow, 1);
+    let mut prepared = Prepared {
+        config,
+        set_up,
+        commands,
+        direct_hash: 0,
+    };
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("kuku-pipeline-bench-{}", std::process::id()));
+    eprintln!(
+        "pipeline bench: {} commands per pass ({} set-up), depth {depth}, {runs} runs",
+        prepared.commands.len(),
+        prepared.set_up.len()
+    );
+
+    let all: &[Setup] = if args.smoke { &SMOKE_SETUPS } else { &SETUPS };
+    let setups: Vec<Setup> = all
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .copied()
+        .collect();
+    let setups = &setups[..];
+    let mut direct = Vec::new();
+    let mut through: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut batches: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    let mut agree = vec![true; setups.len()];
+    for round in 0..runs {
+        let (rate, hash) = direct_apply(&prepared);
+        prepared.direct_hash = hash;
+        direct.push(rate);
+        for (i, setup) in setups.iter().enumerate() {
+            let dir = base.join(format!("r{round}-{}", setup.name));
+            let pass = throughput_pass(&prepared, setup, &dir)?;
+            through[i].push(pass.ops_per_s);
+            batches[i].push(pass.batch_avg);
+            agree[i] &= pass.state_hash == prepared.direct_hash;
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!(
+                "  round {round} {:<24} {:>12.0} ops/s  (batch avg {:.1})",
+                setup.name, pass.ops_per_s, pass.batch_avg
+            );
+        }
+        eprintln!("  round {round} {:<24} {:>12.0} ops/s", "direct_apply", rate);
+    }
+
+    let mut latencies = Vec::new();
+    for setup in setups {
+        if args.no_latency {
+            latencies.push(Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?);
+            continue;
+        }
+        let dir = base.join(format!("lat-{}", setup.name));
+        let h = latency_pass(&prepared, setup, &dir, args.rate)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        latencies.push(h);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    report(&prepared, setups, &direct, &through, &batches, &agree, &latencies, args)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `Engine::apply` alone on the same commands: throughput and the final state hash.
+fn direct_apply(p: &Prepared) -> (f64, u64) {
+    let mut engine = Engine::new(p.config);
+    let mut seq = 0;
+    for c in &p.set_up {
+        seq += 1;
+        engine.apply_command(seq, seq, c, &mut NullSink);
+    }
+    let mut sink = Counter(0);
+    let start = Instant::now();
+    for c in &p.commands {
+        seq += 1;
+        engine.apply_command(seq, seq, c, &mut sink);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    std::hint::black_box(sink.0);
+    (p.commands.len() as f64 / elapsed, timeless_hash(&engine))
+}
+
+/// The state hash with every timestamp zeroed: the pipeline stamps commands from the wall
+/// clock while the direct run uses its own counter, and no command of the flow depends on
+/// time, so equal hashes mean the same state.
+pub fn timeless_hash(engine: &Engine) -> u64 {
+    let mut s = engine.snapshot();
+    s.now_ts = 0;
+    for o in s.orders.iter_mut() {
+        o.ts_accepted = 0;
+    }
+    for t in s.open_txs.iter_mut().chain(s.closed_txs.iter_mut()) {
+        t.created_ts = 0;
+    }
+    kuku_engine::hash::stable_hash(&s)
+}
+
+struct Counter(u64);
+
+impl EventSink for Counter {
+    #[inline]
+    fn emit(&mut self, _event: &kuku_engine::Event) {
+        self.0 += 1;
+    }
+}
+
+struct Pass {
+    ops_per_s: f64,
+    batch_avg: f64,
+    state_hash: u64,
+}
+
+/// A running pipeline on a fresh journal with the read-model consumer and a completion
+/// consumer calling `on_last(origin)` for each command's last event.
+fn start(
+    p: &Prepared,
+    setup: &Setup,
+    dir: &std::path::Path,
+    on_last: impl FnMut(Origin) + Send + 'static,
+) -> anyhow::Result<pipeline::Pipeline> {
+    std::fs::create_dir_all(dir)?;
+    let journal_config = JournalConfig {
+        segment_bytes: 256 * 1024 * 1024,
+        durability: setup.durability,
+        ..JournalConfig::default()
+    };
+    let (journal, engine, _, _) =
+        kuku_journal::state::open_journal_and_engine(dir, journal_config, &p.config, 0)?;
+    // One consumer thread keeps the read model and reports completions (as the node's
+    // responder thread does): fewer threads than cores matters on two cores.
+    let read_model = Arc::new(RwLock::new(ReadModel::from_engine(&engine)));
+    let mut batch: Vec<OutputSlot> = Vec::with_capacity(4096);
+    let rm = Arc::clone(&read_model);
+    let mut on_last = on_last;
+    let consumer = Box::new(move |slot: &OutputSlot, _, end_of_batch: bool| {
+        batch.push(*slot);
+        if end_of_batch || batch.len() >= 4096 {
+            if let Ok(mut m) = rm.write() {
+                for s in &batch {
+                    m.apply(s.seq, s.ts, &s.event);
+                }
+            }
+            for s in batch.iter().filter(|s| s.last) {
+                on_last(s.origin);
+            }
+            batch.clear();
+        }
+    });
+    let config = PipelineConfig {
+        input_ring_size: 1 << 16,
+        output_ring_size: 1 << 18,
+        processor_wait: setup.wait,
+        processor_core: setup.core,
+        ..PipelineConfig::default()
+    };
+    Ok(pipeline::start(
+        config,
+        engine,
+        Box::new(JournalLog::new(journal)),
+        Outputs {
+            handlers: vec![("bench-readmodel", consumer)],
+            pollers: 0,
+            notifiers: vec![],
+        },
+    ))
+}
+
+/// Publishes, yielding the core while the ring is full (a spinning producer would starve the
+/// journaller and consumers sharing its core).
+fn submit(s: &mut pipeline::Submitter, origin: Origin, c: &Command) {
+    while let Err(Busy) = s.try_submit(origin, c.clone()) {
+        std::thread::yield_now();
+    }
+}
+
+fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count.load(Ordering::Acquire) < n {
+        if Instant::now() > deadline {
+            bail!("the pipeline did not complete {n} commands in time");
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
+fn throughput_pass(p: &Prepared, setup: &Setup, dir: &std::path::Path) -> anyhow::Result<Pass> {
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&done);
+    let pipeline = start(p, setup, dir, move |_| {
+        seen.fetch_add(1, Ordering::Release);
+    })?;
+    let mut s = pipeline.submitter.clone();
+    for c in &p.set_up {
+        submit(&mut s, Origin::INTERNAL, c);
+    }
+    wait_until(&done, p.set_up.len() as u64)?;
+    let batches_before = pipeline.status.batches.load(Ordering::Relaxed);
+    let total = (p.set_up.len() + p.commands.len()) as u64;
+    let start_time = Instant::now();
+    for c in &p.commands {
+        submit(&mut s, Origin(1), c);
+    }
+    wait_until(&done, total)?;
+    let elapsed = start_time.elapsed().as_secs_f64();
+    let batches = pipeline.status.batches.load(Ordering::Relaxed) - batches_before;
+    drop(s);
+    drop(pipeline);
+    let (engine, _) = kuku_journal::state::recover_engine(dir, &p.config)?;
+    Ok(Pass {
+        ops_per_s: p.commands.len() as f64 / elapsed,
+        batch_avg: p.commands.len() as f64 / batches.max(1) as f64,
+        state_hash: timeless_hash(&engine),
+    })
+}
+
+fn latency_pass(
+    p: &Prepared,
+    setup: &Setup,
+    dir: &std::path::Path,
+    rate: u64,
+) -> anyhow::Result<Histogram<u64>> {
+    let period_ns = 1_000_000_000 / rate.max(1);
+    let t0 = Arc::new(AtomicU64::new(0));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?));
+    let done = Arc::new(AtomicU64::new(0));
+    let (t0_c, h_c, done_c) = (Arc::clone(&t0), Arc::clone(&histogram), Arc::clone(&done));
+    let clock = Instant::now();
+    let pipeline = start(p, setup, dir, move |origin| {
+        if origin.0 > 0 {
+            // origin = index + 1 of a timed command
+            let intended = t0_c.load(Ordering::Acquire) + (origin.0 - 1) * period_ns;
+            let now = clock.elapsed().as_nanos() as u64;
+            if let Ok(mut h) = h_c.lock() {
+                h.saturating_record(now.saturating_sub(intended));
+            }
+        }
+        done_c.fetch_add(1, Ordering::Release);
+    })?;
+    let mut s = pipeline.submitter.clone();
+    for c in &p.set_up {
+        submit(&mut s, Origin::INTERNAL, c);
+    }
+    wait_until(&done, p.set_up.len() as u64)?;
+    // A bounded latency pass: at most 2 s of offered load.
+    let n = p.commands.len().min((rate * 2) as usize);
+    t0.store(clock.elapsed().as_nanos() as u64 + 1_000_000, Ordering::Release);
+    let t0_ns = t0.load(Ordering::Acquire);
+    for (i, c) in p.commands[..n].iter().enumerate() {
+        let due = t0_ns + i as u64 * period_ns;
+        loop {
+            let now = clock.elapsed().as_nanos() as u64;
+            if now >= due {
+                break;
+            }
+            if due - now > 200_000 {
+                std::thread::sleep(Duration::from_nanos(due - now - 100_000));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        submit(&mut s, Origin(i as u64 + 1), c);
+    }
+    wait_until(&done, (p.set_up.len() + n) as u64)?;
+    drop(s);
+    drop(pipeline);
+    let h = histogram.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    Ok(h)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    p: &Prepared,
+    setups: &[Setup],
+    direct: &[f64],
+    through: &[Vec<f64>],
+    batches: &[Vec<f64>],
+    agree: &[bool],
+    latencies: &[Histogram<u64>],
+    args: &PipelineBenchArgs,
+) -> anyhow::Result<Value> {
+    let direct_median = median(direct);
+    println!("pipeline vs direct apply, {} commands per pass", p.commands.len());
+    println!(
+        "{:<26} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}  state",
+        "configuration", "ops/s", "x direct", "batch", "p50 us", "p99 us", "p999 us", "max us"
+    );
+    println!("{:<26} {:>12.0} {:>8.2}", "direct_apply", direct_median, 1.0);
+    let mut configs = Vec::new();
+    let mut best: Option<(usize, f64)> = None;
+    for (i, s) in setups.iter().enumerate() {
+        let ops = median(&through[i]);
+        let h = &latencies[i];
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+        println!(
+            "{:<26} {:>12.0} {:>8.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1}  {}",
+            s.name,
+            ops,
+            ops / direct_median,
+            median(&batches[i]),
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            h.max() as f64 / 1_000.0,
+            if agree[i] { "same hash" } else { "DIFFERENT HASH" }
+        );
+        if s.durability == Durability::None && agree[i] && best.is_none_or(|(_, b)| ops > b) {
+            best = Some((i, ops));
+        }
+        configs.push(json!({
+            "name": s.name,
+            "processor_wait": format!("{:?}", s.wait),
+            "processor_core": s.core,
+            "durability": s.durability.to_string(),
+            "ops_per_s": ops,
+            "ops_per_s_runs": through[i],
+            "batch_avg": median(&batches[i]),
+            "p50_ns": h.value_at_quantile(0.5),
+            "p99_ns": h.value_at_quantile(0.99),
+            "p999_ns": h.value_at_quantile(0.999),
+            "max_ns": h.max(),
+            "latency_samples": h.len(),
+            "same_state_hash": agree[i],
+        }));
+    }
+    let (bi, bops) = best.unwrap_or((0, 0.0));
+    let bh = &latencies[bi];
+    let summary = json!({
+        "ops_per_s": bops,
+        "direct_apply_ops_per_s": direct_median,
+        "ratio": if direct_median > 0.0 { bops / direct_median } else { 0.0 },
+        "p50_ns": bh.value_at_quantile(0.5),
+        "p99_ns": bh.value_at_quantile(0.99),
+        "configuration": setups[bi].name,
+        "offered_rate": args.rate,
+        "commands": p.commands.len(),
+        "direct_apply_runs": direct,
+        "configurations": configs,
+        "state_hash": format!("{:#018x}", p.direct_hash),
+    });
+    Ok(summary)
+}
+
+/// The smallest run (tests and `cargo test --benches`).
+pub fn smoke() -> anyhow::Result<Value> {
+    run(&PipelineBenchArgs {
+        ops: None,
+        depth: None,
+        runs: None,
+        rate: 50_000,
+        dir: None,
+        only: None,
+        no_latency: false,
+        smoke: true,
+        json: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn smoke_pipeline_bench_ends_in_the_direct_state() {
+        let v = super::smoke().unwrap();
+        for c in v["configurations"].as_array().unwrap() {
+            assert_eq!(c["same_state_hash"], true, "{c}");
+        }
+        assert!(v["ops_per_s"].as_f64().unwrap() > 0.0);
+    }
+}
