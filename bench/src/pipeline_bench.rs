@@ -170,6 +170,8 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
         .copied()
         .collect();
     let setups = &setups[..];
+    let fold = read_model_fold(&prepared);
+    eprintln!("  read-model fold alone: {fold:.0} commands/s");
     let mut direct = Vec::new();
     let mut through: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     let mut batches: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
@@ -190,7 +192,10 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
                 setup.name, pass.ops_per_s, pass.batch_avg
             );
         }
-        eprintln!("  round {round} {:<24} {:>12.0} ops/s", "direct_apply", rate);
+        eprintln!(
+            "  round {round} {:<24} {:>12.0} ops/s",
+            "direct_apply", rate
+        );
     }
 
     let mut latencies = Vec::new();
@@ -205,7 +210,9 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
         latencies.push(h);
     }
     let _ = std::fs::remove_dir_all(&base);
-    report(&prepared, setups, &direct, &through, &batches, &agree, &latencies, args)
+    report(
+        &prepared, setups, &direct, &through, &batches, &agree, &latencies, fold, args,
+    )
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -246,6 +253,37 @@ pub fn timeless_hash(engine: &Engine) -> u64 {
         t.created_ts = 0;
     }
     kuku_engine::hash::stable_hash(&s)
+}
+
+/// The read model's fold alone, on the events of a direct run (a breakdown of the
+/// consumer's share): commands per second.
+fn read_model_fold(p: &Prepared) -> f64 {
+    let mut engine = Engine::new(p.config);
+    let mut seq = 0;
+    let mut set_up_events = Vec::new();
+    for c in &p.set_up {
+        seq += 1;
+        engine.apply_command(seq, seq, c, &mut set_up_events);
+    }
+    let mut events: Vec<(u64, kuku_engine::Event)> = Vec::with_capacity(p.commands.len() * 6);
+    let mut buf = Vec::new();
+    for c in &p.commands {
+        seq += 1;
+        buf.clear();
+        engine.apply_command(seq, seq, c, &mut buf);
+        events.extend(buf.iter().map(|e| (seq, *e)));
+    }
+    let mut rm = ReadModel::default();
+    for (i, e) in set_up_events.iter().enumerate() {
+        rm.apply(i as u64 + 1, 0, e);
+    }
+    let start = Instant::now();
+    for (seq, e) in &events {
+        rm.apply(*seq, *seq, e);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    std::hint::black_box(&rm);
+    p.commands.len() as f64 / elapsed
 }
 
 struct Counter(u64);
@@ -375,7 +413,11 @@ fn latency_pass(
 ) -> anyhow::Result<Histogram<u64>> {
     let period_ns = 1_000_000_000 / rate.max(1);
     let t0 = Arc::new(AtomicU64::new(0));
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        600_000_000_000,
+        3,
+    )?));
     let done = Arc::new(AtomicU64::new(0));
     let (t0_c, h_c, done_c) = (Arc::clone(&t0), Arc::clone(&histogram), Arc::clone(&done));
     let clock = Instant::now();
@@ -397,7 +439,10 @@ fn latency_pass(
     wait_until(&done, p.set_up.len() as u64)?;
     // A bounded latency pass: at most 2 s of offered load.
     let n = p.commands.len().min((rate * 2) as usize);
-    t0.store(clock.elapsed().as_nanos() as u64 + 1_000_000, Ordering::Release);
+    t0.store(
+        clock.elapsed().as_nanos() as u64 + 1_000_000,
+        Ordering::Release,
+    );
     let t0_ns = t0.load(Ordering::Acquire);
     for (i, c) in p.commands[..n].iter().enumerate() {
         let due = t0_ns + i as u64 * period_ns;
@@ -417,7 +462,10 @@ fn latency_pass(
     wait_until(&done, (p.set_up.len() + n) as u64)?;
     drop(s);
     drop(pipeline);
-    let h = histogram.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let h = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     Ok(h)
 }
 
@@ -430,15 +478,22 @@ fn report(
     batches: &[Vec<f64>],
     agree: &[bool],
     latencies: &[Histogram<u64>],
+    fold: f64,
     args: &PipelineBenchArgs,
 ) -> anyhow::Result<Value> {
     let direct_median = median(direct);
-    println!("pipeline vs direct apply, {} commands per pass", p.commands.len());
+    println!(
+        "pipeline vs direct apply, {} commands per pass",
+        p.commands.len()
+    );
     println!(
         "{:<26} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}  state",
         "configuration", "ops/s", "x direct", "batch", "p50 us", "p99 us", "p999 us", "max us"
     );
-    println!("{:<26} {:>12.0} {:>8.2}", "direct_apply", direct_median, 1.0);
+    println!(
+        "{:<26} {:>12.0} {:>8.2}",
+        "direct_apply", direct_median, 1.0
+    );
     let mut configs = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     for (i, s) in setups.iter().enumerate() {
@@ -455,7 +510,11 @@ fn report(
             us(0.99),
             us(0.999),
             h.max() as f64 / 1_000.0,
-            if agree[i] { "same hash" } else { "DIFFERENT HASH" }
+            if agree[i] {
+                "same hash"
+            } else {
+                "DIFFERENT HASH"
+            }
         );
         if s.durability == Durability::None && agree[i] && best.is_none_or(|(_, b)| ops > b) {
             best = Some((i, ops));
@@ -488,6 +547,7 @@ fn report(
         "offered_rate": args.rate,
         "commands": p.commands.len(),
         "direct_apply_runs": direct,
+        "read_model_fold_cmds_per_s": fold,
         "configurations": configs,
         "state_hash": format!("{:#018x}", p.direct_hash),
     });

@@ -87,15 +87,17 @@ pub struct ReadModel {
     pub trading_day: u32,
     pub fees: FeeSchedule,
     pub symbols: BTreeMap<SymbolId, SymbolView>,
-    pub accounts: BTreeMap<AccountId, AccountView>,
-    pub positions: BTreeMap<(AccountId, SymbolId), Position>,
+    pub accounts: FxHashMap<AccountId, AccountView>,
+    pub positions: FxHashMap<(AccountId, SymbolId), Position>,
+    /// Per account, the symbols it has a position in (sorted), for `positions_of`.
+    held: FxHashMap<AccountId, Vec<SymbolId>>,
     pub orders: FxHashMap<OrderId, OrderView>,
-    pub open_by_account: BTreeMap<AccountId, BTreeSet<OrderId>>,
+    pub open_by_account: FxHashMap<AccountId, BTreeSet<OrderId>>,
     recent_finished: VecDeque<OrderId>,
     pub open_transactions: BTreeMap<TxId, (TxType, AccountId, Amount, TxStatus)>,
     /// The system ledger accounts' balances per asset (users' are in `accounts` and
     /// `positions`).
-    pub system_balances: BTreeMap<(LedgerAccount, Asset), i64>,
+    pub system_balances: FxHashMap<(LedgerAccount, Asset), i64>,
 }
 
 impl ReadModel {
@@ -139,7 +141,7 @@ impl ReadModel {
             );
         }
         for p in &engine.ledger().positions {
-            rm.positions.insert((p.account, p.symbol), *p);
+            rm.put_position(*p);
         }
         for o in engine.live_orders() {
             let info = OrderInfo {
@@ -206,10 +208,23 @@ impl ReadModel {
             .filter_map(|id| self.orders.get(id))
     }
 
+    /// The account's positions, in symbol order.
     pub fn positions_of(&self, account: AccountId) -> impl Iterator<Item = &Position> + '_ {
-        self.positions
-            .range((account, SymbolId(0))..=(account, SymbolId(u32::MAX)))
-            .map(|(_, p)| p)
+        self.held
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter_map(move |s| self.positions.get(&(account, *s)))
+    }
+
+    fn put_position(&mut self, position: Position) {
+        let key = (position.account, position.symbol);
+        if self.positions.insert(key, position).is_none() {
+            let held = self.held.entry(position.account).or_default();
+            if let Err(i) = held.binary_search(&position.symbol) {
+                held.insert(i, position.symbol);
+            }
+        }
     }
 
     /// Applies one event of the command at `seq` (journaled at `ts`).
@@ -268,7 +283,11 @@ impl ReadModel {
                 );
             }
             Event::LedgerPosted { posting } => {
-                add(LedgerAccount::SystemExternal, posting.asset, -posting.amount.0);
+                add(
+                    LedgerAccount::SystemExternal,
+                    posting.asset,
+                    -posting.amount.0,
+                );
             }
             _ => {}
         }
@@ -300,7 +319,11 @@ impl ReadModel {
                 self.positions.get(&(a, s)).map_or(0, |p| p.qty.0)
             }
             LedgerAccount::UserSecurities(..) => 0,
-            _ => self.system_balances.get(&(account, asset)).copied().unwrap_or(0),
+            _ => self
+                .system_balances
+                .get(&(account, asset))
+                .copied()
+                .unwrap_or(0),
         }
     }
 
@@ -308,8 +331,9 @@ impl ReadModel {
         for (account, acct_seq) in event.recipients() {
             if acct_seq > 0
                 && let Some(a) = self.accounts.get_mut(&account)
+                && a.acct_seq < acct_seq
             {
-                a.acct_seq = a.acct_seq.max(acct_seq);
+                a.acct_seq = acct_seq;
             }
         }
         match *event {
@@ -357,10 +381,7 @@ impl ReadModel {
                 a.cash = cash;
                 a.cash_hold = cash_hold;
             }
-            Event::PositionUpdated { position } => {
-                self.positions
-                    .insert((position.account, position.symbol), position);
-            }
+            Event::PositionUpdated { position } => self.put_position(position),
             Event::OrderAccepted {
                 order,
                 resent: false,
