@@ -79,9 +79,13 @@ impl KukuBook {
         for command in set_up_commands(flow, full) {
             book.seq += 1;
             let mut events = Vec::new();
-            book.engine.apply_command(book.seq, book.seq, &command, &mut events);
+            book.engine
+                .apply_command(book.seq, book.seq, &command, &mut events);
             let rejected = kuku_engine::testkit::reject_reason(&events);
-            assert!(rejected.is_none(), "set-up {command:?} rejected: {rejected:?}");
+            assert!(
+                rejected.is_none(),
+                "set-up {command:?} rejected: {rejected:?}"
+            );
         }
         book
     }

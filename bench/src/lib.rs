@@ -23,10 +23,12 @@ pub mod engines;
 pub mod flow;
 pub mod journal_bench;
 pub mod kuku;
-pub mod pipeline_bench;
 pub mod model;
 #[cfg(feature = "peers")]
 pub mod peers;
+pub mod persistence_bench;
+pub mod pipeline_bench;
+pub mod tcp_bench;
 
 pub use book_under_test::{BookFactory, BookUnderTest, EngineEntry};
 pub use end_state::{BookEnd, EndState, TradeHasher, TradeRecord, trade_hash};

@@ -30,6 +30,12 @@ enum Command {
     Journal(kuku_bench::journal_bench::JournalBenchArgs),
     /// The whole pipeline (ring, journal, processor, consumers) against direct apply.
     Pipeline(kuku_bench::pipeline_bench::PipelineBenchArgs),
+    /// The database writer into MariaDB: rows/s per batch size against the same SQL on
+    /// pre-built rows, and the lag at offered rates below and above its capacity.
+    Persistence(kuku_bench::persistence_bench::PersistenceBenchArgs),
+    /// Order-to-ack latency over the TCP gateway, open loop at a fixed rate, beside a mio
+    /// echo server (`--echo-baseline`); against `--addr` or an in-process node.
+    Tcp(kuku_bench::tcp_bench::TcpBenchArgs),
     // Later subcommands slot in here: Pipeline, Tcp, Persistence.
 }
 
@@ -99,6 +105,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Engine(args) => engine(args),
         Command::Pipeline(args) => {
             let json = kuku_bench::pipeline_bench::run(&args)?;
+            if args.json {
+                println!("{json}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tcp(args) => {
+            let summary = kuku_bench::tcp_bench::run(args, &mut std::io::stdout())?;
+            Ok(if summary["valid"] == serde_json::Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
+        }
+        Command::Persistence(args) => {
+            let json = kuku_bench::persistence_bench::run(&args)?;
             if args.json {
                 println!("{json}");
             }

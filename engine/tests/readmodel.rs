@@ -19,9 +19,16 @@ fn check(engine: &Engine, rm: &ReadModel) {
     for (i, sh) in engine.ledger().system_shares.iter().enumerate() {
         let asset = Asset::Shares(SymbolId(i as u32 + 1));
         assert_eq!(rm.balance(LedgerAccount::SystemMarket, asset), sh.market);
-        assert_eq!(rm.balance(LedgerAccount::SystemExternal, asset), sh.external);
+        assert_eq!(
+            rm.balance(LedgerAccount::SystemExternal, asset),
+            sh.external
+        );
     }
-    assert!(rm.trial_balance().values().all(|v| *v == 0), "{:?}", rm.trial_balance());
+    assert!(
+        rm.trial_balance().values().all(|v| *v == 0),
+        "{:?}",
+        rm.trial_balance()
+    );
     for a in &engine.ledger().accounts {
         let v = rm.accounts.get(&a.id).expect("account known");
         assert_eq!(

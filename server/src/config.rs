@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! data_dir = "kuku-data"
+//! database_url = "mysql://kuku:secret@127.0.0.1:3306/kuku"   # default: DATA_DIR/kuku.sqlite
 //! durability = "every-batch"     # or "none"
 //! schedule = "krx"               # "krx" | "always-open" | "manual"
 //! [pipeline]
@@ -11,10 +12,17 @@
 //! [feed]
 //! enabled = true
 //! interval_ms = 200
+//! [gateway]
+//! listen = "127.0.0.1:7878"
+//! rate_per_s = 20000
+//! [database]
+//! batch_commands_max = 2048
 //! [engine]
 //! orders_max = 1048576
 //! ```
 
+use crate::database::DatabaseSettings;
+use crate::gateway::GatewaySettings;
 use crate::pipeline::PipelineConfig;
 use crate::pipeline::wait::Wait;
 use crate::scheduler::ScheduleMode;
@@ -95,6 +103,12 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     pub pipeline: PipelineSettings,
     pub feed: FeedSettings,
+    /// The query store: `mysql://...`, `sqlite:PATH`, or `none`; default: an embedded SQLite
+    /// file under the data directory (see `crate::database`).
+    pub database_url: Option<String>,
+    pub database: DatabaseSettings,
+    /// The TCP gateway (`kuku serve`); see `crate::gateway`.
+    pub gateway: GatewaySettings,
     pub engine: EngineConfig,
 }
 
@@ -109,6 +123,9 @@ impl Default for NodeConfig {
             snapshot_every: 1_000_000,
             pipeline: PipelineSettings::default(),
             feed: FeedSettings::default(),
+            database_url: None,
+            database: DatabaseSettings::default(),
+            gateway: GatewaySettings::default(),
             engine: EngineConfig {
                 orders_max: 1 << 19,
                 ..EngineConfig::default()

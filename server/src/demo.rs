@@ -79,6 +79,8 @@ pub fn run(options: DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     let mut client = router.client(1, node.submitter.clone());
     let result = scenario(&node, &mut client, out);
+    // The client holds a submitter: the pipeline drains only once every submitter is gone.
+    drop(client);
     let seq = node.shutdown();
     writeln!(
         out,

@@ -6,8 +6,10 @@
 //! processor's, or block the processor on I/O.
 
 pub mod config;
+pub mod database;
 pub mod demo;
 pub mod feed;
+pub mod gateway;
 pub mod local;
 pub mod node;
 pub mod pipeline;

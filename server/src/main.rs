@@ -35,6 +35,13 @@ enum Cmd {
     },
     /// Run a node until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Compare the database with the engine state rebuilt from the journal (trial balance,
+    /// balances, positions, open orders). Exit status 2 on any difference.
+    Reconcile(ReconcileArgs),
+    /// Operator commands over the gateway's admin session (accounts, money, symbols, tokens).
+    Admin(kuku_gateway::cli::AdminArgs),
+    /// Trade over the gateway: orders, cancels, balances, positions, the execution stream.
+    Client(kuku_gateway::cli::ClientArgs),
 }
 
 #[derive(Args)]
@@ -57,12 +64,43 @@ struct ServeArgs {
     /// Disable the simulated quote feed.
     #[arg(long)]
     no_feed: bool,
+    /// The query store: mysql://USER:PASSWORD@HOST:PORT/DATABASE, sqlite:PATH or none
+    /// [default: DATA_DIR/kuku.sqlite].
+    #[arg(long, env = "KUKU_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The gateway's listen address (default 127.0.0.1:7878).
+    #[arg(long, env = "KUKU_LISTEN")]
+    listen: Option<String>,
+    /// The gateway's token secret (64 hex digits); default: the credentials file.
+    #[arg(long, env = "KUKU_GATEWAY_SECRET", hide_env_values = true)]
+    gateway_secret: Option<String>,
+    /// The admin token (64 hex digits); default: the credentials file.
+    #[arg(long, env = "KUKU_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Run without the TCP gateway.
+    #[arg(long)]
+    no_gateway: bool,
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    /// The node's TOML config file (flags and environment variables override it).
+    #[arg(long, env = "KUKU_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "KUKU_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The database to check [default: DATA_DIR/kuku.sqlite].
+    #[arg(long, env = "KUKU_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's transcript is the output; its logs stay quiet unless asked for.
-    let default_log = if matches!(cli.command, Cmd::Demo { .. }) {
+    let default_log = if matches!(
+        cli.command,
+        Cmd::Demo { .. } | Cmd::Admin(_) | Cmd::Client(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -86,6 +124,9 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         ),
         Cmd::Serve(args) => serve(args),
+        Cmd::Reconcile(args) => return reconcile(args),
+        Cmd::Admin(args) => kuku_gateway::cli::run_admin(args, &mut std::io::stdout()),
+        Cmd::Client(args) => kuku_gateway::cli::run_client(args, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +160,17 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if args.no_feed {
         config.feed.enabled = false;
     }
+    if args.database_url.is_some() {
+        config.database_url = args.database_url.clone();
+    }
+    if let Some(l) = &args.listen {
+        config.gateway.listen = l.clone();
+    }
+    config.gateway.secret_hex = args.gateway_secret.clone();
+    config.gateway.admin_token_hex = args.admin_token.clone();
+    if args.no_gateway {
+        config.gateway.enabled = false;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -129,7 +181,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let node = Node::start(&config, NodeOutputs::default())?;
+    let (node, gateway) = if config.gateway.enabled {
+        let (node, gateway) = kuku_server::gateway::start(&config, NodeOutputs::default())?;
+        tracing::info!(
+            listen = %gateway.local_addr(),
+            secrets = %config.gateway.secrets_path(&config).display(),
+            "The TCP gateway is up: `kuku admin` reads the admin token from the secrets file."
+        );
+        (node, Some(gateway))
+    } else {
+        (Node::start(&config, NodeOutputs::default())?, None)
+    };
     tracing::info!(
         data_dir = %config.data_dir.display(),
         durability = %config.durability,
@@ -140,10 +202,44 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     tracing::info!("Stopping: no new commands are taken; draining the rings.");
+    if let Some(gateway) = gateway {
+        gateway.shutdown();
+    }
     let seq = node.shutdown();
     tracing::info!(
         seq,
         "Kuku stopped cleanly: every accepted command is journaled and applied."
     );
     Ok(())
+}
+
+/// `kuku reconcile`: prints the report; exit status 0 clean, 2 differences, 1 error.
+fn reconcile(args: ReconcileArgs) -> ExitCode {
+    let run = || -> anyhow::Result<kuku_persistence::ReconcileReport> {
+        let mut config = match &args.config {
+            Some(path) => NodeConfig::load(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(d) = &args.data_dir {
+            config.data_dir = d.clone();
+        }
+        if args.database_url.is_some() {
+            config.database_url = args.database_url.clone();
+        }
+        kuku_server::database::reconcile(&config)
+    };
+    match run() {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("kuku reconcile: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

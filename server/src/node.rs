@@ -7,8 +7,8 @@
 //! pipeline; on a fresh journal, register the fee schedule and the symbol universe through it.
 //!
 //! Shutdown: stop intake (scheduler, feed, the caller's producers), drop the last submitter
-//! so the pipeline drains every accepted command, close the journal (a final commit), and
-//! let the snapshotter finish.
+//! so the pipeline drains every accepted command, close the journal (a final commit), let the
+//! snapshotter finish, and let the database writer catch up (`crate::database`).
 
 use crate::config::NodeConfig;
 use crate::feed::{Conflator, QuoteSim};
@@ -109,6 +109,8 @@ pub struct Node {
     threads: Vec<JoinHandle<()>>,
     pipeline: Option<Pipeline>,
     snapshotter: Option<JoinHandle<()>>,
+    /// The query store's writer (`None`: `database_url = "none"`).
+    database: Option<kuku_persistence::Writer>,
 }
 
 impl Node {
@@ -152,6 +154,10 @@ impl Node {
             phase: engine.phase(),
         };
 
+        // The query store's writer resumes after its checkpoint (re-deriving from the journal).
+        let (database, database_handler) = crate::database::start_writer(config, engine.last_seq())
+            .context("cannot start the database writer")?
+            .unzip();
         let (snapshot_tx, snapshotter) = spawn_snapshotter(journal_dir.clone(), config.engine);
         let mut handlers: Vec<(&'static str, OutputHandler)> = vec![
             (
@@ -160,6 +166,7 @@ impl Node {
             ),
             ("kuku-snapshots", snapshot_handler(snapshot_tx)),
         ];
+        handlers.extend(database_handler.map(|h| ("kuku-db-writer", h)));
         handlers.extend(outputs.handlers);
         let pipeline = pipeline::start(
             config.pipeline.to_config(),
@@ -181,6 +188,7 @@ impl Node {
             threads: Vec::new(),
             pipeline: Some(pipeline),
             snapshotter: Some(snapshotter),
+            database,
         };
         node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
         if fresh {
@@ -280,6 +288,11 @@ impl Node {
         }));
     }
 
+    /// The database writer's counters and lag (`None` without a database).
+    pub fn database_metrics(&self) -> Option<&Arc<kuku_persistence::WriterMetrics>> {
+        self.database.as_ref().map(|w| w.metrics())
+    }
+
     /// Waits until the processor has applied `seq` (tests, the demo).
     pub fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
@@ -305,6 +318,10 @@ impl Node {
         drop(self.pipeline.take());
         if let Some(s) = self.snapshotter.take() {
             let _ = s.join();
+        }
+        // Every event has been offered: the writer catches up (or times out) and stops.
+        if let Some(writer) = self.database.take() {
+            writer.shutdown();
         }
         status.applied_seq.load(Ordering::Acquire)
     }

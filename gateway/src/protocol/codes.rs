@@ -1,0 +1,131 @@
+//! The gateway's own codes (range 9000-9099, reserved for the gateway in
+//! `kuku_engine::reject`): request rejects decided before the journal, login rejects,
+//! logout reasons and protocol errors. Engine reject codes (1000-5099) pass through
+//! unchanged as `RejectReason::code()`.
+//!
+//! A code is never reused for another meaning; new codes take new numbers.
+
+use kuku_engine::RejectReason;
+
+macro_rules! codes {
+    ($(#[doc = $enum_doc:literal])* $enum:ident { $($name:ident = $code:literal: $doc:literal,)* }) => {
+        $(#[doc = $enum_doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum $enum {
+            $(#[doc = $doc] $name = $code,)*
+        }
+
+        impl $enum {
+            pub const ALL: &'static [$enum] = &[$($enum::$name,)*];
+
+            #[inline]
+            pub fn code(self) -> u16 {
+                self as u16
+            }
+
+            pub fn from_code(code: u16) -> Option<$enum> {
+                match code {
+                    $($code => Some($enum::$name),)*
+                    _ => None,
+                }
+            }
+
+            pub fn describe(self) -> &'static str {
+                match self {
+                    $($enum::$name => $doc,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// Rejects, login refusals and logout reasons decided by the gateway.
+    GatewayCode {
+        Busy = 9001: "the node's input ring was full: retry later (the key was not used)",
+        RateLimited = 9002: "the session's request rate exceeded its token bucket (the key was not used)",
+        ReservedKey = 9003: "client order ids and request ids with the top bit set are reserved for the gateway",
+        NotPermitted = 9004: "a trading session may act on its own account only",
+        Truncated = 9005: "the reply was cut at 4,096 items: narrow the query (e.g. by symbol)",
+        InvalidToken = 9010: "the token does not match the account (or the admin token)",
+        SeqAhead = 9011: "last_seen_acct_seq is beyond the account's last sequence number on this node",
+        SessionsFull = 9012: "the gateway has no room for another session (sessions_max)",
+        ShuttingDown = 9013: "the server is shutting down",
+    }
+}
+
+codes! {
+    /// Protocol errors: the server sends ProtocolError with one of these and disconnects.
+    ProtocolCode {
+        FrameTooLarge = 9050: "the frame's length exceeds the largest message the server accepts",
+        FrameEmpty = 9051: "the frame's length is zero (no type byte)",
+        UnknownType = 9052: "the message type is unknown",
+        BadLength = 9053: "the frame's length does not match its message type",
+        InvalidValue = 9054: "a field holds a value outside its domain (enum, bool, code, text, flags)",
+        NotLoggedIn = 9055: "the first message must be Login",
+        UnexpectedMessage = 9056: "the message is not allowed here (a server message, a second Login, an admin request on a trading session or the reverse)",
+        IdleTimeout = 9057: "nothing was received within the idle timeout",
+        LoginTimeout = 9058: "no Login within the login timeout",
+        SlowReader = 9059: "the session's outbound buffer overflowed (the client reads too slowly); sent only if room is left",
+    }
+}
+
+/// A human-readable name for any code on the wire (engine or gateway).
+pub fn describe_code(code: u16) -> String {
+    if code == 0 {
+        return "OK".to_owned();
+    }
+    if let Some(r) = RejectReason::from_code(code) {
+        return format!("{r:?} ({code}): {}", r.describe());
+    }
+    if let Some(g) = GatewayCode::from_code(code) {
+        return format!("{g:?} ({code}): {}", g.describe());
+    }
+    if let Some(p) = ProtocolCode::from_code(code) {
+        return format!("{p:?} ({code}): {}", p.describe());
+    }
+    format!("code {code}")
+}
+
+/// A short name for any code (for compact output and benchmark counters).
+pub fn code_name(code: u16) -> String {
+    if code == 0 {
+        return "OK".to_owned();
+    }
+    if let Some(r) = RejectReason::from_code(code) {
+        return format!("{r:?}");
+    }
+    if let Some(g) = GatewayCode::from_code(code) {
+        return format!("{g:?}");
+    }
+    if let Some(p) = ProtocolCode::from_code(code) {
+        return format!("{p:?}");
+    }
+    format!("Code{code}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_codes_stay_in_the_reserved_range_and_never_collide() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in RejectReason::ALL {
+            assert!(seen.insert(r.code()));
+        }
+        for g in GatewayCode::ALL {
+            assert!((9000..9100).contains(&g.code()));
+            assert!(seen.insert(g.code()), "{g:?}");
+            assert_eq!(GatewayCode::from_code(g.code()), Some(*g));
+        }
+        for p in ProtocolCode::ALL {
+            assert!((9000..9100).contains(&p.code()));
+            assert!(seen.insert(p.code()), "{p:?}");
+            assert_eq!(ProtocolCode::from_code(p.code()), Some(*p));
+        }
+        assert_eq!(GatewayCode::Busy.code(), 9001);
+        assert_eq!(GatewayCode::RateLimited.code(), 9002);
+    }
+}

@@ -1,0 +1,191 @@
+//! An open query store: a connection pool, its dialect, and the schema migrations.
+//!
+//! One code path serves both databases through sqlx's `Any` driver: statements use `?`
+//! placeholders and portable SQL, and the few dialect differences (upsert syntax, casting
+//! sums) are chosen by [`Backend`]. Queries are checked at run time, so building the crate
+//! never needs a database.
+//!
+//! Connecting does, in order: parse the URL; for MySQL, create the database if it does not
+//! exist (the user must be allowed to); open the pool (SQLite: WAL journal, `synchronous =
+//! NORMAL`, a busy timeout); run the migrations (sqlx's migrator: a `_sqlx_migrations` table,
+//! checksums of applied migrations, a lock against concurrent migrators).
+//!
+//! **Invariants**: after [`Database::connect`] the schema is at the newest migration this
+//! build knows, and the checkpoint row exists.
+//!
+//! **Known limitations**: MySQL tables use MariaDB's `utf8mb4_nopad_bin` collation (MySQL 8
+//! would need `utf8mb4_0900_bin`); SQLite durability is `synchronous = NORMAL`, which can lose
+//! the newest transactions on power loss but never splits one: the writer then re-derives them
+//! from the journal.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, SqlSafeStr};
+
+use crate::error::{PersistenceError, connect_hint};
+use crate::url::{Backend, DatabaseUrl};
+
+/// How to open a database.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Pool size (the writer uses one connection; queries and reconcile the others).
+    pub connections_max: u32,
+    /// How long to wait for a connection (also the start-up connect timeout).
+    pub connect_timeout: Duration,
+    /// Create the schema (run the migrations). Off for read-only tools on an existing store.
+    pub migrate: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connections_max: 4,
+            connect_timeout: Duration::from_secs(10),
+            migrate: true,
+        }
+    }
+}
+
+/// An open query store.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    url: DatabaseUrl,
+}
+
+impl Database {
+    /// Connects (creating a missing MySQL database or SQLite file) and migrates the schema.
+    pub async fn connect(
+        url: &DatabaseUrl,
+        options: &ConnectOptions,
+    ) -> Result<Database, PersistenceError> {
+        sqlx::any::install_default_drivers();
+        let connect_error = |error: sqlx::Error| PersistenceError::Connect {
+            url: url.redacted(),
+            hint: connect_hint(&error),
+            error,
+        };
+        match url.backend() {
+            Backend::MySql => {
+                let exists = tokio::time::timeout(
+                    options.connect_timeout,
+                    Any::database_exists(url.expose()),
+                )
+                .await
+                .map_err(|_| connect_error(sqlx::Error::PoolTimedOut))?
+                .map_err(connect_error)?;
+                if !exists {
+                    Any::create_database(url.expose())
+                        .await
+                        .map_err(connect_error)?;
+                    tracing::info!(url = %url, "The database did not exist and was created.");
+                }
+            }
+            Backend::Sqlite => {
+                if let Some(dir) = url.sqlite_path().and_then(|p| p.parent())
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        connect_error(sqlx::Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot create {}: {e}", dir.display()),
+                        )))
+                    })?;
+                }
+            }
+        }
+        let connect_options: AnyConnectOptions = url.expose().parse().map_err(connect_error)?;
+        let backend = url.backend();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.connections_max.max(1))
+            .acquire_timeout(options.connect_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect_options)
+            .await
+            .map_err(connect_error)?;
+        let db = Database {
+            pool,
+            url: url.clone(),
+        };
+        if options.migrate {
+            db.migrate().await?;
+        }
+        Ok(db)
+    }
+
+    /// Applies the migrations this build has and the database lacks.
+    pub async fn migrate(&self) -> Result<(), PersistenceError> {
+        migrator(self.backend())
+            .run(&self.pool)
+            .await
+            .map_err(|error| PersistenceError::Migrate {
+                url: self.url.redacted(),
+                error,
+            })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.url.backend()
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The migrations of one dialect, embedded in the binary.
+pub fn migrator(backend: Backend) -> Migrator {
+    let (version, description, sql) = match backend {
+        Backend::MySql => (
+            1,
+            "query store",
+            include_str!("../migrations/mysql/0001_query_store.sql"),
+        ),
+        Backend::Sqlite => (
+            1,
+            "query store",
+            include_str!("../migrations/sqlite/0001_query_store.sql"),
+        ),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        version,
+        Cow::Borrowed(description),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+/// Runs a future to completion on a fresh current-thread runtime (tools and tests that are not
+/// async themselves). Everything a future opens (pools, connections) belongs to that runtime:
+/// use one `block_on` per piece of work, not one per call.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the OS provides an event loop (epoll) for a runtime")
+        .block_on(future)
+}

@@ -1,0 +1,131 @@
+//! The node's query store: the database writer ([`kuku_persistence`]) attached to the output
+//! ring, and `kuku reconcile`.
+//!
+//! Which database: `--database-url` / `KUKU_DATABASE_URL` / `database_url` in the config file
+//! (`mysql://USER:PASSWORD@HOST:PORT/DATABASE` for MySQL or MariaDB); without one, an embedded
+//! SQLite file at `DATA_DIR/kuku.sqlite`; `none` runs without a database (benchmarks).
+//!
+//! The writer is an output consumer like any other: its handler copies the events it stores
+//! into a bounded queue and never blocks the ring (see `kuku_persistence::intake`). A database
+//! that cannot be reached at start-up (bad URL, wrong credentials, server down) stops the
+//! node's start with a clear error; one that goes away later only makes the writer fall
+//! behind, and it catches up from the journal when the database is back.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kuku_persistence::{
+    ConnectOptions, Database, DatabaseUrl, ReconcileReport, Writer, WriterConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeConfig;
+use crate::pipeline::{OutputHandler, OutputSlot};
+
+/// The embedded database's file name under the data directory.
+pub const SQLITE_FILE_NAME: &str = "kuku.sqlite";
+
+/// `[database]` settings (the URL itself is `database_url`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Intake queue capacity in events; when full the writer re-derives from the journal.
+    pub intake_events_max: usize,
+    /// Largest batch (one database transaction), in commands and in rows.
+    pub batch_commands_max: usize,
+    pub batch_rows_max: usize,
+    /// Retry backoff cap after a failed batch.
+    pub retry_backoff_max_ms: u64,
+    /// How long shutdown waits for the writer to catch up.
+    pub shutdown_timeout_s: u64,
+    pub connect_timeout_s: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        let w = WriterConfig::new(
+            DatabaseUrl::sqlite_file(std::path::Path::new(SQLITE_FILE_NAME)),
+            Default::default(),
+            Default::default(),
+        );
+        DatabaseSettings {
+            intake_events_max: w.intake_events_max,
+            batch_commands_max: w.batch_commands_max,
+            batch_rows_max: w.batch_rows_max,
+            retry_backoff_max_ms: w.retry_backoff_max.as_millis() as u64,
+            shutdown_timeout_s: w.shutdown_timeout.as_secs(),
+            connect_timeout_s: w.connect.connect_timeout.as_secs(),
+        }
+    }
+}
+
+/// The database a node with `config` writes to; `None` when it runs without one.
+pub fn database_url(config: &NodeConfig) -> anyhow::Result<Option<DatabaseUrl>> {
+    match config.database_url.as_deref().map(str::trim) {
+        Some("none" | "off") => Ok(None),
+        Some(url) if !url.is_empty() => Ok(Some(DatabaseUrl::parse(url)?)),
+        _ => Ok(Some(DatabaseUrl::sqlite_file(
+            &std::path::absolute(&config.data_dir)
+                .unwrap_or_else(|_| config.data_dir.clone())
+                .join(SQLITE_FILE_NAME),
+        ))),
+    }
+}
+
+/// The writer's configuration for a node.
+pub fn writer_config(config: &NodeConfig, url: DatabaseUrl) -> WriterConfig {
+    let s = &config.database;
+    let mut w = WriterConfig::new(url, config.journal_dir(), config.engine);
+    w.intake_events_max = s.intake_events_max.max(1);
+    w.batch_commands_max = s.batch_commands_max.max(1);
+    w.batch_rows_max = s.batch_rows_max.max(1);
+    w.retry_backoff_max = Duration::from_millis(s.retry_backoff_max_ms.max(1));
+    w.shutdown_timeout = Duration::from_secs(s.shutdown_timeout_s);
+    w.connect.connect_timeout = Duration::from_secs(s.connect_timeout_s.max(1));
+    w
+}
+
+/// Starts the writer for a node whose journal ends at `journal_seq_last`, and the output
+/// handler that feeds it; `None` when the node runs without a database.
+pub fn start_writer(
+    config: &NodeConfig,
+    journal_seq_last: u64,
+) -> anyhow::Result<Option<(Writer, OutputHandler)>> {
+    let Some(url) = database_url(config)? else {
+        tracing::info!("No database: the node runs without a query store (database_url = none).");
+        return Ok(None);
+    };
+    let (writer, mut handle) = Writer::start(writer_config(config, url), journal_seq_last)?;
+    let handler: OutputHandler = Box::new(move |slot: &OutputSlot, _, _| {
+        handle.offer(slot.seq, slot.ts, &slot.event, slot.last);
+    });
+    Ok(Some((writer, handler)))
+}
+
+/// `kuku reconcile`: the database against the engine rebuilt from the node's journal.
+pub fn reconcile(config: &NodeConfig) -> anyhow::Result<ReconcileReport> {
+    let url =
+        database_url(config)?.context("database_url is none: there is no database to reconcile")?;
+    if let Some(path) = url.sqlite_path()
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "no database at {}: the node never wrote one",
+            path.display()
+        );
+    }
+    let journal = config.journal_dir();
+    let engine = kuku_journal::meta_file::read_config(&journal)
+        .with_context(|| format!("cannot read the engine config of {}", journal.display()))?;
+    kuku_persistence::block_on(async {
+        let options = ConnectOptions {
+            connections_max: 2,
+            connect_timeout: Duration::from_secs(config.database.connect_timeout_s.max(1)),
+            migrate: false,
+        };
+        let db = Database::connect(&url, &options).await?;
+        let report = kuku_persistence::reconcile(&db, &journal, &engine).await;
+        db.close().await;
+        Ok(report?)
+    })
+}

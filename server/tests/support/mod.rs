@@ -1,0 +1,221 @@
+//! A real node with the TCP gateway, in-process on a temp dir (always-open schedule, no feed,
+//! durability none, an ephemeral port), and helpers to fund accounts and log in.
+
+#![allow(dead_code)]
+
+use kuku_engine::{AccountId, Amount, EngineConfig, ExternalRef, Price, Qty, Side};
+use kuku_gateway::auth::{Secret, Token, encode_hex};
+use kuku_gateway::client::{AdminClient, LoginOptions, OrderSpec, TradingClient};
+use kuku_gateway::protocol::{Code, Message};
+use kuku_gateway::server::GatewayHandle;
+use kuku_server::config::{FeedSettings, NodeConfig};
+use kuku_server::node::{Node, NodeOutputs};
+use kuku_server::scheduler::ScheduleMode;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub const ADMIN_TOKEN: Token = [0xad; 32];
+pub const SECRET: [u8; 32] = [0x5e; 32];
+/// Samsung Electronics in the demo universe: base 119,900 KRW, tick 100.
+pub const SAMSUNG: &str = "005930";
+pub const PRICE: Price = Price(119_900);
+
+pub fn code(s: &str) -> Code {
+    Code::new(s).expect("a valid code")
+}
+
+pub fn config(dir: &Path) -> NodeConfig {
+    let mut c = NodeConfig {
+        data_dir: dir.to_owned(),
+        durability: "none".into(),
+        schedule: ScheduleMode::AlwaysOpen,
+        snapshot_every: 0,
+        feed: FeedSettings {
+            enabled: false,
+            ..FeedSettings::default()
+        },
+        engine: EngineConfig::small(),
+        ..NodeConfig::default()
+    };
+    c.pipeline.input_ring_size = 1 << 12;
+    c.pipeline.output_ring_size = 1 << 14;
+    c.gateway.listen = "127.0.0.1:0".into();
+    c.gateway.secret_hex = Some(encode_hex(&SECRET));
+    c.gateway.admin_token_hex = Some(encode_hex(&ADMIN_TOKEN));
+    c
+}
+
+pub struct TestNode {
+    pub node: Option<Node>,
+    pub gateway: Option<GatewayHandle>,
+    pub addr: SocketAddr,
+    pub config: NodeConfig,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub fn start() -> TestNode {
+        TestNode::start_with(|_| {})
+    }
+
+    pub fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = config(dir.path());
+        tweak(&mut config);
+        TestNode::start_in(dir, config)
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: NodeConfig) -> TestNode {
+        let (node, gateway) =
+            kuku_server::gateway::start(&config, NodeOutputs::default()).expect("node starts");
+        // The fresh-journal bootstrap (fees, universe) must be applied before tests trade.
+        let mut t = TestNode {
+            addr: gateway.local_addr(),
+            node: Some(node),
+            gateway: Some(gateway),
+            config,
+            dir,
+        };
+        t.wait_for_symbols();
+        t
+    }
+
+    fn wait_for_symbols(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(mut admin) = AdminClient::login(self.addr, ADMIN_TOKEN)
+                && admin.issue_token(AccountId(u32::MAX)).is_ok()
+            {
+                let rm = self.node.as_ref().unwrap().read_model.read().unwrap();
+                if rm.symbol_by_code(SAMSUNG).is_some() && rm.phase.is_some() {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node never bootstrapped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Stops gateway and node, then starts them again on the same data directory.
+    pub fn restart(mut self) -> TestNode {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("a temp dir"));
+        let mut config = self.config.clone();
+        config.data_dir = dir.path().to_owned();
+        TestNode::start_in(dir, config)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown();
+        }
+        if let Some(n) = self.node.take() {
+            n.shutdown();
+        }
+    }
+
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::login(self.addr, ADMIN_TOKEN).expect("admin login")
+    }
+
+    pub fn token(&self, account: AccountId) -> Token {
+        Secret::from_bytes(SECRET).account_token(account)
+    }
+
+    /// A new account holding `cash` KRW.
+    pub fn funded_account(&self, owner: &str, cash: i64) -> (AccountId, Token) {
+        let mut admin = self.admin();
+        let r = admin
+            .open_account(ExternalRef::new(owner).unwrap())
+            .expect("open account");
+        assert_eq!(r.code, 0, "{r:?}");
+        if cash == 0 {
+            return (r.account, self.token(r.account));
+        }
+        let r = admin
+            .deposit(
+                r.account,
+                Amount(cash),
+                ExternalRef::new(&format!("{owner}-dep")).unwrap(),
+            )
+            .expect("deposit");
+        assert_eq!(r.code, 0, "{r:?}");
+        (r.account, self.token(r.account))
+    }
+
+    pub fn trader(
+        &self,
+        account: AccountId,
+        options: LoginOptions,
+    ) -> (TradingClient, Vec<Message>) {
+        TradingClient::login(self.addr, account, self.token(account), options).expect("login")
+    }
+
+    pub fn gateway(&self) -> &GatewayHandle {
+        self.gateway.as_ref().expect("running")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn buy(qty: i64, price: i64) -> OrderSpec {
+    OrderSpec::limit(code(SAMSUNG), Side::Buy, Qty(qty), Price(price))
+}
+
+pub fn sell(qty: i64, price: i64) -> OrderSpec {
+    OrderSpec::limit(code(SAMSUNG), Side::Sell, Qty(qty), Price(price))
+}
+
+pub fn accepted(m: &Message) -> kuku_gateway::protocol::OrderAccepted {
+    match m {
+        Message::OrderAccepted(a) => *a,
+        other => panic!("expected OrderAccepted, got {other:?}"),
+    }
+}
+
+impl TestNode {
+    /// Gives `account` shares of Samsung (an operator adjustment through the input ring) and
+    /// waits until the read model shows them.
+    pub fn give_shares(&mut self, account: AccountId, qty: i64) {
+        let node = self.node.as_mut().expect("running");
+        let symbol = node
+            .read_model
+            .read()
+            .unwrap()
+            .symbol_by_code(SAMSUNG)
+            .expect("listed")
+            .symbol
+            .id;
+        node.submit_blocking(kuku_engine::Command::Adjust {
+            account,
+            asset: kuku_engine::Asset::Shares(symbol),
+            amount: Amount(qty),
+            external_ref: ExternalRef::new(&format!("shares-{}-{qty}", account.0)).unwrap(),
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let held = node
+                .read_model
+                .read()
+                .unwrap()
+                .positions
+                .get(&(account, symbol))
+                .map_or(0, |p| p.qty.0);
+            if held >= qty {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shares never arrived"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
