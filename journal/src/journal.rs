@@ -446,14 +446,34 @@ impl Journal {
         Ok(())
     }
 
-    /// Commits the open batch and, with `every-batch`, also syncs the watermark file so the
-    /// on-disk watermark catches up with the last commit. Returns the durable watermark.
+    /// Commits the open batch and makes the whole journal durable: with `every-batch` it syncs
+    /// the watermark file so the on-disk watermark catches up with the last commit; with
+    /// `none` (a graceful shutdown) it syncs every segment, then moves the watermark to the
+    /// last appended seq. Returns the durable watermark.
     pub fn close(mut self) -> Result<u64, JournalError> {
         let seq_durable = self.commit()?;
         if self.config.durability == Durability::EveryBatch {
             self.sync_watermark_file()?;
+            return Ok(seq_durable);
         }
-        Ok(seq_durable)
+        // `none`: a graceful shutdown still puts everything on disk (the earlier segments
+        // first, then the active one with its header page), and only then moves the
+        // watermark, so a later power loss cannot cost a command of a cleanly stopped node.
+        let seq_last = self.seq_last();
+        if seq_last > self.seq_durable {
+            for segment in segment::list_segments(&self.dir)? {
+                if segment.path != self.active.path {
+                    fs::File::open(&segment.path)
+                        .and_then(|f| f.sync_data())
+                        .map_err(JournalError::io("fdatasync", &segment.path))?;
+                }
+            }
+            self.sync_active(self.write_offset)?;
+            self.write_watermark(seq_last);
+            self.seq_durable = seq_last;
+            self.sync_watermark_file()?;
+        }
+        Ok(self.seq_durable)
     }
 
     /// The seq the next append must carry.

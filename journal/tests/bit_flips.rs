@@ -93,7 +93,9 @@ fn base() -> &'static Base {
         )
         .unwrap();
         append_range(&mut journal, 1..=FRAMES);
-        journal.close().unwrap();
+        // Written but never marked durable (no graceful close): the watermark stays at 0.
+        journal.commit().unwrap();
+        drop(journal);
         // The writer's placement rule: a frame that does not fit starts the next segment.
         let (mut frames, mut ends, mut first_seqs) = (Vec::new(), Vec::new(), vec![1]);
         let mut offset = SEGMENT_DATA_START;

@@ -44,6 +44,30 @@ fn committed_frames_read_back_after_reopen_across_segments() {
 }
 
 #[test]
+fn a_graceful_close_in_none_mode_makes_every_frame_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(SEGMENT_BYTES_SMALL, Durability::None);
+    let mut journal = Journal::create(dir.path(), cfg, META).unwrap();
+    append_range(&mut journal, 1..=60);
+    assert_eq!(
+        journal.commit().unwrap(),
+        0,
+        "`none` commits promise nothing"
+    );
+    assert_eq!(
+        journal.close().unwrap(),
+        60,
+        "close syncs and moves the watermark"
+    );
+
+    let (journal, report) = Journal::open(dir.path(), cfg, META).unwrap();
+    assert!(report.segments > 1, "the frames span segments: {report}");
+    assert_eq!((report.seq_last, report.seq_durable), (60, 60));
+    assert_eq!(report.truncation, None);
+    assert_eq!(journal.seq_next(), 61);
+}
+
+#[test]
 fn segments_are_named_by_their_first_seq() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::create(
