@@ -399,15 +399,17 @@ fn side(s: Side) -> &'static str {
 pub fn describe(m: &Message) -> String {
     match m {
         Message::OrderAccepted(a) => format!(
-            "[{}] accepted order {} (client id {}): {} {} {} @ {} {:?}/{:?}{}",
+            "[{}] accepted order {} (client id {}): {} {} {} {} {:?}{}",
             a.acct_seq,
             a.order_id,
             a.client_order_id,
             side(a.side),
             krw(a.qty.0),
             symbol(&a.symbol),
-            krw(a.price.0),
-            a.order_type,
+            match a.order_type {
+                kuku_engine::OrderType::Market => "MARKET".to_string(),
+                kuku_engine::OrderType::Limit => format!("LIMIT @ {} KRW", krw(a.price.0)),
+            },
             a.tif,
             if a.resent {
                 " (resent: original outcome)"
