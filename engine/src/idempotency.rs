@@ -295,16 +295,21 @@ impl KeyTable {
     }
 }
 
-/// A hint to load `value`'s cache line (no effect on results).
+/// A hint to load the cache lines of `value` (no effect on results). A value that is not
+/// line-aligned (a 40-byte key slot, say) can straddle two lines: both are requested, or the
+/// field read first may sit in the line that was never loaded.
 #[inline(always)]
 pub(crate) fn prefetch_read<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and has no effect on memory contents; the pointer is a
-    // valid reference anyway.
+    // SAFETY: a prefetch never faults and has no effect on memory contents; both pointers
+    // are inside (or one past the start of) the referenced value.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-            value as *const T as *const i8,
-        );
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let first = value as *const T as *const i8;
+        _mm_prefetch::<{ _MM_HINT_T0 }>(first);
+        if size_of::<T>() > 1 {
+            _mm_prefetch::<{ _MM_HINT_T0 }>(first.add(size_of::<T>() - 1));
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
