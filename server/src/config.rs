@@ -128,6 +128,9 @@ impl Default for NodeConfig {
             gateway: GatewaySettings::default(),
             engine: EngineConfig {
                 orders_max: 1 << 19,
+                // A market maker or a load test sends far more than a retail account's 10,000
+                // requests a day; the day's total stays bounded by `keys_max` (2M).
+                orders_per_account_day_max: 1_000_000,
                 ..EngineConfig::default()
             },
         }
