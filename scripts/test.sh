@@ -16,13 +16,33 @@ step() { printf '\n==> %s\n' "$*"; }
 # any test runs. KUKU_MYSQL_URL names it; the default is the local server.
 export KUKU_MYSQL_URL="${KUKU_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
 mysql_answers() {
-    # host:port of mysql://[user[:password]@]host[:port]/database
-    local rest="${KUKU_MYSQL_URL#*://}"
-    rest="${rest##*@}"
+    # mysql://[user[:password]@]host[:port]/database
+    local rest="${KUKU_MYSQL_URL#*://}" user="" password=""
+    if [[ "$rest" == *@* ]]; then
+        local userinfo="${rest%@*}"
+        user="${userinfo%%:*}"
+        [[ "$userinfo" == *:* ]] && password="${userinfo#*:}"
+        rest="${rest##*@}"
+    fi
     rest="${rest%%/*}"
     local host="${rest%%:*}" port=3306
     [[ "$rest" == *:* ]] && port="${rest##*:}"
-    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+    # A protocol ping when a client is installed (exit 0 once the server answers, even if
+    # it refuses these credentials: the tests report those clearly);
+    # otherwise, that something accepts TCP connections on the port.
+    local admin=""
+    for candidate in mariadb-admin mysqladmin; do
+        if command -v "$candidate" >/dev/null; then
+            admin="$candidate"
+            break
+        fi
+    done
+    if [[ -n "$admin" ]]; then
+        MYSQL_PWD="$password" "$admin" --protocol=TCP -h "$host" -P "$port" \
+            ${user:+-u "$user"} --connect-timeout=2 ping >/dev/null 2>&1
+    else
+        timeout 3 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+    fi
 }
 ensure_mysql() {
     step "database for the MySQL tests: $KUKU_MYSQL_URL"
@@ -30,9 +50,13 @@ ensure_mysql() {
         echo "MySQL answers."
         return
     fi
-    if [[ "$KUKU_MYSQL_URL" == *"@127.0.0.1:3306/"* && -x /usr/sbin/mariadbd ]] \
+    if [[ "$KUKU_MYSQL_URL" =~ @(127\.0\.0\.1|localhost)(:3306)?/ && -x /usr/sbin/mariadbd ]] \
         && command -v start-stop-daemon >/dev/null; then
         echo "MariaDB is installed but not answering: starting it."
+        # /run is a tmpfs: on a fresh machine the socket directory is gone.
+        if [[ ! -d /run/mysqld ]] && mkdir -p /run/mysqld 2>/dev/null; then
+            chown mysql:mysql /run/mysqld 2>/dev/null || true
+        fi
         start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
         for _ in $(seq 1 60); do
             if mysql_answers; then
@@ -41,6 +65,7 @@ ensure_mysql() {
             fi
             sleep 1
         done
+        echo "MariaDB did not answer within 60 s of starting (see its error log)." >&2
     fi
     cat >&2 <<MSG
 
