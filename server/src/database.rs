@@ -129,3 +129,139 @@ pub fn reconcile(config: &NodeConfig) -> anyhow::Result<ReconcileReport> {
         Ok(report?)
     })
 }
+
+/// What `kuku history` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HistoryKind {
+    /// Ledger transactions with their entries.
+    Transactions,
+    Orders,
+    Trades,
+    /// All three.
+    All,
+}
+
+/// `kuku history`: an account's ledger transactions, orders and trades, read from the query
+/// store (never from the engine), oldest first, `limit` of each after the given ids. The
+/// first line names the checkpoint: the history is complete up to that command.
+pub fn history(
+    config: &NodeConfig,
+    account: u32,
+    kind: HistoryKind,
+    after: u64,
+    limit: u32,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let url =
+        database_url(config)?.context("database_url is none: there is no database to read")?;
+    if let Some(path) = url.sqlite_path()
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "no database at {}: the node never wrote one",
+            path.display()
+        );
+    }
+    let account_id = kuku_engine::AccountId(account);
+    kuku_persistence::block_on(async {
+        let options = ConnectOptions {
+            connections_max: 1,
+            connect_timeout: Duration::from_secs(config.database.connect_timeout_s.max(1)),
+            migrate: false,
+        };
+        let db = Database::connect(&url, &options).await?;
+        let checkpoint = db.checkpoint().await?;
+        writeln!(
+            out,
+            "account {account}: history from {url} (complete up to seq {}, epoch {})",
+            checkpoint.seq, checkpoint.epoch
+        )?;
+        let all = kind == HistoryKind::All;
+        if all || kind == HistoryKind::Transactions {
+            let txs = db.account_transactions(account_id, after, limit).await?;
+            writeln!(out, "\nledger transactions ({}):", txs.len())?;
+            for t in &txs {
+                write!(
+                    out,
+                    "  tx {} {} {} seq {} asset {} amount {}",
+                    t.tx_id, t.tx_type, t.status, t.created_seq, t.asset_symbol_id, t.amount
+                )?;
+                if let Some(r) = &t.external_ref {
+                    write!(out, " ref {r}")?;
+                }
+                if let Some(id) = t.trade_id {
+                    write!(out, " trade {id}")?;
+                }
+                if let Some(id) = t.reverses_tx_id {
+                    write!(out, " reverses tx {id}")?;
+                }
+                if let Some(id) = t.reversed_by_tx_id {
+                    write!(out, " reversed by tx {id}")?;
+                }
+                writeln!(out)?;
+                for e in &t.entries {
+                    writeln!(
+                        out,
+                        "      {:>2} {:<15} account {:<6} asset {:<4} {:>14} {}",
+                        e.line_no,
+                        e.ledger_account,
+                        e.account_id,
+                        e.asset_symbol_id,
+                        e.amount,
+                        e.line_kind
+                    )?;
+                }
+            }
+        }
+        if all || kind == HistoryKind::Orders {
+            let orders = db.account_orders(account_id, after, limit).await?;
+            writeln!(out, "\norders ({}):", orders.len())?;
+            for o in &orders {
+                write!(
+                    out,
+                    "  order {} (client {}) symbol {} {} {} {}",
+                    o.order_id, o.client_order_id, o.symbol_id, o.side, o.order_type, o.tif
+                )?;
+                if o.order_type != "MARKET" {
+                    write!(out, " price {}", o.price)?;
+                }
+                write!(
+                    out,
+                    " qty {} filled {} leaves {} {} seq {}..{}",
+                    o.qty, o.filled, o.leaves, o.status, o.accepted_seq, o.updated_seq
+                )?;
+                if let Some(reason) = &o.cancel_reason {
+                    write!(out, " ({reason})")?;
+                }
+                writeln!(out)?;
+            }
+        }
+        if all || kind == HistoryKind::Trades {
+            let trades = db.account_trades(account_id, after, limit).await?;
+            writeln!(out, "\ntrades ({}):", trades.len())?;
+            for t in &trades {
+                let side = if t.taker_account_id == account {
+                    format!("taker {}", t.taker_side)
+                } else {
+                    "maker".to_owned()
+                };
+                writeln!(
+                    out,
+                    "  trade {} seq {} symbol {} {} x {} ({side}) buyer fee {} seller fee {} tax {}+{} tx {}",
+                    t.trade_id,
+                    t.seq,
+                    t.symbol_id,
+                    t.qty,
+                    t.price,
+                    t.buyer_commission,
+                    t.seller_commission,
+                    t.securities_tax,
+                    t.rural_tax,
+                    t.tx_id
+                )?;
+            }
+        }
+        db.close().await;
+        Ok(())
+    })
+}

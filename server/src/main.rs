@@ -38,6 +38,8 @@ enum Cmd {
     /// Compare the database with the engine state rebuilt from the journal (trial balance,
     /// balances, positions, open orders). Exit status 2 on any difference.
     Reconcile(ReconcileArgs),
+    /// An account's history (ledger transactions, orders, trades) read from the database.
+    History(HistoryArgs),
     /// Operator commands over the gateway's admin session (accounts, money, symbols, tokens).
     Admin(kuku_gateway::cli::AdminArgs),
     /// Trade over the gateway: orders, cancels, balances, positions, the execution stream.
@@ -94,12 +96,29 @@ struct ReconcileArgs {
     database_url: Option<String>,
 }
 
+#[derive(Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    database: ReconcileArgs,
+    /// The account number.
+    #[arg(long)]
+    account: u32,
+    #[arg(long, value_enum, default_value = "all")]
+    kind: kuku_server::database::HistoryKind,
+    /// Only ids (tx_id, order_id, trade_id) above this, for paging.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// At most this many of each kind.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's transcript is the output; its logs stay quiet unless asked for.
     let default_log = if matches!(
         cli.command,
-        Cmd::Demo { .. } | Cmd::Admin(_) | Cmd::Client(_)
+        Cmd::Demo { .. } | Cmd::Admin(_) | Cmd::Client(_) | Cmd::History(_)
     ) {
         "warn"
     } else {
@@ -125,6 +144,7 @@ fn main() -> ExitCode {
         ),
         Cmd::Serve(args) => serve(args),
         Cmd::Reconcile(args) => return reconcile(args),
+        Cmd::History(args) => history(&args),
         Cmd::Admin(args) => kuku_gateway::cli::run_admin(args, &mut std::io::stdout()),
         Cmd::Client(args) => kuku_gateway::cli::run_client(args, &mut std::io::stdout()),
     };
@@ -213,20 +233,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node config a database command reads: the file, then the flags.
+fn database_config(args: &ReconcileArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::load(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if args.database_url.is_some() {
+        config.database_url = args.database_url.clone();
+    }
+    Ok(config)
+}
+
+/// `kuku history`: an account's history from the query store.
+fn history(args: &HistoryArgs) -> anyhow::Result<()> {
+    let config = database_config(&args.database)?;
+    let mut out = std::io::stdout().lock();
+    kuku_server::database::history(
+        &config,
+        args.account,
+        args.kind,
+        args.after,
+        args.limit,
+        &mut out,
+    )
+}
+
 /// `kuku reconcile`: prints the report; exit status 0 clean, 2 differences, 1 error.
 fn reconcile(args: ReconcileArgs) -> ExitCode {
     let run = || -> anyhow::Result<kuku_persistence::ReconcileReport> {
-        let mut config = match &args.config {
-            Some(path) => NodeConfig::load(path)?,
-            None => NodeConfig::default(),
-        };
-        if let Some(d) = &args.data_dir {
-            config.data_dir = d.clone();
-        }
-        if args.database_url.is_some() {
-            config.database_url = args.database_url.clone();
-        }
-        kuku_server::database::reconcile(&config)
+        kuku_server::database::reconcile(&database_config(&args)?)
     };
     match run() {
         Ok(report) => {
