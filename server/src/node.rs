@@ -160,11 +160,12 @@ impl Node {
             .unzip();
         let (snapshot_tx, snapshotter) = spawn_snapshotter(journal_dir.clone(), config.engine);
         let mut handlers: Vec<(&'static str, OutputHandler)> = vec![
+            // One consumer thread for the read model and the snapshot markers: on two cores
+            // every thread woken per output batch costs latency (docs/benchmarks.md §4).
             (
                 "kuku-readmodel",
-                read_model_handler(Arc::clone(&read_model)),
+                read_model_handler(Arc::clone(&read_model), snapshot_tx),
             ),
-            ("kuku-snapshots", snapshot_handler(snapshot_tx)),
         ];
         handlers.extend(database_handler.map(|h| ("kuku-db-writer", h)));
         handlers.extend(outputs.handlers);
@@ -363,10 +364,17 @@ pub fn submit_retrying(
     }
 }
 
-/// Applies output events to the shared read model, one lock per output batch.
-fn read_model_handler(read_model: Arc<RwLock<ReadModel>>) -> OutputHandler {
+/// Applies output events to the shared read model, one lock per output batch, and hands each
+/// `TakeSnapshot` marker's seq to the snapshot thread.
+fn read_model_handler(
+    read_model: Arc<RwLock<ReadModel>>,
+    snapshots: mpsc::Sender<u64>,
+) -> OutputHandler {
     let mut batch: Vec<OutputSlot> = Vec::with_capacity(1024);
     Box::new(move |slot: &OutputSlot, _, end_of_batch| {
+        if matches!(slot.event, Event::SnapshotMarker) {
+            let _ = snapshots.send(slot.seq);
+        }
         batch.push(*slot);
         if end_of_batch || batch.len() >= 4096 {
             if let Ok(mut rm) = read_model.write() {
@@ -379,20 +387,15 @@ fn read_model_handler(read_model: Arc<RwLock<ReadModel>>) -> OutputHandler {
     })
 }
 
-/// Hands each `TakeSnapshot` marker's seq to the snapshot thread.
-fn snapshot_handler(tx: mpsc::Sender<u64>) -> OutputHandler {
-    Box::new(move |slot: &OutputSlot, _, _| {
-        if matches!(slot.event, Event::SnapshotMarker) {
-            let _ = tx.send(slot.seq);
-        }
-    })
-}
-
 /// The shadow snapshotter: rebuilds the state at a marker's seq from the newest snapshot and
 /// the journal, off the processor thread, and writes it.
 fn spawn_snapshotter(dir: PathBuf, config: EngineConfig) -> (mpsc::Sender<u64>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<u64>();
     let handle = spawn("kuku-snapshotter", move || {
+        // The shadow replay is background work: on a small machine it must not take a core
+        // from the processor or the gateway while orders flow (it measurably raised the
+        // order-to-ack p99; docs/benchmarks.md §4). It still gets every idle cycle.
+        lower_this_thread_priority();
         while let Ok(seq) = rx.recv() {
             match kuku_journal::state::write_snapshot_at(&dir, &config, seq) {
                 Ok(w) => tracing::info!(
@@ -407,6 +410,18 @@ fn spawn_snapshotter(dir: PathBuf, config: EngineConfig) -> (mpsc::Sender<u64>, 
         }
     });
     (tx, handle)
+}
+
+/// Sets this thread's nice value to 19 (Linux nice values are per thread). Best effort.
+pub fn lower_this_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with the caller's own thread id only changes its scheduling weight.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0 {
+            tracing::debug!("The thread priority could not be lowered.");
+        }
+    }
 }
 
 /// Runs `engine`-independent start-up checks (used by `kuku serve --check`).
