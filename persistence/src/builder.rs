@@ -389,8 +389,9 @@ impl BatchBuilder {
             self.unknown_orders += 1;
             return;
         };
+        // `qty` stays the size the order had (filled + leaves before it closed): a cancelled
+        // order's history shows what was asked, what filled, and that the rest was cancelled.
         row.leaves = 0;
-        row.qty = row.filled;
         row.status = status;
         row.is_open = false;
         row.cancel_reason = reason;

@@ -275,7 +275,8 @@ pub struct OrderRow {
     pub tif: &'static str,
     /// The current limit price (0 for MARKET).
     pub price: i64,
-    /// The order's size now: filled + leaves (a modify changes it).
+    /// The order's size: filled + leaves (a modify changes it; closing it does not, so a
+    /// cancelled or expired order keeps the size it had).
     pub qty: i64,
     pub leaves: i64,
     pub filled: i64,

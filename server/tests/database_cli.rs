@@ -83,7 +83,8 @@ fn history_is_served_from_the_database_without_the_journal() {
     );
     assert!(stdout.contains("ledger transactions (7):"), "{stdout}");
     assert!(
-        stdout.contains("tx 1 DEPOSIT POSTED seq 17 asset 0 amount 300000000 ref demo-deposit-1"),
+        stdout.contains("tx 1 DEPOSIT POSTED seq ")
+            && stdout.contains(" asset 0 amount 300000000 ref demo-deposit-1"),
         "{stdout}"
     );
     assert!(
@@ -93,6 +94,36 @@ fn history_is_served_from_the_database_without_the_journal() {
         "{stdout}"
     );
     assert!(stdout.contains("orders (3):"), "{stdout}");
+    // Order #26 as the demo told it: "[5] BUY <qty> at ...; filled <n> @ ..." then cancelled.
+    // The history keeps what was asked and what filled (the rest was cancelled).
+    let told = text(&demo.stdout);
+    let line = told
+        .lines()
+        .find(|l| l.contains("accepted as order #26"))
+        .unwrap_or_else(|| panic!("{told}"));
+    let number_after = |key: &str| -> String {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{line}")) + key.len()..];
+        rest.chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(char::is_ascii_digit)
+            .collect()
+    };
+    let (asked, filled) = (number_after("BUY "), number_after("filled "));
+    assert!(
+        asked.parse::<u64>().unwrap() > filled.parse::<u64>().unwrap(),
+        "{line}"
+    );
+    let order_26 = stdout
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("order 26 (client 2) symbol 1 BUY LIMIT DAY")
+        })
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        order_26.contains(&format!(" qty {asked} filled {filled} leaves 0 CANCELLED")),
+        "{line}\n{order_26}"
+    );
     assert!(
         stdout.contains("SELL MARKET IOC qty 5 filled 5 leaves 0 FILLED"),
         "{stdout}"
