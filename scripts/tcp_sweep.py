@@ -22,7 +22,7 @@ import sys
 def run_rate(bench, rate, args):
     cmd = [bench, "tcp", "--echo-baseline", "--json", "--rate", str(rate),
            "--connections", str(args.connections), "--duration", args.duration,
-           "--out-dir", str(args.work / f"rate-{rate}")]
+           "--out-dir", str(args.work / f"rate-{rate}"), "--slices", str(args.slices)]
     if args.addr:
         cmd += ["--addr", args.addr, "--secrets", args.secrets]
     print("$ " + " ".join(cmd), flush=True)
@@ -101,6 +101,8 @@ def main():
     p.add_argument("--rates", default="10000,25000,50000,75000,100000")
     p.add_argument("--duration", default="10s")
     p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--slices", type=int, default=1,
+                   help="passed to kuku-bench tcp: echo and Kuku alternate in this many slices")
     p.add_argument("--addr")
     p.add_argument("--secrets", default="kuku-data/gateway-secrets.toml")
     p.add_argument("--title", default="kuku-bench tcp: order-to-ack latency vs offered load")

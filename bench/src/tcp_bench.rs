@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 const DURATION_MAX: Duration = Duration::from_secs(600);
 const RATE_MAX: u64 = 2_000_000;
 const CONNECTIONS_MAX: usize = 1_024;
+const SLICES_MAX: usize = 100;
 
 #[derive(Debug, clap::Args)]
 pub struct TcpBenchArgs {
@@ -107,6 +108,20 @@ pub struct TcpBenchArgs {
     /// Print the JSON summary as the last line.
     #[arg(long)]
     pub json: bool,
+    /// After the Kuku phase, time `sync_probe_count` journal-like syncs (a 64-byte frame
+    /// written into a preallocated, zero-filled, memory-mapped file in this directory, then
+    /// `msync(MS_SYNC)` of its page, as `every-batch` does) and report their latency beside
+    /// the order-to-ack latency. Point it at the served node's data directory.
+    #[arg(long)]
+    pub sync_probe_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 2_000)]
+    pub sync_probe_count: usize,
+    /// Split the run into this many slices, echo and Kuku alternating (echo, Kuku, echo,
+    /// ...), each with fresh connections (and, against Kuku, fresh accounts) and its own
+    /// warm-up; the slices' histograms are merged. On a shared machine this exposes both to
+    /// the same background load instead of two different time windows.
+    #[arg(long, default_value_t = 1)]
+    pub slices: usize,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -137,6 +152,21 @@ struct RunResult {
 }
 
 impl RunResult {
+    /// Two slices of one run as one: histograms added, counts summed, time summed.
+    fn merge(mut self, other: RunResult) -> RunResult {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms of equal bounds add");
+        self.sent += other.sent;
+        self.acked += other.acked;
+        for (code, n) in other.errors_by_code {
+            *self.errors_by_code.entry(code).or_default() += n;
+        }
+        self.unanswered += other.unanswered;
+        self.elapsed += other.elapsed;
+        self
+    }
+
     fn errors(&self) -> u64 {
         self.errors_by_code.values().sum::<u64>() + self.unanswered
     }
@@ -147,6 +177,7 @@ struct Lane {
     resting: Mutex<VecDeque<OrderId>>,
 }
 
+#[derive(Clone)]
 struct Plan {
     connections: usize,
     rate: u64,
@@ -194,38 +225,85 @@ pub fn run(args: TcpBenchArgs, out: &mut impl Write) -> anyhow::Result<serde_jso
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     lower_timer_slack();
 
-    let echo = if args.echo_baseline {
-        writeln!(
-            out,
-            "echo baseline: {} req/s over {} connections for {:?}",
-            plan.rate, plan.connections, args.duration
-        )?;
-        Some(run_echo(&plan)?)
-    } else {
-        None
-    };
+    let slices = args.slices.clamp(1, SLICES_MAX);
+    let mut slice_plan = plan.clone();
+    slice_plan.total = (total / slices as u64).max(1);
     writeln!(
         out,
-        "kuku: {} req/s over {} connections for {:?} ({}% cancels)",
-        plan.rate, plan.connections, args.duration, plan.cancel_pct
+        "kuku{}: {} req/s over {} connections for {:?} ({}% cancels), in {} slice(s){}",
+        if args.echo_baseline {
+            " and the echo baseline"
+        } else {
+            ""
+        },
+        plan.rate,
+        plan.connections,
+        args.duration,
+        plan.cancel_pct,
+        slices,
+        if args.echo_baseline && slices > 1 {
+            ", echo and Kuku alternating"
+        } else {
+            ""
+        }
     )?;
-    let mode;
-    let kuku = match &args.addr {
-        Some(addr) => {
-            mode = "external";
-            let addr: SocketAddr = addr.parse().context("--addr")?;
-            let token = match &args.admin_token {
-                Some(h) => decode_hex32(h).context("--admin-token")?,
-                None => Credentials::load(&args.secrets)?.admin_token,
-            };
-            run_kuku(&plan, addr, token)?
-        }
-        None => {
-            mode = "in-process";
-            run_in_process(&plan, &args.durability)?
-        }
+    let mode = if args.addr.is_some() {
+        "external"
+    } else {
+        "in-process"
     };
-    let summary = summarize(&args, &plan, mode, &kuku, echo.as_ref(), &out_dir)?;
+    let admin_token = match &args.addr {
+        Some(_) => Some(match &args.admin_token {
+            Some(h) => decode_hex32(h).context("--admin-token")?,
+            None => Credentials::load(&args.secrets)?.admin_token,
+        }),
+        None => None,
+    };
+    let mut echo: Option<RunResult> = None;
+    let mut kuku: Option<RunResult> = None;
+    for _ in 0..slices {
+        // Echo and Kuku alternate, so both see the same (shared, noisy) machine.
+        if args.echo_baseline {
+            let e = run_echo(&slice_plan)?;
+            echo = Some(match echo {
+                Some(acc) => acc.merge(e),
+                None => e,
+            });
+        }
+        let k = match (&args.addr, admin_token) {
+            (Some(addr), Some(token)) => {
+                let addr: SocketAddr = addr.parse().context("--addr")?;
+                run_kuku(&slice_plan, addr, token)?
+            }
+            _ => run_in_process(&slice_plan, &args.durability)?,
+        };
+        kuku = Some(match kuku {
+            Some(acc) => acc.merge(k),
+            None => k,
+        });
+    }
+    let kuku = kuku.context("no slice ran")?;
+    let sync = match &args.sync_probe_dir {
+        Some(dir) => {
+            writeln!(
+                out,
+                "sync probe: {} syncs in {}",
+                args.sync_probe_count,
+                dir.display()
+            )?;
+            Some(sync_probe(dir, args.sync_probe_count)?)
+        }
+        None => None,
+    };
+    let mut summary = summarize(&args, &plan, mode, &kuku, echo.as_ref(), &out_dir)?;
+    summary["slices"] = json!(slices);
+    if let Some(h) = &sync {
+        let p = percentiles(h);
+        summary["sync_p50_us"] = p["p50_us"].clone();
+        summary["sync_p99_us"] = p["p99_us"].clone();
+        summary["sync_max_us"] = p["max_us"].clone();
+        summary["sync_count"] = p["count"].clone();
+    }
     write_outputs(&out_dir, &kuku, echo.as_ref(), &summary)?;
     print_human(out, &summary)?;
     if args.json {
@@ -651,6 +729,44 @@ fn echo_loop(mut poll: Poll, listener: mio::net::TcpListener, stop: Arc<AtomicBo
     }
 }
 
+/// Latency of `count` journal-like durable appends in `dir` (same file system as the node's
+/// journal): 64 bytes copied into a preallocated, zero-filled mapping, then `msync(MS_SYNC)`
+/// of the page that holds them. The file is removed afterwards.
+fn sync_probe(dir: &Path, count: usize) -> anyhow::Result<Histogram<u64>> {
+    const FRAME_BYTES: usize = 64;
+    let count = count.clamp(1, 100_000);
+    let file_bytes = (count * FRAME_BYTES).next_multiple_of(4_096);
+    let path = dir.join(format!("kuku-bench-sync-probe-{}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let result = (|| -> anyhow::Result<Histogram<u64>> {
+        // Zero-filled and synced up front, as the journal prepares a segment, so a sync
+        // writes data pages only, never the file's size or block map.
+        (&file).write_all(&vec![0u8; file_bytes])?;
+        file.sync_all()?;
+        // SAFETY: the file was created above by this process, is not truncated while
+        // mapped, and nothing else maps it.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+        let mut histogram = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+        let frame = [0xa5u8; FRAME_BYTES];
+        for i in 0..count {
+            let at = i * FRAME_BYTES;
+            let t = Instant::now();
+            map[at..at + FRAME_BYTES].copy_from_slice(&frame);
+            let page = at / 4_096 * 4_096;
+            map.flush_range(page, 4_096)?;
+            histogram.saturating_record((t.elapsed().as_nanos() as u64).max(1_000));
+        }
+        Ok(histogram)
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 fn us(ns: u64) -> f64 {
     (ns as f64 / 1e3 * 10.0).round() / 10.0
 }
@@ -898,6 +1014,13 @@ fn print_human(out: &mut impl Write, s: &serde_json::Value) -> anyhow::Result<()
             s["floor_met"]
         )?;
     }
+    if !s["sync_p50_us"].is_null() {
+        writeln!(
+            out,
+            "sync probe (64 B + msync of its page): p50 {} us, p99 {} us, max {} us over {} syncs",
+            s["sync_p50_us"], s["sync_p99_us"], s["sync_max_us"], s["sync_count"]
+        )?;
+    }
     writeln!(out, "outputs: {}", s["out_dir"].as_str().unwrap_or(""))?;
     Ok(())
 }
@@ -977,6 +1100,9 @@ mod tests {
             seed: 7,
             out_dir: Some(dir.path().to_owned()),
             json: true,
+            sync_probe_dir: Some(dir.path().to_owned()),
+            sync_probe_count: 20,
+            slices: 2,
         };
         let mut out = Vec::new();
         let s = run(args, &mut out).unwrap();
@@ -984,6 +1110,7 @@ mod tests {
         assert_eq!(s["valid"], true);
         assert_eq!(s["sent"], 300);
         assert!(s["echo_p50_us"].as_f64().unwrap() > 0.0);
+        assert_eq!(s["sync_count"], 20, "{s}");
         for f in ["latency.hlog", "summary.json", "percentiles.svg"] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
