@@ -9,6 +9,7 @@
 //! [pipeline]
 //! processor_core = 1             # pin the processor; omit to leave it unpinned
 //! processor_wait = "busy-spin"   # "busy-spin" | "spin-hint" | "yield" | "backoff"
+//! layout = "fused"               # "staged" | "fused" (fused needs durability = "none")
 //! [feed]
 //! enabled = true
 //! interval_ms = 200
@@ -23,8 +24,8 @@
 
 use crate::database::DatabaseSettings;
 use crate::gateway::GatewaySettings;
-use crate::pipeline::PipelineConfig;
 use crate::pipeline::wait::Wait;
+use crate::pipeline::{Layout, PipelineConfig};
 use crate::scheduler::ScheduleMode;
 use kuku_engine::EngineConfig;
 use kuku_journal::Durability;
@@ -37,6 +38,7 @@ pub struct PipelineSettings {
     pub input_ring_size: usize,
     pub output_ring_size: usize,
     pub processor_core: Option<usize>,
+    pub layout: Layout,
     pub processor_wait: Wait,
     pub journal_wait: Wait,
     pub consumer_wait: Wait,
@@ -49,6 +51,7 @@ impl Default for PipelineSettings {
             input_ring_size: p.input_ring_size,
             output_ring_size: p.output_ring_size,
             processor_core: p.processor_core,
+            layout: p.layout,
             processor_wait: p.processor_wait,
             journal_wait: p.journal_wait,
             consumer_wait: p.consumer_wait,
@@ -65,6 +68,7 @@ impl PipelineSettings {
             processor_wait: self.processor_wait,
             consumer_wait: self.consumer_wait,
             processor_core: self.processor_core,
+            layout: self.layout,
             on_processor_start: None,
         }
     }

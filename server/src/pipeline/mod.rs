@@ -75,6 +75,11 @@ pub trait CommandLog: Send + 'static {
     /// Ends a batch (group commit: in `every-batch` mode it returns once the batch is on
     /// disk; in `none` mode once it is in the page cache).
     fn commit(&mut self) -> Result<(), LogError>;
+    /// True when `commit` waits for stable storage (group commit); a fused layout is then not
+    /// allowed.
+    fn syncs_on_commit(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +129,8 @@ pub struct PipelineConfig {
     pub consumer_wait: Wait,
     /// Pin the processor thread to this core.
     pub processor_core: Option<usize>,
+    /// Journal on its own thread, or on the processor's (see [`Layout`]).
+    pub layout: Layout,
     /// Runs first on the processor thread (tests: e.g. mark the thread for an allocation
     /// counter). `None` in production.
     pub on_processor_start: Option<fn()>,
@@ -138,9 +145,26 @@ impl Default for PipelineConfig {
             processor_wait: Wait::Backoff,
             consumer_wait: Wait::Backoff,
             processor_core: None,
+            layout: Layout::Staged,
             on_processor_start: None,
         }
     }
+}
+
+/// Where the journal is written (ADR-006).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// A journaller thread appends and commits each batch; the processor thread follows it.
+    #[default]
+    Staged,
+    /// The processor thread appends each command to the log, then applies it; it commits at
+    /// the end of each batch. One thread and one ring hop fewer. Only for a log whose
+    /// `commit` does not sync ([`CommandLog::syncs_on_commit`]): a command is then as durable
+    /// before it is applied as in `Staged` (in the page cache). With a syncing log the
+    /// pipeline runs `Staged`, because a command must not be applied before its batch is
+    /// on disk.
+    Fused,
 }
 
 /// A cloneable handle to publish commands into the input ring.
@@ -215,12 +239,11 @@ pub fn start(
 
     let (output, pollers) = build_output(&config, outputs.handlers, outputs.pollers);
 
-    let journal_stage = {
-        let status = Arc::clone(&status);
-        let mut log = log;
-        move |_: &mut (), slot: &InputSlot, seq: Sequence, end_of_batch: bool| {
-            journal_one(&mut *log, &status, base_seq, slot, seq, end_of_batch);
-        }
+    let fused = config.layout == Layout::Fused && !log.syncs_on_commit();
+    let (fused_log, staged_log) = if fused {
+        (Some(log), None)
+    } else {
+        (None, Some(log))
     };
     let processor = Processor {
         engine,
@@ -228,10 +251,30 @@ pub fn start(
         base_seq,
         status: Arc::clone(&status),
         notifiers: outputs.notifiers,
+        buffer: Vec::with_capacity(OUTPUT_BUFFER_SLOTS),
         published: false,
+        log: fused_log,
     };
-    let mut builder =
-        disruptor::build_multi_producer(config.input_ring_size, input_factory, BusySpin)
+    let processor_wait = config.processor_wait;
+    let on_start = config.on_processor_start;
+    let init_processor = move || {
+        if processor_wait != Wait::BusySpin {
+            lower_timer_slack();
+        }
+        if let Some(hook) = on_start {
+            hook();
+        }
+        processor
+    };
+    let builder = disruptor::build_multi_producer(config.input_ring_size, input_factory, BusySpin);
+    let producer = if let Some(mut log) = staged_log {
+        let journal_stage = {
+            let status = Arc::clone(&status);
+            move |_: &mut (), slot: &InputSlot, seq: Sequence, end_of_batch: bool| {
+                journal_one(&mut *log, &status, base_seq, slot, seq, end_of_batch);
+            }
+        };
+        let mut builder = builder
             .thread_name("kuku-journal")
             .handle_events_and_state_with_wait_strategy(
                 journal_stage,
@@ -240,26 +283,29 @@ pub fn start(
             )
             .and_then()
             .thread_name("kuku-processor");
-    if let Some(core) = config.processor_core {
-        builder = builder.pin_at_core(core);
-    }
-    let processor_wait = config.processor_wait;
-    let on_start = config.on_processor_start;
-    let producer = builder
-        .handle_events_and_state_with_wait_strategy(
-            Processor::on_command,
-            move || {
-                if processor_wait != Wait::BusySpin {
-                    lower_timer_slack();
-                }
-                if let Some(hook) = on_start {
-                    hook();
-                }
-                processor
-            },
-            processor_wait,
-        )
-        .build();
+        if let Some(core) = config.processor_core {
+            builder = builder.pin_at_core(core);
+        }
+        builder
+            .handle_events_and_state_with_wait_strategy(
+                Processor::on_command,
+                init_processor,
+                processor_wait,
+            )
+            .build()
+    } else {
+        let mut builder = builder.thread_name("kuku-processor");
+        if let Some(core) = config.processor_core {
+            builder = builder.pin_at_core(core);
+        }
+        builder
+            .handle_events_and_state_with_wait_strategy(
+                Processor::on_command,
+                init_processor,
+                processor_wait,
+            )
+            .build()
+    };
     Pipeline {
         submitter: Submitter {
             producer,
@@ -299,9 +345,12 @@ fn build_output(
     handlers: Vec<(&'static str, OutputHandler)>,
     poller_count: usize,
 ) -> (Output, Vec<OutputPoller>) {
-    let mut builder =
-        disruptor::build_single_producer(config.output_ring_size, output_factory, BusySpin)
-            .with_multi_consumer();
+    let mut builder = disruptor::build_single_producer(
+        config.output_ring_size.max(2 * OUTPUT_BUFFER_SLOTS),
+        output_factory,
+        BusySpin,
+    )
+    .with_multi_consumer();
     let mut pollers = Vec::with_capacity(poller_count);
     for _ in 0..poller_count {
         let (poller, next) = builder.new_event_poller();
@@ -359,6 +408,11 @@ fn halt(status: &PipelineStatus, seq: u64, e: &LogError) {
     );
 }
 
+/// Output events buffered by the processor before one `batch_publish`: each publish is a
+/// store to the ring's cursor, a cache line every consumer polls, so publishing per event
+/// cost a cross-core cache-line transfer per event (ADR-006).
+const OUTPUT_BUFFER_SLOTS: usize = 1024;
+
 /// The processor thread's state.
 struct Processor {
     engine: Engine,
@@ -366,30 +420,59 @@ struct Processor {
     base_seq: u64,
     status: Arc<PipelineStatus>,
     notifiers: Vec<Arc<dyn Notify>>,
+    /// Events of this batch not yet published (capacity `OUTPUT_BUFFER_SLOTS`, never grown).
+    buffer: Vec<OutputSlot>,
     /// Whether this batch published any output (to notify once at its end).
     published: bool,
+    /// The command log, in the fused layout only.
+    log: Option<Box<dyn CommandLog>>,
 }
 
 impl Processor {
     fn on_command(&mut self, slot: &InputSlot, ring_seq: Sequence, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64 + 1;
+        if let Some(log) = self.log.as_deref_mut() {
+            // Fused: the command is in the log before it is applied; the batch's commit
+            // comes after its last command (it does not sync: see `Layout::Fused`).
+            if self.status.halted.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = log.append(seq, slot.ts, &slot.command) {
+                halt(&self.status, seq, &e);
+                return;
+            }
+            self.status.journaled_seq.store(seq, Ordering::Release);
+        }
         if seq > self.status.journaled_seq.load(Ordering::Acquire) {
             // Only after a log failure: the command was never made durable.
             debug_assert!(self.status.halted.load(Ordering::Relaxed));
             return;
         }
-        let mut sink = RingSink {
+        let mut sink = BufferSink {
+            buffer: &mut self.buffer,
             output: &mut self.output,
             seq,
             ts: slot.ts,
             origin: slot.origin,
-            pending: None,
         };
         self.engine
             .apply_command(seq, slot.ts, &slot.command, &mut sink);
-        sink.finish();
+        if let Some(last) = self.buffer.last_mut()
+            && last.seq == seq
+        {
+            last.last = true;
+        }
         self.published = true;
         if end_of_batch {
+            flush(&mut self.output, &mut self.buffer);
+            if let Some(log) = self.log.as_deref_mut() {
+                match log.commit() {
+                    Ok(()) => {
+                        self.status.batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => halt(&self.status, seq, &e),
+                }
+            }
             self.status.applied_seq.store(seq, Ordering::Release);
             if self.published {
                 for n in &self.notifiers {
@@ -401,47 +484,51 @@ impl Processor {
     }
 }
 
-/// Publishes a command's events to the output ring, one slot each, flagging the last: each
-/// event is held back until the next arrives (or the command ends).
-struct RingSink<'a> {
+/// Publishes the buffered events in one batch; while the output ring lacks room (a consumer
+/// lags), yields the core instead of spinning, so on a small machine the consumer can run.
+fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>) {
+    if buffer.is_empty() {
+        return;
+    }
+    loop {
+        let n = buffer.len();
+        let published = output.try_batch_publish(n, |slots| {
+            for (slot, event) in slots.zip(buffer.iter()) {
+                *slot = *event;
+            }
+        });
+        if published.is_ok() {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    buffer.clear();
+}
+
+/// Buffers a command's events for the output ring. A command's last event is flagged once it
+/// returns; a command with more events than the buffer holds has its earlier ones published
+/// before it ends (unflagged), so the flag still marks its last one.
+struct BufferSink<'a> {
+    buffer: &'a mut Vec<OutputSlot>,
     output: &'a mut Output,
     seq: u64,
     ts: u64,
     origin: Origin,
-    pending: Option<Event>,
 }
 
-impl RingSink<'_> {
-    /// Publishes one event; while the output ring is full (a consumer lags), yields the core
-    /// instead of spinning, so on a small machine the lagging consumer can run.
-    #[inline]
-    fn publish(&mut self, event: Event, last: bool) {
-        let (seq, ts, origin) = (self.seq, self.ts, self.origin);
-        let write = |slot: &mut OutputSlot| {
-            slot.seq = seq;
-            slot.ts = ts;
-            slot.origin = origin;
-            slot.event = event;
-            slot.last = last;
-        };
-        while self.output.try_publish(write).is_err() {
-            std::thread::yield_now();
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(event) = self.pending.take() {
-            self.publish(event, true);
-        }
-    }
-}
-
-impl EventSink for RingSink<'_> {
+impl EventSink for BufferSink<'_> {
     #[inline]
     fn emit(&mut self, event: &Event) {
-        if let Some(previous) = self.pending.replace(*event) {
-            self.publish(previous, false);
+        if self.buffer.len() == OUTPUT_BUFFER_SLOTS {
+            flush(self.output, self.buffer);
         }
+        self.buffer.push(OutputSlot {
+            seq: self.seq,
+            ts: self.ts,
+            origin: self.origin,
+            event: *event,
+            last: false,
+        });
     }
 }
 
