@@ -81,87 +81,108 @@ pub struct PipelineBenchArgs {
 #[derive(Clone, Copy, Debug)]
 struct Setup {
     name: &'static str,
+    /// The processor's wait strategy.
     wait: Wait,
+    /// The journaller's and the output consumer's.
+    others: Wait,
     core: Option<usize>,
     durability: Durability,
     layout: Layout,
 }
 
-const SETUPS: [Setup; 7] = [
+const fn setup(
+    name: &'static str,
+    wait: Wait,
+    others: Wait,
+    core: Option<usize>,
+    durability: Durability,
+    layout: Layout,
+) -> Setup {
     Setup {
-        name: "fused_spin_pinned_none",
-        wait: Wait::BusySpin,
-        core: Some(1),
-        durability: Durability::None,
-        layout: Layout::Fused,
-    },
-    Setup {
-        name: "fused_backoff_none",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::None,
-        layout: Layout::Fused,
-    },
-    Setup {
-        name: "fused_yield_none",
-        wait: Wait::Yield,
-        core: None,
-        durability: Durability::None,
-        layout: Layout::Fused,
-    },
-    Setup {
-        name: "spin_pinned_none",
-        wait: Wait::BusySpin,
-        core: Some(1),
-        durability: Durability::None,
-        layout: Layout::Staged,
-    },
-    Setup {
-        name: "backoff_none",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::None,
-        layout: Layout::Staged,
-    },
-    Setup {
-        name: "yield_none",
-        wait: Wait::Yield,
-        core: None,
-        durability: Durability::None,
-        layout: Layout::Staged,
-    },
-    Setup {
-        name: "spin_pinned_every_batch",
-        wait: Wait::BusySpin,
-        core: Some(1),
-        durability: Durability::EveryBatch,
-        layout: Layout::Staged,
-    },
+        name,
+        wait,
+        others,
+        core,
+        durability,
+        layout,
+    }
+}
+
+use Durability::{EveryBatch, None as NoSync};
+use Layout::{Fused, Staged};
+
+const SETUPS: [Setup; 8] = [
+    setup("block_none", Wait::Block, Wait::Block, None, NoSync, Staged),
+    setup(
+        "backoff_none",
+        Wait::Backoff,
+        Wait::Backoff,
+        None,
+        NoSync,
+        Staged,
+    ),
+    setup("yield_none", Wait::Yield, Wait::Yield, None, NoSync, Staged),
+    setup(
+        "spin_pinned_none",
+        Wait::BusySpin,
+        Wait::Block,
+        Some(1),
+        NoSync,
+        Staged,
+    ),
+    setup(
+        "fused_block_none",
+        Wait::Block,
+        Wait::Block,
+        None,
+        NoSync,
+        Fused,
+    ),
+    setup(
+        "fused_spin_pinned_none",
+        Wait::BusySpin,
+        Wait::Block,
+        Some(1),
+        NoSync,
+        Fused,
+    ),
+    setup(
+        "block_every_batch",
+        Wait::Block,
+        Wait::Block,
+        None,
+        EveryBatch,
+        Staged,
+    ),
+    setup(
+        "backoff_every_batch",
+        Wait::Backoff,
+        Wait::Backoff,
+        None,
+        EveryBatch,
+        Staged,
+    ),
 ];
 
 /// Smoke runs (tests, CI) never spin or pin (DESIGN.md §10).
 const SMOKE_SETUPS: [Setup; 3] = [
-    Setup {
-        name: "fused_backoff_none",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::None,
-        layout: Layout::Fused,
-    },
-    Setup {
-        name: "backoff_none",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::None,
-        layout: Layout::Staged,
-    },
-    Setup {
-        name: "backoff_every_batch",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::EveryBatch,
-        layout: Layout::Staged,
-    },
+    setup("block_none", Wait::Block, Wait::Block, None, NoSync, Staged),
+    setup(
+        "fused_block_none",
+        Wait::Block,
+        Wait::Block,
+        None,
+        NoSync,
+        Fused,
+    ),
+    setup(
+        "block_every_batch",
+        Wait::Block,
+        Wait::Block,
+        None,
+        EveryBatch,
+        Staged,
+    ),
 ];
 
 struct Prepared {
@@ -450,6 +471,8 @@ fn start(
         input_ring_size: p.rings.0,
         output_ring_size: p.rings.1,
         processor_wait: setup.wait,
+        journal_wait: setup.others,
+        consumer_wait: setup.others,
         processor_core: setup.core,
         layout: setup.layout,
         ..PipelineConfig::default()
@@ -559,20 +582,23 @@ fn latency_pass(
         Ordering::Release,
     );
     let t0_ns = t0.load(Ordering::Acquire);
-    for (i, c) in p.commands[..n].iter().enumerate() {
-        let due = t0_ns + i as u64 * period_ns;
-        loop {
-            let now = clock.elapsed().as_nanos() as u64;
-            if now >= due {
-                break;
-            }
-            if due - now > 200_000 {
-                std::thread::sleep(Duration::from_nanos(due - now - 100_000));
-            } else {
-                std::hint::spin_loop();
-            }
+    // Open loop: at each wake-up, send every command already due (each keeps its intended
+    // time, so a late send counts against the pipeline), then sleep until the next is due.
+    // The producer never spins: on two cores a spinning producer was preempted for
+    // milliseconds by the threads it feeds, and that showed up as latency (2026-12-03).
+    kuku_server::pipeline::wait::lower_timer_slack();
+    let mut i = 0;
+    while i < n {
+        let now = clock.elapsed().as_nanos() as u64;
+        while i < n && t0_ns + i as u64 * period_ns <= now {
+            submit(&mut s, Origin(i as u64 + 1), &p.commands[i]);
+            i += 1;
         }
-        submit(&mut s, Origin(i as u64 + 1), c);
+        let due = t0_ns + i as u64 * period_ns;
+        let now = clock.elapsed().as_nanos() as u64;
+        if i < n && due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+        }
     }
     wait_until(&done, (p.set_up.len() + n) as u64)?;
     drop(s);
@@ -637,6 +663,7 @@ fn report(
         configs.push(json!({
             "name": s.name,
             "processor_wait": format!("{:?}", s.wait),
+            "other_waits": format!("{:?}", s.others),
             "processor_core": s.core,
             "durability": s.durability.to_string(),
             "layout": format!("{:?}", s.layout),

@@ -9,7 +9,8 @@
 //! [pipeline]
 //! processor_core = 1             # pin the processor; omit to leave it unpinned
 //! processor_wait = "busy-spin"   # "busy-spin" | "spin-hint" | "yield" | "backoff"
-//! layout = "fused"               # "staged" | "fused" (fused needs durability = "none")
+//! layout = "fused"               # default; "staged" gives the journal its own thread
+//!                                # (every-batch always runs staged: ADR-006)
 //! [feed]
 //! enabled = true
 //! interval_ms = 200

@@ -28,7 +28,7 @@
 
 pub mod wait;
 
-use crate::pipeline::wait::{Wait, lower_timer_slack};
+use crate::pipeline::wait::{Signal, Wait, install_signal, lower_timer_slack};
 use disruptor::{
     BusySpin, EventPoller, MultiConsumerBarrier, MultiProducer, ProcessorSettings, Producer,
     RingBufferFull, Sequence, SingleConsumerBarrier, SingleProducer,
@@ -141,11 +141,11 @@ impl Default for PipelineConfig {
         PipelineConfig {
             input_ring_size: 1 << 16,
             output_ring_size: 1 << 18,
-            journal_wait: Wait::Backoff,
-            processor_wait: Wait::Backoff,
-            consumer_wait: Wait::Backoff,
+            journal_wait: Wait::Block,
+            processor_wait: Wait::Block,
+            consumer_wait: Wait::Block,
             processor_core: None,
-            layout: Layout::Staged,
+            layout: Layout::Fused,
             on_processor_start: None,
         }
     }
@@ -156,14 +156,15 @@ impl Default for PipelineConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// A journaller thread appends and commits each batch; the processor thread follows it.
-    #[default]
     Staged,
     /// The processor thread appends each command to the log, then applies it; it commits at
     /// the end of each batch. One thread and one ring hop fewer. Only for a log whose
     /// `commit` does not sync ([`CommandLog::syncs_on_commit`]): a command is then as durable
     /// before it is applied as in `Staged` (in the page cache). With a syncing log the
     /// pipeline runs `Staged`, because a command must not be applied before its batch is
-    /// on disk.
+    /// on disk. The default: it is what `durability = "none"` runs, and `every-batch` runs
+    /// `Staged` through that rule.
+    #[default]
     Fused,
 }
 
@@ -171,6 +172,8 @@ pub enum Layout {
 #[derive(Clone)]
 pub struct Submitter {
     producer: MultiProducer<InputSlot, SingleConsumerBarrier>,
+    /// Wakes the first stage (`Wait::Block`) after each publish.
+    signal: Arc<Signal>,
     status: Arc<PipelineStatus>,
 }
 
@@ -186,7 +189,10 @@ impl Submitter {
             slot.command = command.take().expect("the closure runs once");
         });
         match published {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.signal.notify();
+                Ok(())
+            }
             Err(RingBufferFull) => {
                 self.status.busy.fetch_add(1, Ordering::Relaxed);
                 Err(Busy)
@@ -237,7 +243,13 @@ pub fn start(
     status.journaled_seq.store(base_seq, Ordering::Relaxed);
     status.applied_seq.store(base_seq, Ordering::Relaxed);
 
-    let (output, pollers) = build_output(&config, outputs.handlers, outputs.pollers);
+    // Signals for `Wait::Block`: the input ring's (publishers -> first stage), the
+    // journaller's (-> processor, staged layout) and the output ring's (-> consumers).
+    let input_signal = Arc::new(Signal::default());
+    let journal_signal = Arc::new(Signal::default());
+    let output_signal = Arc::new(Signal::default());
+    let (output, pollers) =
+        build_output(&config, outputs.handlers, outputs.pollers, &output_signal);
 
     let fused = config.layout == Layout::Fused && !log.syncs_on_commit();
     let (fused_log, staged_log) = if fused {
@@ -252,12 +264,19 @@ pub fn start(
         status: Arc::clone(&status),
         notifiers: outputs.notifiers,
         buffer: Vec::with_capacity(OUTPUT_BUFFER_SLOTS),
+        output_signal,
         published: false,
         log: fused_log,
     };
     let processor_wait = config.processor_wait;
     let on_start = config.on_processor_start;
+    let processor_signal = Arc::clone(if fused {
+        &input_signal
+    } else {
+        &journal_signal
+    });
     let init_processor = move || {
+        install_signal(processor_signal);
         if processor_wait != Wait::BusySpin {
             lower_timer_slack();
         }
@@ -270,15 +289,20 @@ pub fn start(
     let producer = if let Some(mut log) = staged_log {
         let journal_stage = {
             let status = Arc::clone(&status);
+            let signal = Arc::clone(&journal_signal);
             move |_: &mut (), slot: &InputSlot, seq: Sequence, end_of_batch: bool| {
                 journal_one(&mut *log, &status, base_seq, slot, seq, end_of_batch);
+                if end_of_batch {
+                    signal.notify();
+                }
             }
         };
+        let journal_input = Arc::clone(&input_signal);
         let mut builder = builder
             .thread_name("kuku-journal")
             .handle_events_and_state_with_wait_strategy(
                 journal_stage,
-                init_consumer_thread,
+                move || init_consumer_thread(journal_input),
                 config.journal_wait,
             )
             .and_then()
@@ -309,6 +333,7 @@ pub fn start(
     Pipeline {
         submitter: Submitter {
             producer,
+            signal: input_signal,
             status: Arc::clone(&status),
         },
         pollers,
@@ -316,7 +341,8 @@ pub fn start(
     }
 }
 
-fn init_consumer_thread() {
+fn init_consumer_thread(signal: Arc<Signal>) {
+    install_signal(signal);
     lower_timer_slack();
 }
 
@@ -344,6 +370,7 @@ fn build_output(
     config: &PipelineConfig,
     handlers: Vec<(&'static str, OutputHandler)>,
     poller_count: usize,
+    signal: &Arc<Signal>,
 ) -> (Output, Vec<OutputPoller>) {
     let mut builder = disruptor::build_single_producer(
         config.output_ring_size.max(2 * OUTPUT_BUFFER_SLOTS),
@@ -358,13 +385,14 @@ fn build_output(
         builder = next;
     }
     for (name, mut handler) in handlers {
+        let signal = Arc::clone(signal);
         builder = builder
             .thread_name(name)
             .handle_events_and_state_with_wait_strategy(
                 move |_: &mut (), slot: &OutputSlot, seq: Sequence, eob: bool| {
                     handler(slot, seq, eob)
                 },
-                init_consumer_thread,
+                move || init_consumer_thread(signal),
                 config.consumer_wait,
             );
     }
@@ -422,6 +450,8 @@ struct Processor {
     notifiers: Vec<Arc<dyn Notify>>,
     /// Events of this batch not yet published (capacity `OUTPUT_BUFFER_SLOTS`, never grown).
     buffer: Vec<OutputSlot>,
+    /// Wakes the output consumers after each flush.
+    output_signal: Arc<Signal>,
     /// Whether this batch published any output (to notify once at its end).
     published: bool,
     /// The command log, in the fused layout only.
@@ -451,6 +481,7 @@ impl Processor {
         let mut sink = BufferSink {
             buffer: &mut self.buffer,
             output: &mut self.output,
+            signal: &self.output_signal,
             seq,
             ts: slot.ts,
             origin: slot.origin,
@@ -465,6 +496,7 @@ impl Processor {
         self.published = true;
         if end_of_batch {
             flush(&mut self.output, &mut self.buffer);
+            self.output_signal.notify();
             if let Some(log) = self.log.as_deref_mut() {
                 match log.commit() {
                     Ok(()) => {
@@ -511,6 +543,7 @@ fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>) {
 struct BufferSink<'a> {
     buffer: &'a mut Vec<OutputSlot>,
     output: &'a mut Output,
+    signal: &'a Signal,
     seq: u64,
     ts: u64,
     origin: Origin,
@@ -521,6 +554,7 @@ impl EventSink for BufferSink<'_> {
     fn emit(&mut self, event: &Event) {
         if self.buffer.len() == OUTPUT_BUFFER_SLOTS {
             flush(self.output, self.buffer);
+            self.signal.notify();
         }
         self.buffer.push(OutputSlot {
             seq: self.seq,
