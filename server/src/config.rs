@@ -224,7 +224,21 @@ mod tests {
         assert_eq!(c.durability().unwrap(), Durability::None);
         assert_eq!(c.pipeline.processor_core, Some(1));
         assert_eq!(c.pipeline.processor_wait, Wait::BusySpin);
+        assert_eq!(c.pipeline.layout, Layout::Fused, "the default");
+        assert_eq!(c.pipeline.consumer_wait, Wait::Block, "the default");
         assert_eq!(c.feed, FeedSettings::default());
+
+        std::fs::write(
+            &path,
+            "[pipeline]\nlayout = \"staged\"\njournal_wait = \"backoff\"\n",
+        )
+        .unwrap();
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.pipeline.to_config().layout, Layout::Staged);
+        assert_eq!(c.pipeline.to_config().journal_wait, Wait::Backoff);
+        std::fs::write(&path, "[pipeline]\nlayout = \"sideways\"\n").unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("layout") || e.contains("sideways"), "{e}");
 
         std::fs::write(&path, "durabilty = \"none\"\n").unwrap();
         assert!(matches!(
