@@ -110,54 +110,27 @@ const fn setup(
 
 use Durability::{EveryBatch, None as NoSync};
 use Layout::{Fused, Staged};
+use Wait::{Backoff, Block, BusySpin, Yield};
 
 const SETUPS: [Setup; 8] = [
-    setup("block_none", Wait::Block, Wait::Block, None, NoSync, Staged),
-    setup(
-        "backoff_none",
-        Wait::Backoff,
-        Wait::Backoff,
-        None,
-        NoSync,
-        Staged,
-    ),
-    setup("yield_none", Wait::Yield, Wait::Yield, None, NoSync, Staged),
-    setup(
-        "spin_pinned_none",
-        Wait::BusySpin,
-        Wait::Block,
-        Some(1),
-        NoSync,
-        Staged,
-    ),
-    setup(
-        "fused_block_none",
-        Wait::Block,
-        Wait::Block,
-        None,
-        NoSync,
-        Fused,
-    ),
+    setup("block_none", Block, Block, None, NoSync, Staged),
+    setup("backoff_none", Backoff, Backoff, None, NoSync, Staged),
+    setup("yield_none", Yield, Yield, None, NoSync, Staged),
+    setup("spin_pinned_none", BusySpin, Block, Some(1), NoSync, Staged),
+    setup("fused_block_none", Block, Block, None, NoSync, Fused),
     setup(
         "fused_spin_pinned_none",
-        Wait::BusySpin,
-        Wait::Block,
+        BusySpin,
+        Block,
         Some(1),
         NoSync,
         Fused,
     ),
-    setup(
-        "block_every_batch",
-        Wait::Block,
-        Wait::Block,
-        None,
-        EveryBatch,
-        Staged,
-    ),
+    setup("block_every_batch", Block, Block, None, EveryBatch, Staged),
     setup(
         "backoff_every_batch",
-        Wait::Backoff,
-        Wait::Backoff,
+        Backoff,
+        Backoff,
         None,
         EveryBatch,
         Staged,
@@ -166,23 +139,9 @@ const SETUPS: [Setup; 8] = [
 
 /// Smoke runs (tests, CI) never spin or pin (DESIGN.md §10).
 const SMOKE_SETUPS: [Setup; 3] = [
-    setup("block_none", Wait::Block, Wait::Block, None, NoSync, Staged),
-    setup(
-        "fused_block_none",
-        Wait::Block,
-        Wait::Block,
-        None,
-        NoSync,
-        Fused,
-    ),
-    setup(
-        "block_every_batch",
-        Wait::Block,
-        Wait::Block,
-        None,
-        EveryBatch,
-        Staged,
-    ),
+    setup("block_none", Block, Block, None, NoSync, Staged),
+    setup("fused_block_none", Block, Block, None, NoSync, Fused),
+    setup("block_every_batch", Block, Block, None, EveryBatch, Staged),
 ];
 
 struct Prepared {
