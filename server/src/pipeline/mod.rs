@@ -154,7 +154,13 @@ impl Submitter {
     /// Publishes `command`, stamped with the current time. `Busy` if the ring is full.
     #[inline]
     pub fn try_submit(&mut self, origin: Origin, command: Command) -> Result<(), Busy> {
-        let ts = now_ns();
+        self.try_submit_at(origin, now_ns(), command)
+    }
+
+    /// Publishes `command` with the given timestamp (a hot standby replays the primary's
+    /// commands with the primary's ts, so both engines see the same time).
+    #[inline]
+    pub fn try_submit_at(&mut self, origin: Origin, ts: u64, command: Command) -> Result<(), Busy> {
         let mut command = Some(command);
         let published = self.producer.try_publish(|slot| {
             slot.ts = ts;
