@@ -505,13 +505,16 @@ fn spawn_snapshotter(
     (tx, handle)
 }
 
+/// A standby's joined connection to its primary and the last seq it keeps.
+type Upstream = (std::net::TcpStream, u64);
+
 /// Builds the replication state and, for a standby, joins the primary (truncating a divergent
 /// tail) before the journal is opened. Returns the joined connection for the receiver.
 fn start_replication(
     config: &NodeConfig,
     journal_config: JournalConfig,
     serving: &Arc<AtomicBool>,
-) -> anyhow::Result<(Option<Arc<Replication>>, Option<(std::net::TcpStream, u64)>)> {
+) -> anyhow::Result<(Option<Arc<Replication>>, Option<Upstream>)> {
     if !config.replication.enabled() {
         return Ok((None, None));
     }
@@ -548,7 +551,7 @@ impl Node {
     fn start_replication_threads(
         &mut self,
         repl: &Arc<Replication>,
-        upstream: Option<(std::net::TcpStream, u64)>,
+        upstream: Option<Upstream>,
     ) -> anyhow::Result<()> {
         repl.links.lock().expect("links lock").sent_seq = self.startup.seq_last;
         repl.attach(Arc::clone(&self.status), self.submitter.clone());

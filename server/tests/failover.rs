@@ -472,12 +472,8 @@ fn heavy_failover_under_load_loses_and_duplicates_nothing() {
         "the standby's journal replays to the primary's state"
     );
     // The recovered state (newest snapshot + replay) equals the clean replay.
-    let (recovered, _) = recover_engine_with(
-        &nodes[primary].journal(),
-        &engine,
-        RecoverOptions::default(),
-    )
-    .unwrap();
+    let (recovered, _) =
+        recover_engine_with(nodes[primary].journal(), &engine, RecoverOptions::default()).unwrap();
     assert_eq!(recovered.state_hash(), hash);
     let mut acknowledged = 0;
     let mut resends = 0;
