@@ -66,6 +66,9 @@ struct NodeProc {
 struct Setup {
     on_loss: OnStandbyLoss,
     degrade_after_ms: u64,
+    /// The primary journals a TakeSnapshot after this many commands (checked once a second);
+    /// both nodes snapshot at it and compare state hashes.
+    snapshot_every: u64,
 }
 
 impl Default for Setup {
@@ -73,6 +76,7 @@ impl Default for Setup {
         Setup {
             on_loss: OnStandbyLoss::Stall,
             degrade_after_ms: 2_000,
+            snapshot_every: 200,
         }
     }
 }
@@ -104,6 +108,7 @@ impl NodeProc {
         let mut c = support::config(&self.dir);
         c.engine = self.engine;
         c.database_url = Some("none".into());
+        c.snapshot_every = setup.snapshot_every;
         c.gateway.listen = self.gateway.to_string();
         c.replication = ReplicationSettings {
             mode: Mode::Sync,
@@ -497,6 +502,9 @@ fn heavy_failover_under_load_loses_and_duplicates_nothing() {
     for (key, ids) in &created.by_key {
         assert_eq!(ids.len(), 1, "{key:?} created {ids:?}");
     }
+    for node in &nodes {
+        assert!(!node.log().contains("DIVERGENCE ALARM"), "{}", node.log());
+    }
     eprintln!(
         "{cycles} failovers: {acknowledged} acknowledged orders, {resends} resends, seq {seq_last}, hash {hash:#018x}"
     );
@@ -614,7 +622,10 @@ fn heavy_old_primary_is_fenced_and_rejoins_with_its_tail_truncated() {
 #[test]
 fn heavy_reconnect_to_promoted_node_replays_what_the_old_primary_would_have() {
     let root = tempfile::tempdir().unwrap();
-    let setup = Setup::default();
+    let setup = Setup {
+        snapshot_every: 5,
+        ..Setup::default()
+    };
     let (mut a, b) = start_pair(root.path(), &setup);
     let accounts = funded_accounts(a.gateway, 2);
     let addrs = [a.gateway, b.gateway];
@@ -631,6 +642,13 @@ fn heavy_reconnect_to_promoted_node_replays_what_the_old_primary_would_have() {
         assert!(matches!(placed, Message::OrderAccepted(_)), "{placed:?}");
     }
     wait_caught_up(&a, &b);
+    // The primary's snapshot hashes reach the standby, which compares them with its own.
+    wait_until(
+        "a state-hash comparison on the standby",
+        Duration::from_secs(15),
+        || b.log().contains("State hash matches the primary's"),
+    );
+    assert!(!b.log().contains("DIVERGENCE ALARM"));
     let (_, from_old) = TradingClient::login(
         a.gateway,
         accounts[0],
@@ -727,6 +745,7 @@ fn heavy_cut_replication_link_stalls_or_degrades_as_configured() {
         let setup = Setup {
             on_loss,
             degrade_after_ms: 500,
+            ..Setup::default()
         };
         let mut a = NodeProc::new(root.path(), "a");
         let mut b = NodeProc::new(root.path(), "b");

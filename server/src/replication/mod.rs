@@ -619,6 +619,103 @@ pub(crate) use standby::{join, spawn_receiver};
 mod tests {
     use super::*;
 
+    fn standby_in(dir: &Path) -> Arc<Replication> {
+        let settings = ReplicationSettings {
+            mode: Mode::Sync,
+            listen: Some("127.0.0.1:0".into()),
+            standby_of: Some("127.0.0.1:1".into()),
+            ..ReplicationSettings::default()
+        };
+        Replication::new(
+            settings,
+            dir.join("journal"),
+            dir.to_owned(),
+            kuku_journal::JournalMeta {
+                engine_logic_version: 1,
+                capacities_hash: 2,
+                epoch: 0,
+            },
+            [7; 32],
+            EpochFile::default(),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    #[test]
+    fn a_state_hash_mismatch_raises_the_alarm_and_blocks_promotion() {
+        let dir = tempfile::tempdir().unwrap();
+        let repl = standby_in(dir.path());
+        // Equal hashes at the same seq, whichever side arrives first: no alarm.
+        repl.check_hash(10, None, Some(0xaa));
+        repl.check_hash(10, Some(0xaa), None);
+        repl.check_hash(20, Some(0xbb), None);
+        assert!(!repl.diverged.load(Ordering::Relaxed));
+        // A different hash at the same seq: alarm, persisted, unpromotable.
+        repl.check_hash(20, None, Some(0xbc));
+        assert!(repl.diverged.load(Ordering::Relaxed));
+        assert!(dir.path().join(DIVERGED_FILE_NAME).exists());
+        let (ok, why) = control::promote_here(&repl, &[7; 32]);
+        assert!(!ok && why.contains("unpromotable"), "{why}");
+        assert_eq!(repl.role(), Role::Standby);
+        // The flag survives a restart (the file).
+        assert!(standby_in(dir.path()).diverged.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn promotion_needs_the_admin_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let repl = standby_in(dir.path());
+        let (ok, why) = control::promote_here(&repl, &[8; 32]);
+        assert!(!ok && why.contains("unauthorized"), "{why}");
+        assert_eq!(repl.role(), Role::Standby);
+    }
+
+    #[test]
+    fn bad_replication_settings_are_refused_with_the_field_named() {
+        let base = ReplicationSettings {
+            mode: Mode::Sync,
+            listen: Some("127.0.0.1:7900".into()),
+            ..ReplicationSettings::default()
+        };
+        assert!(base.validate().is_ok());
+        for (bad, field) in [
+            (
+                ReplicationSettings {
+                    listen: None,
+                    ..base.clone()
+                },
+                "replication.listen",
+            ),
+            (
+                ReplicationSettings {
+                    standby_of: Some("nowhere".into()),
+                    ..base.clone()
+                },
+                "replication",
+            ),
+            (
+                ReplicationSettings {
+                    heartbeat_timeout_ms: 10,
+                    ..base.clone()
+                },
+                "replication.heartbeat_timeout_ms",
+            ),
+            (
+                ReplicationSettings {
+                    mode: Mode::None,
+                    standby_of: Some("127.0.0.1:1".into()),
+                    ..base.clone()
+                },
+                "replication.mode",
+            ),
+        ] {
+            match bad.validate() {
+                Err(crate::config::ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn cut_for_finds_the_seq_before_the_next_epoch() {
         let e = EpochFile {
