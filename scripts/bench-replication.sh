@@ -35,9 +35,9 @@ serve() {
     args+=(--replication "$mode" --replication-listen "127.0.0.1:$repl")
     [ -n "$of" ] && args+=(--standby-of "127.0.0.1:$of")
   fi
-  KUKU_LOG=warn "$BIN/kuku" "${args[@]}" 2>>"$OUT/$name.log" &
-  PIDS+=($!)
-  echo $!
+  KUKU_LOG=warn "$BIN/kuku" "${args[@]}" >/dev/null 2>>"$OUT/$name.log" &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
 }
 
 wait_gateway() { # PORT
@@ -65,10 +65,11 @@ stop_all() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 echo "# $(date -u +%FT%TZ) rate=$RATE duration=$DURATION rounds=$ROUNDS load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "mode,round,achieved_per_s,errors,p50_us,p99_us,p999_us,max_us"
 for round in $(seq 1 "$ROUNDS"); do
+  [ -n "${SKIP_TCP:-}" ] && break
   for mode in none async sync; do
     rm -rf "$OUT/p" "$OUT/s"
-    serve p 7881 7901 "$mode" >/dev/null
-    [ "$mode" != none ] && { wait_role 7901 primary; serve s 7882 7902 "$mode" 7901 >/dev/null; wait_role 7902 standby; }
+    serve p 7881 7901 "$mode"
+    if [ "$mode" != none ]; then wait_role 7901 primary; serve s 7882 7902 "$mode" 7901; wait_role 7902 standby; fi
     wait_gateway 7881
     timeout 120 "$BIN/kuku-bench" tcp --addr 127.0.0.1:7881 --admin-token "$ADMIN" \
       --connections 8 --rate "$RATE" --duration "$DURATION" --warmup 1s \
@@ -91,8 +92,8 @@ token_of() { "$BIN/kuku" admin --addr "127.0.0.1:$1" issue-token "$2"; }
 for mode in async sync; do
   for round in $(seq 1 "$ROUNDS"); do
     rm -rf "$OUT/p" "$OUT/s"
-    P=$(serve p 7881 7901 "$mode"); wait_role 7901 primary
-    serve s 7882 7902 "$mode" 7901 >/dev/null; wait_role 7902 standby
+    serve p 7881 7901 "$mode"; P=$LAST_PID; wait_role 7901 primary
+    serve s 7882 7902 "$mode" 7901; wait_role 7902 standby
     wait_gateway 7881
     "$BIN/kuku" admin --addr 127.0.0.1:7881 open-account bench-trader >/dev/null
     "$BIN/kuku" admin --addr 127.0.0.1:7881 deposit 1 100000000 >/dev/null
@@ -108,7 +109,7 @@ for mode in async sync; do
     t0=$(now_ms)
     "$BIN/kuku" promote --node 127.0.0.1:7902 --admin-token "$ADMIN" >/dev/null
     t_promoted=$(now_ms)
-    if [ "$mode" = sync ]; then serve p 7881 7901 "$mode" 7902 >/dev/null; fi
+    if [ "$mode" = sync ]; then serve p 7881 7901 "$mode" 7902; fi
     for _ in $(seq 1 600); do
       "$BIN/kuku" client --addr 127.0.0.1:7882 --account 1 --token "$TOKEN" buy 005930 1 --price 110000 2>/dev/null | grep -q accepted && break
       sleep 0.01
@@ -122,8 +123,8 @@ done
 # Heartbeat detection (heartbeat_interval 200 ms, heartbeat_timeout 1000 ms: the defaults).
 for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$OUT/p" "$OUT/s"
-  P=$(serve p 7881 7901 sync); wait_role 7901 primary
-  serve s 7882 7902 sync 7901 >/dev/null; wait_role 7902 standby
+  serve p 7881 7901 sync; P=$LAST_PID; wait_role 7901 primary
+  serve s 7882 7902 sync 7901; wait_role 7902 standby
   sleep 1
   t0=$(now_ms); kill -STOP "$P"
   lost=0

@@ -904,3 +904,47 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
         let _ = to.shutdown(std::net::Shutdown::Both);
     });
 }
+
+/// Heartbeats flow both ways on an idle pair (nobody is declared lost), and a frozen primary
+/// (SIGSTOP: no FIN, no RST) is detected after `heartbeat_timeout_ms`, not before.
+#[test]
+fn heavy_heartbeats_keep_an_idle_pair_up_and_detect_a_frozen_primary() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = start_pair(root.path(), &Setup::default());
+    wait_caught_up(&a, &b);
+    std::thread::sleep(Duration::from_millis(1_500)); // idle: 2.5x the heartbeat timeout
+    let s = status(b.replication).unwrap();
+    assert!(
+        s.primary_connected && s.primary_lost_at_ms == 0,
+        "{s:?}\n{}",
+        b.log()
+    );
+    assert!(!b.log().contains("PRIMARY LOST"), "{}", b.log());
+    assert_eq!(status(a.replication).unwrap().standbys_live, 1);
+    let pid = a.child.as_ref().unwrap().id() as i32;
+    let stopped_at_ms = now_ms();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut lost_at_ms = 0;
+    wait_until(
+        "the standby to detect the frozen primary",
+        Duration::from_secs(10),
+        || {
+            lost_at_ms = status(b.replication).map_or(0, |s| s.primary_lost_at_ms);
+            lost_at_ms != 0
+        },
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let detected_ms = lost_at_ms.saturating_sub(stopped_at_ms);
+    eprintln!("a frozen primary was detected after {detected_ms} ms (timeout 600 ms)");
+    assert!((550..3_000).contains(&detected_ms), "{detected_ms} ms");
+    assert!(b.log().contains("PRIMARY LOST"));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

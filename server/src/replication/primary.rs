@@ -255,43 +255,43 @@ fn send_from_journal(
     )))
 }
 
+/// Reads acks and heartbeats of one live standby; sends a heartbeat every interval. Ends when
+/// the standby is silent for `heartbeat_timeout_ms`, sends another epoch, or disconnects.
 fn ack_loop(repl: &Replication, mut stream: TcpStream, id: u64, epoch: u64) -> io::Result<()> {
-    stream.set_read_timeout(Some(repl.settings.heartbeat_interval()))?;
-    let mut heard = Instant::now();
+    let interval = repl.settings.heartbeat_interval();
+    stream.set_read_timeout(Some((interval / 4).max(Duration::from_millis(5))))?;
+    let mut reader = wire::MsgReader::default();
+    let (mut heard, mut sent) = (Instant::now(), Instant::now());
     while !repl.stopped.load(Ordering::Acquire) {
-        match wire::read_msg(&mut stream) {
-            Ok(Msg::Ack { epoch: e, seq }) if e == epoch => {
+        match reader.poll(&mut stream)? {
+            Some(Msg::Ack { epoch: e, seq }) if e == epoch => {
                 heard = Instant::now();
                 repl.record_ack(seq);
             }
-            Ok(Msg::Heartbeat { epoch: e, .. }) if e == epoch => heard = Instant::now(),
-            Ok(Msg::Ack { epoch: e, .. } | Msg::Heartbeat { epoch: e, .. }) => {
+            Some(Msg::Heartbeat { epoch: e, .. }) if e == epoch => heard = Instant::now(),
+            Some(Msg::Ack { epoch: e, .. } | Msg::Heartbeat { epoch: e, .. }) => {
                 return Err(io::Error::other(format!(
                     "an ack of epoch {e} was refused: this primary is in epoch {epoch}"
                 )));
             }
-            Ok(other) => {
+            Some(other) => {
                 return Err(io::Error::other(format!("unexpected message {other:?}")));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if heard.elapsed() > repl.settings.heartbeat_timeout() {
-                    return Err(io::Error::other(format!(
-                        "no message for {} ms (heartbeat_timeout_ms)",
-                        heard.elapsed().as_millis()
-                    )));
-                }
-                let mut links = repl.links.lock().expect("links lock");
-                let seq = links.sent_seq;
-                if let Some(s) = links.standbys.iter_mut().find(|s| s.id == id) {
-                    wire::write_msg(&mut s.stream, &Msg::Heartbeat { epoch, seq })?;
-                }
+            None => {}
+        }
+        if heard.elapsed() > repl.settings.heartbeat_timeout() {
+            return Err(io::Error::other(format!(
+                "no message for {} ms (heartbeat_timeout_ms)",
+                heard.elapsed().as_millis()
+            )));
+        }
+        if sent.elapsed() >= interval {
+            sent = Instant::now();
+            let mut links = repl.links.lock().expect("links lock");
+            let seq = links.sent_seq;
+            if let Some(s) = links.standbys.iter_mut().find(|s| s.id == id) {
+                wire::write_msg(&mut s.stream, &Msg::Heartbeat { epoch, seq })?;
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(())

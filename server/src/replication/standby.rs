@@ -245,52 +245,44 @@ impl Receiver {
         wire::write_msg(&mut stream, &Msg::Start { seq_first })?;
         let epoch = self.repl.epoch();
         self.repl.links.lock().expect("links lock").upstream = Some(stream.try_clone()?);
-        stream.set_read_timeout(Some(self.repl.settings.heartbeat_interval()))?;
-        let mut heard = Instant::now();
+        let interval = self.repl.settings.heartbeat_interval();
+        stream.set_read_timeout(Some((interval / 4).max(Duration::from_millis(5))))?;
+        let mut reader = wire::MsgReader::default();
+        let (mut heard, mut sent) = (Instant::now(), Instant::now());
         while !self.stopping() {
-            match wire::read_msg(&mut stream) {
-                Ok(Msg::Frames { epoch: e, bytes }) if e == epoch => {
+            match reader.poll(&mut stream)? {
+                Some(Msg::Frames { epoch: e, bytes }) if e == epoch => {
                     heard = Instant::now();
                     self.publish(&bytes)?;
                 }
-                Ok(Msg::StateHash { seq, hash }) => self.repl.check_hash(seq, None, Some(hash)),
-                Ok(Msg::Heartbeat { epoch: e, .. }) if e == epoch => heard = Instant::now(),
-                Ok(Msg::Frames { epoch: e, .. } | Msg::Heartbeat { epoch: e, .. }) => {
+                Some(Msg::StateHash { seq, hash }) => self.repl.check_hash(seq, None, Some(hash)),
+                Some(Msg::Heartbeat { epoch: e, .. }) if e == epoch => heard = Instant::now(),
+                Some(Msg::Frames { epoch: e, .. } | Msg::Heartbeat { epoch: e, .. }) => {
                     return Err(io::Error::other(format!(
                         "a message of epoch {e} was refused: this standby follows epoch {epoch}"
                     )));
                 }
-                Ok(other) => {
+                Some(other) => {
                     return Err(io::Error::other(format!("unexpected message {other:?}")));
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if heard.elapsed() > self.repl.settings.heartbeat_timeout() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!(
-                                "the primary was silent for {} ms",
-                                heard.elapsed().as_millis()
-                            ),
-                        ));
-                    }
-                    let seq = self.repl.received_seq.load(Ordering::Acquire);
-                    if let Some(up) = self
-                        .repl
-                        .links
-                        .lock()
-                        .expect("links lock")
-                        .upstream
-                        .as_mut()
-                    {
-                        wire::write_msg(up, &Msg::Heartbeat { epoch, seq })?;
-                    }
+                None => {}
+            }
+            if heard.elapsed() > self.repl.settings.heartbeat_timeout() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the primary was silent for {} ms",
+                        heard.elapsed().as_millis()
+                    ),
+                ));
+            }
+            if sent.elapsed() >= interval {
+                sent = Instant::now();
+                let seq = self.repl.received_seq.load(Ordering::Acquire);
+                let mut links = self.repl.links.lock().expect("links lock");
+                if let Some(up) = links.upstream.as_mut() {
+                    wire::write_msg(up, &Msg::Heartbeat { epoch, seq })?;
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(())

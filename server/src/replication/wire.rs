@@ -308,6 +308,59 @@ pub fn read_msg(r: &mut impl Read) -> io::Result<Msg> {
     Msg::decode(body[0], &body[1..])
 }
 
+/// Reads messages from a socket with a read timeout without ever losing a partly received
+/// message: bytes accumulate until a whole message is there (a plain `read_exact` that times
+/// out half-way would desynchronise the stream).
+#[derive(Default)]
+pub struct MsgReader {
+    buf: Vec<u8>,
+    chunk: Vec<u8>,
+}
+
+impl MsgReader {
+    /// The next message, `Ok(None)` if the read timed out first, `Err` on EOF or bad input.
+    pub fn poll(&mut self, r: &mut impl Read) -> io::Result<Option<Msg>> {
+        if self.chunk.is_empty() {
+            self.chunk = vec![0; 64 << 10];
+        }
+        loop {
+            if let Some(msg) = self.take()? {
+                return Ok(Some(msg));
+            }
+            match r.read(&mut self.chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn take(&mut self) -> io::Result<Option<Msg>> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(self.buf[0..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MESSAGE_BYTES_MAX {
+            return Err(bad(&format!("message length {len} out of range")));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let msg = Msg::decode(self.buf[4], &self.buf[5..4 + len])?;
+        self.buf.drain(..4 + len);
+        Ok(Some(msg))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +405,52 @@ mod tests {
             write_msg(&mut buf, &m).unwrap();
             assert_eq!(read_msg(&mut buf.as_slice()).unwrap(), m);
         }
+    }
+
+    /// A reader that hands out at most `step` bytes per call and times out every other call.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        calls: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.step.min(self.bytes.len()).min(out.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_message_split_by_timeouts_is_reassembled() {
+        let mut bytes = Vec::new();
+        let frames = Msg::Frames {
+            epoch: 3,
+            bytes: (0..200u8).collect(),
+        };
+        write_msg(&mut bytes, &frames).unwrap();
+        write_msg(&mut bytes, &Msg::Ack { epoch: 3, seq: 9 }).unwrap();
+        let mut r = Trickle {
+            bytes: &bytes,
+            step: 7,
+            calls: 0,
+        };
+        let mut reader = MsgReader::default();
+        let mut got = Vec::new();
+        for _ in 0..1_000 {
+            match reader.poll(&mut r) {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        assert_eq!(got, [frames, Msg::Ack { epoch: 3, seq: 9 }]);
     }
 
     #[test]
