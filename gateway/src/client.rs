@@ -283,6 +283,28 @@ impl TradingClient {
         Ok((client, replayed))
     }
 
+    /// Logs in to the first of `addrs` that is the primary: a node answering `9014
+    /// NotPrimary` (a standby, a fenced old primary) or not reachable is skipped. Returns the
+    /// session, its replayed messages and the index of the address that took it. After a
+    /// failover, log in with `last_seen_acct_seq` and resend every order whose outcome was not
+    /// seen with the same `client_order_id`: the engine answers a resend with the original
+    /// outcome (`RequestResent`), so nothing is placed twice.
+    pub fn login_any(
+        addrs: &[std::net::SocketAddr],
+        account: AccountId,
+        token: Token,
+        options: LoginOptions,
+    ) -> Result<(TradingClient, Vec<Message>, usize), GatewayError> {
+        let mut last = GatewayError::Unexpected("no address given".into());
+        for (i, addr) in addrs.iter().enumerate() {
+            match TradingClient::login(addr, account, token, options) {
+                Ok((client, replayed)) => return Ok((client, replayed, i)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// A fresh key for a client order id or request id.
     pub fn next_key(&mut self) -> ClientOrderId {
         self.next_key += 1;

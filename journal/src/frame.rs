@@ -145,6 +145,31 @@ pub(crate) fn decode(
     })
 }
 
+/// Appends one sealed frame (`len | crc | seq | ts | payload`, padded to
+/// [`FRAME_ALIGN_BYTES`]) to `out`: the bytes a segment would hold (e.g. to ship a frame read
+/// back from a journal to a standby).
+pub fn encode_frame(out: &mut Vec<u8>, seq: u64, ts: u64, payload: &[u8]) {
+    let start = out.len();
+    out.resize(start + frame_bytes(payload.len()), 0);
+    let frame = &mut out[start..start + FRAME_HEADER_BYTES + payload.len()];
+    frame[FRAME_HEADER_BYTES..].copy_from_slice(payload);
+    seal(frame, seq, ts);
+}
+
+/// Decodes and verifies one frame at the start of `bytes` received from elsewhere (e.g. a
+/// replication stream): the same length, CRC, seq and padding checks as a segment read.
+/// Returns the frame and how many bytes it occupied (padding included, bounded by `bytes`).
+pub fn decode_frame(
+    bytes: &[u8],
+    seq_expected: u64,
+    frame_payload_max: u32,
+) -> Result<(Frame<'_>, usize), CorruptionKind> {
+    match decode(bytes, 0, seq_expected, frame_payload_max)? {
+        Decoded::Frame { frame, next_offset } => Ok((frame, next_offset.min(bytes.len()))),
+        Decoded::End => Err(CorruptionKind::LenInvalid { len: 0 }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

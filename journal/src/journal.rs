@@ -116,6 +116,10 @@ pub struct Journal {
     /// The page slot the next watermark write goes to (the one not holding the newest value).
     watermark_slot_next: usize,
     watermark_file: WatermarkFile,
+    /// Where the last appended frame starts in the active segment (its header included), and
+    /// its length without padding (0: nothing appended since open).
+    last_frame_at: usize,
+    last_frame_len: usize,
     /// Frames were appended since the last commit.
     batch_open: bool,
     poisoned: Option<String>,
@@ -274,6 +278,8 @@ impl Journal {
             watermark_in_page: seq_durable,
             watermark_slot_next: 1,
             watermark_file,
+            last_frame_at: 0,
+            last_frame_len: 0,
             batch_open: false,
             poisoned: None,
             sync_hook: None,
@@ -295,6 +301,8 @@ impl Journal {
         let frame = &mut self.active.map[start..start + frame_len];
         frame[FRAME_HEADER_BYTES..].copy_from_slice(payload);
         frame::seal(frame, seq, ts);
+        self.last_frame_at = start;
+        self.last_frame_len = frame_len;
         self.finish_append(seq, start + frame_bytes(payload.len()));
         Ok(())
     }
@@ -336,8 +344,35 @@ impl Journal {
             frame::seal(&mut region[..FRAME_HEADER_BYTES + written], seq, ts);
             written
         };
+        self.last_frame_at = start;
+        self.last_frame_len = FRAME_HEADER_BYTES + written;
         self.finish_append(seq, start + frame_bytes(written));
         Ok(written)
+    }
+
+    /// The bytes of the frame appended last (`len | crc | seq | ts | payload`, no padding),
+    /// exactly as stored: the replicator ships them to standbys without re-encoding. Empty
+    /// before the first append after `create`/`open`.
+    #[inline]
+    pub fn last_frame(&self) -> &[u8] {
+        &self.active.map[self.last_frame_at..self.last_frame_at + self.last_frame_len]
+    }
+
+    /// Moves the journal to a newer `epoch` (a promotion): commits the open batch, then
+    /// continues in a new segment whose header carries the epoch, so every frame from the next
+    /// seq on is recorded as written in it. A lower or equal epoch is refused.
+    pub fn raise_epoch(&mut self, epoch: u64) -> Result<(), JournalError> {
+        if epoch <= self.meta.epoch {
+            return Err(JournalError::InvalidConfig {
+                reason: format!(
+                    "raise_epoch({epoch}): the journal is already in epoch {}; an epoch only grows",
+                    self.meta.epoch
+                ),
+            });
+        }
+        self.commit()?;
+        self.meta.epoch = epoch;
+        self.start_segment_for_new_settings()
     }
 
     #[inline]
@@ -644,7 +679,7 @@ fn new_header(config: &JournalConfig, meta: &JournalMeta, first_seq: u64) -> Seg
 }
 
 /// Takes the journal directory's exclusive lock (released when the returned file is closed).
-fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join(LOCK_FILE_NAME);
     let file = OpenOptions::new()
         .read(true)

@@ -79,12 +79,15 @@ mod segment;
 mod snapshot;
 pub mod state;
 pub mod tool;
+mod truncate;
 mod watermark;
 
 pub use codec::{CodecError, append_command, decode_command, decode_envelope, encode_command};
 pub use durability::{Durability, ParseDurabilityError};
 pub use error::{CorruptionKind, JournalError, MetaField, SnapshotFault};
-pub use frame::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, Frame, frame_bytes};
+pub use frame::{
+    FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, Frame, decode_frame, encode_frame, frame_bytes,
+};
 pub use hook::{SyncEvent, SyncHook};
 pub use journal::{Journal, JournalConfig, JournalMeta, LOCK_FILE_NAME};
 pub use meta_file::{ENGINE_CONFIG_FILE_NAME, read_config, write_config};
@@ -101,4 +104,5 @@ pub use state::{
     RecoverOptions, RecoveryInfo, StateError, journal_meta, open_journal_and_engine,
     recover_engine, recover_engine_with, replay_journal, write_snapshot_at,
 };
+pub use truncate::{Truncated, truncate_after};
 pub use watermark::WATERMARK_FILE_NAME;

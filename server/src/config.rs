@@ -21,6 +21,12 @@
 //! batch_commands_max = 2048
 //! [engine]
 //! orders_max = 1048576
+//! [replication]                  # see crate::replication and docs/operations.md, Failover
+//! mode = "sync"                  # "none" | "async" | "sync"
+//! listen = "10.0.0.1:7900"       # standbys and `kuku promote` connect here
+//! standby_of = "10.0.0.2:7900"   # run as a hot standby of that primary
+//! peers = ["10.0.0.2:7900"]      # asked for a newer epoch at start-up (fencing)
+//! on_standby_loss = "stall"      # "stall" | "degrade" (after degrade_after_ms)
 //! ```
 
 use crate::database::DatabaseSettings;
@@ -114,6 +120,8 @@ pub struct NodeConfig {
     pub database: DatabaseSettings,
     /// The TCP gateway (`kuku serve`); see `crate::gateway`.
     pub gateway: GatewaySettings,
+    /// Replication to hot standbys and failover; see `crate::replication`.
+    pub replication: crate::replication::ReplicationSettings,
     pub engine: EngineConfig,
 }
 
@@ -131,6 +139,7 @@ impl Default for NodeConfig {
             database_url: None,
             database: DatabaseSettings::default(),
             gateway: GatewaySettings::default(),
+            replication: Default::default(),
             engine: EngineConfig {
                 orders_max: 1 << 19,
                 // A market maker or a load test sends far more than a retail account's 10,000
@@ -182,6 +191,7 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.durability()?;
+        self.replication.validate()?;
         for (field, n) in [
             ("pipeline.input_ring_size", self.pipeline.input_ring_size),
             ("pipeline.output_ring_size", self.pipeline.output_ring_size),

@@ -171,9 +171,12 @@ impl NodeLink for PipelineLink {
 /// Starts a node with the gateway on its output ring. Stop them with [`shutdown`].
 pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<(Node, GatewayHandle)> {
     let credentials = config.gateway.credentials(config)?;
-    let mut gateway = Gateway::bind(config.gateway.to_config(credentials)?)?;
+    let gateway_config = config.gateway.to_config(credentials)?;
+    let serving = Arc::clone(&gateway_config.serving);
+    let mut gateway = Gateway::bind(gateway_config)?;
     let waker = gateway.waker();
     let mut outputs = outputs;
+    outputs.serving = Some(serving);
     outputs.pollers += 1;
     outputs.notifiers.push(Arc::new(move || {
         let _ = waker.wake();

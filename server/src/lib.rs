@@ -13,5 +13,6 @@ pub mod gateway;
 pub mod local;
 pub mod node;
 pub mod pipeline;
+pub mod replication;
 pub mod scheduler;
 pub mod universe;

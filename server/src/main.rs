@@ -44,6 +44,27 @@ enum Cmd {
     Admin(kuku_gateway::cli::AdminArgs),
     /// Trade over the gateway: orders, cancels, balances, positions, the execution stream.
     Client(kuku_gateway::cli::ClientArgs),
+    /// Make a hot standby the primary, in a new epoch (docs/operations.md, Failover).
+    Promote(PromoteArgs),
+    /// A node's replication role, epoch, seqs and alarms (JSON).
+    ReplicationStatus {
+        /// The node's replication address (`replication.listen`).
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(Args)]
+struct PromoteArgs {
+    /// The standby's replication address (`replication.listen`).
+    #[arg(long)]
+    node: String,
+    /// The admin token (64 hex digits); default: read from --secrets.
+    #[arg(long, env = "KUKU_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The credentials file `kuku serve` wrote.
+    #[arg(long, default_value = "kuku-data/gateway-secrets.toml")]
+    secrets: PathBuf,
 }
 
 #[derive(Args)]
@@ -82,6 +103,21 @@ struct ServeArgs {
     /// Run without the TCP gateway.
     #[arg(long)]
     no_gateway: bool,
+    /// Replication mode: none, async or sync (`replication.mode`).
+    #[arg(long, env = "KUKU_REPLICATION", value_enum)]
+    replication: Option<kuku_server::replication::Mode>,
+    /// This node's replication address: standbys and `kuku promote` connect here.
+    #[arg(long, env = "KUKU_REPLICATION_LISTEN")]
+    replication_listen: Option<String>,
+    /// Run as a hot standby of the primary at this replication address.
+    #[arg(long, env = "KUKU_STANDBY_OF")]
+    standby_of: Option<String>,
+    /// Another node's replication address, asked for a newer epoch at start-up (repeatable).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// What sync replication does without a standby: stall or degrade.
+    #[arg(long, value_enum)]
+    on_standby_loss: Option<kuku_server::replication::OnStandbyLoss>,
 }
 
 #[derive(Args)]
@@ -118,7 +154,12 @@ fn main() -> ExitCode {
     // The demo's transcript is the output; its logs stay quiet unless asked for.
     let default_log = if matches!(
         cli.command,
-        Cmd::Demo { .. } | Cmd::Admin(_) | Cmd::Client(_) | Cmd::History(_)
+        Cmd::Demo { .. }
+            | Cmd::Admin(_)
+            | Cmd::Client(_)
+            | Cmd::History(_)
+            | Cmd::Promote(_)
+            | Cmd::ReplicationStatus { .. }
     ) {
         "warn"
     } else {
@@ -147,6 +188,13 @@ fn main() -> ExitCode {
         Cmd::History(args) => history(&args),
         Cmd::Admin(args) => kuku_gateway::cli::run_admin(args, &mut std::io::stdout()),
         Cmd::Client(args) => kuku_gateway::cli::run_client(args, &mut std::io::stdout()),
+        Cmd::Promote(args) => promote(&args),
+        Cmd::ReplicationStatus { node } => {
+            kuku_server::replication::control::status(&node, Duration::from_secs(5)).and_then(|s| {
+                println!("{}", serde_json::to_string(&s)?);
+                Ok(())
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,6 +239,22 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if args.no_gateway {
         config.gateway.enabled = false;
     }
+    let r = &mut config.replication;
+    if let Some(m) = args.replication {
+        r.mode = m;
+    }
+    if args.replication_listen.is_some() {
+        r.listen = args.replication_listen.clone();
+    }
+    if args.standby_of.is_some() {
+        r.standby_of = args.standby_of.clone();
+    }
+    if !args.peers.is_empty() {
+        r.peers = args.peers.clone();
+    }
+    if let Some(l) = args.on_standby_loss {
+        r.on_standby_loss = l;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -218,6 +282,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seq = node.startup.seq_last,
         "Kuku is serving. Stop it with Ctrl-C (SIGINT) or SIGTERM."
     );
+    if let (Some(r), Some(addr)) = (&node.replication, node.replication_addr) {
+        tracing::info!(
+            replication = %addr,
+            role = ?r.role(),
+            epoch = r.epoch(),
+            mode = ?r.mode(),
+            "Replication is on."
+        );
+    }
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -230,6 +303,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seq,
         "Kuku stopped cleanly: every accepted command is journaled and applied."
     );
+    Ok(())
+}
+
+/// `kuku promote`: prints the new primary's epoch and seq.
+fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
+    let token = match &args.admin_token {
+        Some(hex) => kuku_gateway::auth::decode_hex32(hex)?,
+        None => {
+            kuku_gateway::auth::Credentials::load(&args.secrets)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "no --admin-token (or KUKU_ADMIN_TOKEN), and {} is unreadable: {e}",
+                        args.secrets.display()
+                    )
+                })?
+                .admin_token
+        }
+    };
+    let answer = kuku_server::replication::control::promote(&args.node, token)?;
+    println!("{answer}");
     Ok(())
 }
 

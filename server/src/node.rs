@@ -16,6 +16,7 @@ use crate::pipeline::{
     self, Busy, CommandLog, LogError, Notify, Origin, OutputHandler, OutputPoller, OutputSlot,
     Outputs, Pipeline, PipelineStatus, Submitter, now_ns,
 };
+use crate::replication::{self, ReplicatedLog, Replication, Role};
 use crate::scheduler::{self, DayState, KstTime, ScheduleMode};
 use crate::universe;
 use anyhow::Context;
@@ -38,6 +39,16 @@ impl JournalLog {
         JournalLog {
             journal: Some(journal),
         }
+    }
+}
+
+impl JournalLog {
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    pub fn journal_mut(&mut self) -> Option<&mut Journal> {
+        self.journal.as_mut()
     }
 }
 
@@ -69,7 +80,7 @@ impl CommandLog for JournalLog {
             .map_err(|e| LogError(e.to_string()))
     }
 
-    fn syncs_on_commit(&self) -> bool {
+    fn commit_blocks(&self) -> bool {
         self.journal
             .as_ref()
             .is_some_and(|j| j.config().durability != kuku_journal::Durability::None)
@@ -93,6 +104,9 @@ pub struct NodeOutputs {
     pub handlers: Vec<(&'static str, OutputHandler)>,
     pub pollers: usize,
     pub notifiers: Vec<Arc<dyn Notify>>,
+    /// The gateway's "this node is the primary" flag (see `GatewayConfig::serving`): the node
+    /// sets it from its replication role. `None`: the node keeps its own.
+    pub serving: Option<Arc<AtomicBool>>,
 }
 
 /// What start-up found.
@@ -117,6 +131,16 @@ pub struct Node {
     snapshotter: Option<JoinHandle<()>>,
     /// The query store's writer (`None`: `database_url = "none"`).
     database: Option<kuku_persistence::Writer>,
+    /// Replication state (`None`: replication off).
+    pub replication: Option<Arc<Replication>>,
+    /// Where the replication listener is bound (`kuku promote --node` this).
+    pub replication_addr: Option<std::net::SocketAddr>,
+    /// The standby's receiver (joined before the pipeline drains: it holds a submitter).
+    replication_receiver: Option<JoinHandle<()>>,
+    /// The replication listener (joined after the pipeline drained).
+    replication_listener: Option<JoinHandle<()>>,
+    /// True while this node acts as primary (gateway logins, scheduler, feed, snapshots).
+    serving: Arc<AtomicBool>,
 }
 
 impl Node {
@@ -131,11 +155,17 @@ impl Node {
             durability: config.durability()?,
             ..JournalConfig::default()
         };
+        let serving = outputs
+            .serving
+            .clone()
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(true)));
+        let (repl, upstream) = start_replication(config, journal_config, &serving)?;
+        let epoch = repl.as_ref().map_or(0, |r| r.epoch());
         let (journal, engine, report, info) = kuku_journal::state::open_journal_and_engine(
             &journal_dir,
             journal_config,
             &config.engine,
-            0,
+            epoch,
         )
         .with_context(|| format!("cannot recover the journal in {}", journal_dir.display()))?;
         tracing::info!("{report}");
@@ -164,7 +194,12 @@ impl Node {
         let (database, database_handler) = crate::database::start_writer(config, engine.last_seq())
             .context("cannot start the database writer")?
             .unzip();
-        let (snapshot_tx, snapshotter) = spawn_snapshotter(journal_dir.clone(), config.engine);
+        let database_handler = match (&repl, database_handler) {
+            (Some(r), Some(h)) => Some(gate_at_replicated_watermark(Arc::clone(r), h)),
+            (_, h) => h,
+        };
+        let (snapshot_tx, snapshotter) =
+            spawn_snapshotter(journal_dir.clone(), config.engine, repl.clone());
         let mut handlers: Vec<(&'static str, OutputHandler)> = vec![
             // One consumer thread for the read model and the snapshot markers: on two cores
             // every thread woken per output batch costs latency (docs/benchmarks.md §4).
@@ -175,10 +210,14 @@ impl Node {
         ];
         handlers.extend(database_handler.map(|h| ("kuku-db-writer", h)));
         handlers.extend(outputs.handlers);
+        let log: Box<dyn CommandLog> = match &repl {
+            Some(r) => Box::new(ReplicatedLog::new(JournalLog::new(journal), Arc::clone(r))),
+            None => Box::new(JournalLog::new(journal)),
+        };
         let pipeline = pipeline::start(
             config.pipeline.to_config(),
             engine,
-            Box::new(JournalLog::new(journal)),
+            log,
             Outputs {
                 handlers,
                 pollers: outputs.pollers,
@@ -196,9 +235,17 @@ impl Node {
             pipeline: Some(pipeline),
             snapshotter: Some(snapshotter),
             database,
+            replication: repl,
+            replication_addr: None,
+            replication_receiver: None,
+            replication_listener: None,
+            serving,
         };
         node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
-        if fresh {
+        if let Some(r) = node.replication.clone() {
+            node.start_replication_threads(&r, upstream)?;
+        }
+        if fresh && node.serving.load(Ordering::Acquire) {
             node.bootstrap(config)?;
         }
         node.spawn_scheduler(config.schedule, day);
@@ -240,8 +287,21 @@ impl Node {
         }
         let mut submitter = self.submitter.clone();
         let stop = Arc::clone(&self.stop);
+        let serving = Arc::clone(&self.serving);
+        let read_model = Arc::clone(&self.read_model);
+        let mut was_serving = serving.load(Ordering::Acquire);
         self.threads.push(spawn("kuku-scheduler", move || {
             while !stop.load(Ordering::Relaxed) {
+                // Only a primary moves the day on; a promoted standby starts from its state.
+                let now_serving = serving.load(Ordering::Acquire);
+                if now_serving && !was_serving {
+                    state = day_state_of(&read_model).unwrap_or(state);
+                }
+                was_serving = now_serving;
+                if !now_serving {
+                    sleep_unless_stopped(&stop, Duration::from_millis(100));
+                    continue;
+                }
                 let plan = scheduler::plan(mode, state, KstTime::from_unix_ns(now_ns()));
                 for c in &plan {
                     tracing::info!(command = ?c.kind(), "The scheduler moves the trading day on.");
@@ -257,10 +317,15 @@ impl Node {
         let mut submitter = self.submitter.clone();
         let stop = Arc::clone(&self.stop);
         let read_model = Arc::clone(&self.read_model);
+        let serving = Arc::clone(&self.serving);
         self.threads.push(spawn("kuku-feed", move || {
             let mut sim = QuoteSim::new(seed);
             let mut conflator = Conflator::default();
             while !stop.load(Ordering::Relaxed) {
+                if !serving.load(Ordering::Acquire) {
+                    sleep_unless_stopped(&stop, Duration::from_millis(100));
+                    continue;
+                }
                 let symbols: Vec<_> = match read_model.read() {
                     Ok(rm) if rm.phase == Some(MarketPhase::Continuous) => {
                         rm.symbols.values().map(|s| s.symbol).collect()
@@ -283,10 +348,12 @@ impl Node {
         let stop = Arc::clone(&self.stop);
         let status = Arc::clone(&self.status);
         let mut last = status.applied_seq.load(Ordering::Relaxed);
+        let serving = Arc::clone(&self.serving);
         self.threads.push(spawn("kuku-snapshot-timer", move || {
             while !stop.load(Ordering::Relaxed) {
                 let applied = status.applied_seq.load(Ordering::Relaxed);
-                if applied >= last + every {
+                // A standby snapshots at the primary's journaled TakeSnapshot commands.
+                if applied >= last + every && serving.load(Ordering::Acquire) {
                     let _ = submitter.try_submit(Origin::INTERNAL, Command::TakeSnapshot);
                     last = applied;
                 }
@@ -319,10 +386,22 @@ impl Node {
             let _ = t.join();
         }
         let status = Arc::clone(&self.status);
+        if let Some(r) = &self.replication {
+            r.begin_stop();
+        }
+        if let Some(receiver) = self.replication_receiver.take() {
+            let _ = receiver.join();
+        }
         drop(self.pollers);
         drop(self.submitter);
         // Dropping the last submitter drains the input ring, then the output ring.
         drop(self.pipeline.take());
+        if let Some(r) = &self.replication {
+            r.finish_stop();
+        }
+        if let Some(listener) = self.replication_listener.take() {
+            let _ = listener.join();
+        }
         if let Some(s) = self.snapshotter.take() {
             let _ = s.join();
         }
@@ -395,7 +474,11 @@ fn read_model_handler(
 
 /// The shadow snapshotter: rebuilds the state at a marker's seq from the newest snapshot and
 /// the journal, off the processor thread, and writes it.
-fn spawn_snapshotter(dir: PathBuf, config: EngineConfig) -> (mpsc::Sender<u64>, JoinHandle<()>) {
+fn spawn_snapshotter(
+    dir: PathBuf,
+    config: EngineConfig,
+    repl: Option<Arc<Replication>>,
+) -> (mpsc::Sender<u64>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<u64>();
     let handle = spawn("kuku-snapshotter", move || {
         // The shadow replay is background work: on a small machine it must not take a core
@@ -404,6 +487,16 @@ fn spawn_snapshotter(dir: PathBuf, config: EngineConfig) -> (mpsc::Sender<u64>, 
         lower_this_thread_priority();
         while let Ok(seq) = rx.recv() {
             match kuku_journal::state::write_snapshot_at(&dir, &config, seq) {
+                Ok(w) if repl.is_some() => {
+                    tracing::info!(
+                        seq,
+                        hash = format!("{:#018x}", w.meta.state_hash),
+                        "A snapshot was written."
+                    );
+                    if let Some(r) = &repl {
+                        r.on_local_snapshot(seq, w.meta.state_hash);
+                    }
+                }
                 Ok(w) => tracing::info!(
                     seq,
                     hash = format!("{:#018x}", w.meta.state_hash),
@@ -416,6 +509,97 @@ fn spawn_snapshotter(dir: PathBuf, config: EngineConfig) -> (mpsc::Sender<u64>, 
         }
     });
     (tx, handle)
+}
+
+/// A standby's joined connection to its primary and the last seq it keeps.
+type Upstream = (std::net::TcpStream, u64);
+
+/// Builds the replication state and, for a standby, joins the primary (truncating a divergent
+/// tail) before the journal is opened. Returns the joined connection for the receiver.
+fn start_replication(
+    config: &NodeConfig,
+    journal_config: JournalConfig,
+    serving: &Arc<AtomicBool>,
+) -> anyhow::Result<(Option<Arc<Replication>>, Option<Upstream>)> {
+    if !config.replication.enabled() {
+        return Ok((None, None));
+    }
+    let journal_dir = config.journal_dir();
+    let mut epochs = replication::EpochFile::load(&journal_dir)?;
+    // A journal written in a newer epoch than the file says (the file is lost): trust the journal.
+    if let Some(meta) = kuku_journal::JournalReader::open(&journal_dir)
+        .ok()
+        .and_then(|r| r.meta())
+    {
+        epochs.epoch = epochs.epoch.max(meta.epoch);
+    }
+    let admin_token = config.gateway.credentials(config)?.admin_token;
+    let repl = Replication::new(
+        config.replication.clone(),
+        journal_dir,
+        config.data_dir.clone(),
+        kuku_journal::state::journal_meta(&config.engine, epochs.epoch),
+        admin_token,
+        epochs,
+        Arc::clone(serving),
+    );
+    if repl.role() == Role::Standby {
+        let joined = replication::join(&repl, journal_config)?;
+        return Ok((Some(repl), Some(joined)));
+    }
+    if let Some((epoch, peer)) = replication::probe_peers(&config.replication.peers, repl.epoch()) {
+        repl.fence(epoch, &peer);
+    }
+    Ok((Some(repl), None))
+}
+
+impl Node {
+    fn start_replication_threads(
+        &mut self,
+        repl: &Arc<Replication>,
+        upstream: Option<Upstream>,
+    ) -> anyhow::Result<()> {
+        repl.links.lock().expect("links lock").sent_seq = self.startup.seq_last;
+        repl.attach(Arc::clone(&self.status), self.submitter.clone());
+        if let Some((stream, keeps)) = upstream {
+            anyhow::ensure!(
+                keeps == self.startup.seq_last,
+                "the journal ends at seq {} after the rejoin, not at {keeps} as agreed with the primary",
+                self.startup.seq_last
+            );
+            let receiver =
+                replication::spawn_receiver(repl, stream, self.submitter.clone(), keeps + 1)?;
+            self.replication_receiver = Some(receiver);
+        }
+        let (addr, listener) = replication::spawn_listener(repl)?;
+        self.replication_addr = Some(addr);
+        self.replication_listener = Some(listener);
+        Ok(())
+    }
+}
+
+/// The day state a promoted standby's scheduler starts from.
+fn day_state_of(read_model: &RwLock<ReadModel>) -> Option<DayState> {
+    let rm = read_model.read().ok()?;
+    let phase = rm.phase?;
+    Some(DayState {
+        day_open: rm.trading_day != 0 && phase != MarketPhase::Closed,
+        trading_day: rm.trading_day,
+        phase,
+    })
+}
+
+/// The database writer's handler, holding back events past the replicated watermark (what a
+/// standby has): the query store never shows a command a failover could lose.
+fn gate_at_replicated_watermark(repl: Arc<Replication>, mut inner: OutputHandler) -> OutputHandler {
+    Box::new(move |slot: &OutputSlot, seq, end_of_batch| {
+        // Bounded: a live standby that stops acking is dropped after heartbeat_timeout_ms,
+        // and then the watermark no longer holds anything back.
+        while slot.seq > repl.replicated_watermark() && !repl.stopping.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        inner(slot, seq, end_of_batch)
+    })
 }
 
 /// Sets this thread's nice value to 19 (Linux nice values are per thread). Best effort.

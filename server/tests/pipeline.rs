@@ -250,13 +250,13 @@ impl CommandLog for ThreadLog {
         Ok(())
     }
 
-    fn syncs_on_commit(&self) -> bool {
+    fn commit_blocks(&self) -> bool {
         self.syncs
     }
 }
 
 #[test]
-fn a_fused_layout_journals_on_the_processor_unless_the_log_syncs_on_commit() {
+fn a_fused_layout_journals_on_the_processor_unless_the_log_commit_blocks_on_io() {
     for (syncs, thread) in [(false, "kuku-processor"), (true, "kuku-journal")] {
         let (engine, alice) = market(1_000_000_000);
         let appenders = Arc::new(Mutex::new(Vec::new()));

@@ -52,6 +52,7 @@ codes! {
         SeqAhead = 9011: "last_seen_acct_seq is beyond the account's last sequence number on this node",
         SessionsFull = 9012: "the gateway has no room for another session (sessions_max)",
         ShuttingDown = 9013: "the server is shutting down",
+        NotPrimary = 9014: "this node is not the primary (a standby, or an old primary fenced after a failover): log in to another address",
     }
 }
 

@@ -497,6 +497,17 @@ impl<L: NodeLink> EventLoop<L> {
 
     fn login(&mut self, i: usize, login: Login) {
         let origin = self.sessions.get(i).map_or(0, |s| s.origin);
+        if !self
+            .config
+            .serving
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            GatewayStats::add(&self.stats.login_rejects);
+            let m = LoginRejected {
+                code: GatewayCode::NotPrimary.code(),
+            };
+            return self.sessions.end(i, Ending::Graceful(m.into()));
+        }
         if login.account.0 == 0 {
             return self.admin_login(i, login, origin);
         }

@@ -104,6 +104,9 @@ pub struct GatewayConfig {
     /// Replay history bounds (see [`crate::history`]).
     pub history_per_account_max: usize,
     pub history_total_max: usize,
+    /// Whether this node is the primary: while false (a standby, or a fenced old primary)
+    /// every login, trading or admin, is refused with `9014 NotPrimary`.
+    pub serving: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GatewayConfig {
@@ -123,6 +126,7 @@ impl GatewayConfig {
             burst: 2_000,
             history_per_account_max: 4_096,
             history_total_max: 1_000_000,
+            serving: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 

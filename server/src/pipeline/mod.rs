@@ -75,9 +75,11 @@ pub trait CommandLog: Send + 'static {
     /// Ends a batch (group commit: in `every-batch` mode it returns once the batch is on
     /// disk; in `none` mode once it is in the page cache).
     fn commit(&mut self) -> Result<(), LogError>;
-    /// True when `commit` waits for stable storage (group commit); a fused layout is then not
-    /// allowed.
-    fn syncs_on_commit(&self) -> bool {
+    /// True when `commit` does I/O or waits: a disk sync (group commit), shipping frames to a
+    /// standby or waiting for its ack. The processor must not run such a commit (it never does
+    /// I/O, and must not apply a command before its batch is committed), so the pipeline then
+    /// runs `Staged` whatever its configuration says.
+    fn commit_blocks(&self) -> bool {
         false
     }
 }
@@ -159,10 +161,10 @@ pub enum Layout {
     Staged,
     /// The processor thread appends each command to the log, then applies it; it commits at
     /// the end of each batch. One thread and one ring hop fewer. Only for a log whose
-    /// `commit` does not sync ([`CommandLog::syncs_on_commit`]): a command is then as durable
-    /// before it is applied as in `Staged` (in the page cache). With a syncing log the
-    /// pipeline runs `Staged`, because a command must not be applied before its batch is
-    /// on disk. The default: it is what `durability = "none"` runs, and `every-batch` runs
+    /// `commit` does not block ([`CommandLog::commit_blocks`]): a command is then as durable
+    /// before it is applied as in `Staged` (in the page cache). With a syncing or replicating
+    /// log the pipeline runs `Staged`, because a command must not be applied before its batch
+    /// is on disk (or acknowledged by a standby), and the processor does no I/O. The default: it is what `durability = "none"` runs, and `every-batch` runs
     /// `Staged` through that rule.
     #[default]
     Fused,
@@ -181,7 +183,13 @@ impl Submitter {
     /// Publishes `command`, stamped with the current time. `Busy` if the ring is full.
     #[inline]
     pub fn try_submit(&mut self, origin: Origin, command: Command) -> Result<(), Busy> {
-        let ts = now_ns();
+        self.try_submit_at(origin, now_ns(), command)
+    }
+
+    /// Publishes `command` with the given timestamp (a hot standby replays the primary's
+    /// commands with the primary's ts, so both engines see the same time).
+    #[inline]
+    pub fn try_submit_at(&mut self, origin: Origin, ts: u64, command: Command) -> Result<(), Busy> {
         let mut command = Some(command);
         let published = self.producer.try_publish(|slot| {
             slot.ts = ts;
@@ -251,7 +259,7 @@ pub fn start(
     let (output, pollers) =
         build_output(&config, outputs.handlers, outputs.pollers, &output_signal);
 
-    let fused = config.layout == Layout::Fused && !log.syncs_on_commit();
+    let fused = config.layout == Layout::Fused && !log.commit_blocks();
     let (fused_log, staged_log) = if fused {
         (Some(log), None)
     } else {

@@ -1,0 +1,950 @@
+//! Replication and failover ([K7]) with real `kuku serve` processes on 127.0.0.1: a primary
+//! and a hot standby in `sync` mode, SIGKILL, `kuku promote` (its library call), rejoin with
+//! truncation, fencing, a cut replication link (through a test proxy), and the handshake's
+//! refusals. Every wait is bounded in time; the tests are `heavy_` (run one at a time).
+//!
+//! `KUKU_FAILOVER_CYCLES=20` runs the long mode of the failover-under-load test (default 3).
+
+mod support;
+
+use kuku_engine::ClientOrderId;
+use kuku_engine::{AccountId, Amount, EngineConfig, Event, EventSink, ExternalRef};
+use kuku_gateway::GatewayError;
+use kuku_gateway::auth::encode_hex;
+use kuku_gateway::client::{AdminClient, LoginOptions, TradingClient};
+use kuku_gateway::protocol::Message;
+use kuku_journal::JournalReader;
+use kuku_journal::state::{RecoverOptions, recover_engine_with};
+use kuku_server::config::NodeConfig;
+use kuku_server::replication::wire::{self, Hello, Msg, RefuseCode};
+use kuku_server::replication::{Mode, OnStandbyLoss, ReplicationSettings, StatusReport, control};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{ADMIN_TOKEN, SECRET, buy};
+
+const KUKU: &str = env!("CARGO_BIN_EXE_kuku");
+const NOT_PRIMARY: u16 = 9014;
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(addr: SocketAddr) -> Option<StatusReport> {
+    control::status(&addr.to_string(), Duration::from_secs(1)).ok()
+}
+
+/// One node's directories and addresses; its process when running.
+struct NodeProc {
+    name: &'static str,
+    dir: PathBuf,
+    gateway: SocketAddr,
+    replication: SocketAddr,
+    engine: EngineConfig,
+    child: Option<Child>,
+}
+
+#[derive(Clone)]
+struct Setup {
+    on_loss: OnStandbyLoss,
+    degrade_after_ms: u64,
+    /// The primary journals a TakeSnapshot after this many commands (checked once a second);
+    /// both nodes snapshot at it and compare state hashes.
+    snapshot_every: u64,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            on_loss: OnStandbyLoss::Stall,
+            degrade_after_ms: 2_000,
+            snapshot_every: 200,
+        }
+    }
+}
+
+impl NodeProc {
+    fn new(root: &Path, name: &'static str) -> NodeProc {
+        let engine = EngineConfig {
+            orders_max: 1 << 16,
+            orders_per_account_day_max: 1 << 16,
+            keys_max: 1 << 18,
+            ..EngineConfig::small()
+        };
+        NodeProc {
+            name,
+            dir: root.join(name),
+            gateway: free_addr(),
+            replication: free_addr(),
+            engine,
+            child: None,
+        }
+    }
+
+    fn config(
+        &self,
+        setup: &Setup,
+        standby_of: Option<SocketAddr>,
+        peers: &[SocketAddr],
+    ) -> NodeConfig {
+        let mut c = support::config(&self.dir);
+        c.engine = self.engine;
+        c.database_url = Some("none".into());
+        c.snapshot_every = setup.snapshot_every;
+        c.gateway.listen = self.gateway.to_string();
+        c.replication = ReplicationSettings {
+            mode: Mode::Sync,
+            listen: Some(self.replication.to_string()),
+            standby_of: standby_of.map(|a| a.to_string()),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            on_standby_loss: setup.on_loss,
+            degrade_after_ms: setup.degrade_after_ms,
+            heartbeat_interval_ms: 100,
+            heartbeat_timeout_ms: 600,
+        };
+        c
+    }
+
+    /// Starts `kuku serve` (stderr appended to `<name>.log` next to the data directory).
+    fn spawn(&mut self, setup: &Setup, standby_of: Option<SocketAddr>, peers: &[SocketAddr]) {
+        assert!(self.child.is_none(), "{} already runs", self.name);
+        let config = self.config(setup, standby_of, peers);
+        let root = self.dir.parent().expect("a root").to_owned();
+        let config_path = root.join(format!("{}.toml", self.name));
+        std::fs::write(
+            &config_path,
+            toml::to_string(&config).expect("config to TOML"),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join(format!("{}.log", self.name)))
+            .unwrap();
+        let child = Process::new(KUKU)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("KUKU_GATEWAY_SECRET", encode_hex(&SECRET))
+            .env("KUKU_ADMIN_TOKEN", encode_hex(&ADMIN_TOKEN))
+            .env("KUKU_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kuku serve starts");
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        let root = self.dir.parent().expect("a root");
+        std::fs::read_to_string(root.join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+
+    fn wait_role(&mut self, role: &str) -> StatusReport {
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(exit)) = c.try_wait()
+            {
+                panic!(
+                    "{} exited ({exit}) before becoming {role}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if let Some(s) = status(self.replication) {
+                if s.role == role {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} never became {role}: {last:?}\n{}",
+            self.name,
+            self.log()
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) with a child's pid we own and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("{} did not stop within 30 s:\n{}", self.name, self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn promote(node: &NodeProc) -> String {
+    control::promote(&node.replication.to_string(), ADMIN_TOKEN)
+        .unwrap_or_else(|e| panic!("promote {}: {e:#}\n{}", node.name, node.log()))
+}
+
+fn admin(addr: SocketAddr) -> AdminClient {
+    let mut last = None;
+    for _ in 0..500 {
+        match AdminClient::login(addr, ADMIN_TOKEN) {
+            Ok(a) => return a,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no admin login at {addr}: {last:?}");
+}
+
+/// Opens and funds `n` accounts on the primary; returns them.
+fn funded_accounts(addr: SocketAddr, n: usize) -> Vec<AccountId> {
+    let mut a = admin(addr);
+    (0..n)
+        .map(|i| {
+            let r = a
+                .open_account(ExternalRef::new(&format!("trader-{i}")).unwrap())
+                .unwrap();
+            assert_eq!(r.code, 0, "{r:?}");
+            let d = a
+                .deposit(
+                    r.account,
+                    Amount(10_000_000_000),
+                    ExternalRef::new(&format!("dep-{i}")).unwrap(),
+                )
+                .unwrap();
+            assert_eq!(d.code, 0, "{d:?}");
+            r.account
+        })
+        .collect()
+}
+
+fn token(account: AccountId) -> [u8; 32] {
+    kuku_gateway::auth::Secret::from_bytes(SECRET).account_token(account)
+}
+
+/// Logs in to whichever of `addrs` is the primary, retrying for up to `timeout`.
+fn login_any(
+    addrs: &[SocketAddr],
+    account: AccountId,
+    options: LoginOptions,
+    timeout: Duration,
+) -> (TradingClient, Vec<Message>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match TradingClient::login_any(addrs, account, token(account), options) {
+            Ok((c, replayed, _)) => return (c, replayed),
+            Err(e) => assert!(Instant::now() < deadline, "no primary among {addrs:?}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Places an order until the market is open (the scheduler opens it after bootstrap).
+fn wait_market_open(addrs: &[SocketAddr], account: AccountId) {
+    let (mut c, _) = login_any(
+        addrs,
+        account,
+        LoginOptions::default(),
+        Duration::from_secs(30),
+    );
+    wait_until("the market to open", Duration::from_secs(30), || {
+        matches!(c.place(buy(1, 100_000)), Ok(Message::OrderAccepted(_)))
+    });
+}
+
+/// What a trader saw: each acknowledged key with its order id; how often it resent.
+#[derive(Default, Debug)]
+struct TraderLog {
+    accepted: Vec<(u64, u64)>,
+    rejected: Vec<u64>,
+    resends: u64,
+}
+
+/// Places orders with fresh keys until `stop`; on a lost connection or a timeout, logs in to
+/// the current primary and resends the same key.
+fn trader(
+    addrs: Vec<SocketAddr>,
+    account: AccountId,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> TraderLog {
+    let mut log = TraderLog::default();
+    let mut client: Option<TradingClient> = None;
+    let mut key = 1_000_000 * u64::from(account.0);
+    while !stop.load(Ordering::Relaxed) {
+        key += 1;
+        let spec = kuku_gateway::client::OrderSpec {
+            client_order_id: Some(ClientOrderId(key)),
+            ..buy(1 + (key % 3) as i64, 110_000 + (key % 50) as i64 * 100)
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts < 1_000, "key {key} never got an outcome");
+            let c = client.get_or_insert_with(|| {
+                login_any(
+                    &addrs,
+                    account,
+                    LoginOptions::default(),
+                    Duration::from_secs(60),
+                )
+                .0
+            });
+            match c.place(spec) {
+                Ok(Message::OrderAccepted(a)) => {
+                    log.accepted.push((key, a.order_id.0));
+                    break;
+                }
+                Ok(Message::OrderRejected(r)) if r.reason == 9001 || r.reason == 9002 => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Message::OrderRejected(_)) => {
+                    log.rejected.push(key);
+                    break;
+                }
+                Ok(other) => panic!("unexpected reply {other:?}"),
+                Err(GatewayError::LoginRejected { code }) => panic!("rejected {code}"),
+                Err(_) => {
+                    client = None;
+                    log.resends += 1;
+                }
+            }
+        }
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+    log
+}
+
+/// Collects who created which order while a journal is replayed.
+#[derive(Default)]
+struct Created {
+    by_key: BTreeMap<(u32, u64), Vec<u64>>,
+}
+
+impl EventSink for Created {
+    fn emit(&mut self, event: &Event) {
+        if let Event::OrderAccepted {
+            order,
+            resent: false,
+            ..
+        } = event
+        {
+            self.by_key
+                .entry((order.account.0, order.client_order_id.0))
+                .or_default()
+                .push(order.order_id.0);
+        }
+    }
+}
+
+/// Replays a journal from genesis: the orders created and the final state hash.
+fn replay(dir: &Path, engine: &EngineConfig) -> (Created, u64, u64) {
+    let reader = JournalReader::open(dir).unwrap();
+    let mut e = kuku_engine::Engine::new(*engine);
+    let mut created = Created::default();
+    kuku_journal::state::replay_journal(&reader, &mut e, u64::MAX, &mut created).unwrap();
+    e.check_invariants()
+        .expect("the ledger balances and the books are consistent");
+    (created, e.state_hash(), e.last_seq())
+}
+
+fn start_pair(root: &Path, setup: &Setup) -> (NodeProc, NodeProc) {
+    let mut a = NodeProc::new(root, "a");
+    let mut b = NodeProc::new(root, "b");
+    a.spawn(setup, None, &[b.replication]);
+    a.wait_role("primary");
+    b.spawn(setup, Some(a.replication), &[a.replication]);
+    b.wait_role("standby");
+    (a, b)
+}
+
+fn wait_caught_up(primary: &NodeProc, standby: &NodeProc) {
+    wait_until(
+        "the standby to catch up",
+        Duration::from_secs(30),
+        || match (status(primary.replication), status(standby.replication)) {
+            (Some(p), Some(s)) => p.applied_seq > 0 && s.applied_seq == p.applied_seq,
+            _ => false,
+        },
+    );
+}
+
+#[test]
+fn heavy_failover_under_load_loses_and_duplicates_nothing() {
+    let cycles: usize = std::env::var("KUKU_FAILOVER_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup::default();
+    let (a, b) = start_pair(root.path(), &setup);
+    let mut nodes = [a, b];
+    let addrs = vec![nodes[0].gateway, nodes[1].gateway];
+    let accounts = funded_accounts(nodes[0].gateway, 3);
+    wait_market_open(&addrs, accounts[0]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let traders: Vec<_> = accounts
+        .iter()
+        .map(|&account| {
+            let (addrs, stop, progress) = (addrs.clone(), Arc::clone(&stop), Arc::clone(&progress));
+            std::thread::spawn(move || trader(addrs, account, stop, progress))
+        })
+        .collect();
+    let mut primary = 0;
+    for cycle in 0..cycles {
+        let before = progress.load(Ordering::Relaxed);
+        wait_until("orders to flow", Duration::from_secs(30), || {
+            progress.load(Ordering::Relaxed) >= before + 150
+        });
+        let standby = 1 - primary;
+        nodes[primary].kill();
+        let promoted = promote(&nodes[standby]);
+        eprintln!(
+            "cycle {cycle}: {} promoted: {promoted}",
+            nodes[standby].name
+        );
+        let new_primary_repl = nodes[standby].replication;
+        nodes[primary].spawn(&setup, Some(new_primary_repl), &[new_primary_repl]);
+        nodes[primary].wait_role("standby");
+        primary = standby;
+    }
+    let before = progress.load(Ordering::Relaxed);
+    wait_until(
+        "orders to flow after the last failover",
+        Duration::from_secs(30),
+        || progress.load(Ordering::Relaxed) >= before + 100,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let logs: Vec<TraderLog> = traders.into_iter().map(|t| t.join().unwrap()).collect();
+    wait_caught_up(&nodes[primary], &nodes[1 - primary]);
+    let standby = 1 - primary;
+    nodes[standby].stop();
+    nodes[primary].stop();
+
+    let engine = nodes[primary].engine;
+    let (created, hash, seq_last) = replay(&nodes[primary].journal(), &engine);
+    let (_, standby_hash, standby_seq) = replay(&nodes[standby].journal(), &engine);
+    assert_eq!(
+        (standby_seq, standby_hash),
+        (seq_last, hash),
+        "the standby's journal replays to the primary's state"
+    );
+    // The recovered state (newest snapshot + replay) equals the clean replay.
+    let (recovered, _) =
+        recover_engine_with(nodes[primary].journal(), &engine, RecoverOptions::default()).unwrap();
+    assert_eq!(recovered.state_hash(), hash);
+    let mut acknowledged = 0;
+    let mut resends = 0;
+    for (account, log) in accounts.iter().zip(&logs) {
+        resends += log.resends;
+        for &(key, order_id) in &log.accepted {
+            let ids = created
+                .by_key
+                .get(&(account.0, key))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            assert_eq!(
+                ids,
+                [order_id],
+                "account {} key {key}: acknowledged once as order {order_id}",
+                account.0
+            );
+            acknowledged += 1;
+        }
+    }
+    for (key, ids) in &created.by_key {
+        assert_eq!(ids.len(), 1, "{key:?} created {ids:?}");
+    }
+    for node in &nodes {
+        assert!(!node.log().contains("DIVERGENCE ALARM"), "{}", node.log());
+    }
+    eprintln!(
+        "{cycles} failovers: {acknowledged} acknowledged orders, {resends} resends, seq {seq_last}, hash {hash:#018x}"
+    );
+    assert!(acknowledged > 150 * cycles as u64 / 2);
+}
+
+#[test]
+fn heavy_old_primary_is_fenced_and_rejoins_with_its_tail_truncated() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup::default();
+    let mut a = NodeProc::new(root.path(), "a");
+    let mut b = NodeProc::new(root.path(), "b");
+    let proxy = Proxy::start(a.replication);
+    a.spawn(&setup, None, &[b.replication]);
+    a.wait_role("primary");
+    b.spawn(&setup, Some(proxy.addr), &[a.replication]);
+    b.wait_role("standby");
+    let accounts = funded_accounts(a.gateway, 1);
+    let addrs = [a.gateway];
+    wait_market_open(&addrs, accounts[0]);
+    wait_caught_up(&a, &b);
+    // Cut the link: the next order is journaled on A but never reaches B.
+    proxy.cut();
+    let a_seq_before = status(a.replication).unwrap().journaled_seq;
+    let (mut c, _) = login_any(
+        &addrs,
+        accounts[0],
+        LoginOptions::default(),
+        Duration::from_secs(10),
+    );
+    let spec = buy(7, 111_100);
+    c.send(kuku_gateway::protocol::NewOrder {
+        client_order_id: ClientOrderId(777),
+        symbol: spec.symbol,
+        side: spec.side,
+        order_type: spec.order_type,
+        tif: spec.tif,
+        price: spec.price,
+        qty: spec.qty,
+    })
+    .unwrap();
+    wait_until(
+        "A to journal the unreplicated order",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(a.journal()).is_ok()
+                && JournalReader::open(a.journal())
+                    .ok()
+                    .and_then(|r| {
+                        r.frames_from(a_seq_before + 1)
+                            .ok()
+                            .map(|mut f| f.next().is_some())
+                    })
+                    .unwrap_or(false)
+        },
+    );
+    assert_eq!(
+        status(a.replication).unwrap().applied_seq,
+        a_seq_before,
+        "sync: not applied without an ack"
+    );
+    a.kill();
+    drop(c);
+    promote(&b);
+    // B decides differently at the same seq.
+    let (mut c, _) = login_any(
+        &[b.gateway],
+        accounts[0],
+        LoginOptions::default(),
+        Duration::from_secs(10),
+    );
+    // In sync mode B stalls until a standby is back: A restarted as a *primary* must refuse.
+    a.spawn(&setup, None, &[b.replication]);
+    let fenced = a.wait_role("fenced");
+    assert!(!fenced.degraded);
+    match TradingClient::login(
+        a.gateway,
+        accounts[0],
+        token(accounts[0]),
+        LoginOptions::default(),
+    ) {
+        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
+        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+    }
+    assert!(a.log().contains("FENCED"), "{}", a.log());
+    a.stop();
+    // Rejoin as a standby: the unreplicated tail goes, B's history comes.
+    a.spawn(&setup, Some(b.replication), &[b.replication]);
+    a.wait_role("standby");
+    assert!(a.log().contains("REJOIN"), "{}", a.log());
+    let placed = c.place(kuku_gateway::client::OrderSpec {
+        client_order_id: Some(ClientOrderId(888)),
+        ..buy(2, 111_200)
+    });
+    assert!(
+        matches!(placed, Ok(Message::OrderAccepted(_))),
+        "{placed:?}"
+    );
+    wait_caught_up(&b, &a);
+    a.stop();
+    b.stop();
+    let engine = a.engine;
+    let (created_b, hash_b, seq_b) = replay(&b.journal(), &engine);
+    let (created_a, hash_a, seq_a) = replay(&a.journal(), &engine);
+    assert_eq!((seq_a, hash_a), (seq_b, hash_b));
+    let acct = accounts[0].0;
+    assert!(
+        !created_a.by_key.contains_key(&(acct, 777)),
+        "the truncated order is gone"
+    );
+    assert!(created_a.by_key.contains_key(&(acct, 888)));
+    assert_eq!(created_a.by_key, created_b.by_key);
+}
+
+#[test]
+fn heavy_reconnect_to_promoted_node_replays_what_the_old_primary_would_have() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        snapshot_every: 5,
+        ..Setup::default()
+    };
+    let (mut a, b) = start_pair(root.path(), &setup);
+    let accounts = funded_accounts(a.gateway, 2);
+    let addrs = [a.gateway, b.gateway];
+    wait_market_open(&addrs, accounts[0]);
+    let (mut c, _) = login_any(
+        &addrs,
+        accounts[0],
+        LoginOptions::default(),
+        Duration::from_secs(10),
+    );
+    let seen_at = c.last_seen_acct_seq;
+    for i in 0..8 {
+        let placed = c.place(buy(1 + i, 112_000 + i * 100)).unwrap();
+        assert!(matches!(placed, Message::OrderAccepted(_)), "{placed:?}");
+    }
+    wait_caught_up(&a, &b);
+    // The primary's snapshot hashes reach the standby, which compares them with its own.
+    wait_until(
+        "a state-hash comparison on the standby",
+        Duration::from_secs(15),
+        || b.log().contains("State hash matches the primary's"),
+    );
+    assert!(!b.log().contains("DIVERGENCE ALARM"));
+    let (_, from_old) = TradingClient::login(
+        a.gateway,
+        accounts[0],
+        token(accounts[0]),
+        LoginOptions::default_from(seen_at),
+    )
+    .unwrap();
+    assert!(from_old.len() >= 8, "{from_old:?}");
+    a.kill();
+    promote(&b);
+    let (_, from_new) = TradingClient::login(
+        b.gateway,
+        accounts[0],
+        token(accounts[0]),
+        LoginOptions::default_from(seen_at),
+    )
+    .unwrap();
+    assert_eq!(
+        from_new, from_old,
+        "the promoted node replays the same messages"
+    );
+}
+
+#[test]
+fn heavy_standby_with_other_capacities_or_engine_version_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup::default();
+    let mut a = NodeProc::new(root.path(), "a");
+    a.spawn(&setup, None, &[]);
+    a.wait_role("primary");
+    // A different [engine] configuration: refused with a clear message, and the standby exits.
+    let mut b = NodeProc::new(root.path(), "b");
+    b.engine.orders_max *= 2;
+    b.spawn(&setup, Some(a.replication), &[]);
+    let mut child = b.child.take().unwrap();
+    let exit = (0..1_500)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            child.try_wait().unwrap()
+        })
+        .expect("the mismatched standby exits");
+    assert!(!exit.success());
+    assert!(b.log().contains("capacities hash mismatch"), "{}", b.log());
+    assert!(a.log().contains("capacities hash mismatch"), "{}", a.log());
+    // A different engine-logic version (another build): refused at the handshake.
+    let meta = kuku_journal::state::journal_meta(&a.engine, 0);
+    let mut s = TcpStream::connect(a.replication).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    wire::write_msg(
+        &mut s,
+        &Msg::Hello(Hello {
+            wire_version: wire::WIRE_VERSION,
+            engine_logic_version: meta.engine_logic_version + 1,
+            capacities_hash: meta.capacities_hash,
+            epoch: 0,
+            seq_last: 0,
+        }),
+    )
+    .unwrap();
+    match wire::read_msg(&mut s).unwrap() {
+        Msg::Refused { code, reason } => {
+            assert_eq!(code, RefuseCode::EngineLogicVersion as u16);
+            assert!(reason.contains("engine-logic version mismatch"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A standby from a newer epoch tells an old primary it is stale: it fences itself.
+    let mut s = TcpStream::connect(a.replication).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    wire::write_msg(
+        &mut s,
+        &Msg::Hello(Hello {
+            wire_version: wire::WIRE_VERSION,
+            engine_logic_version: meta.engine_logic_version,
+            capacities_hash: meta.capacities_hash,
+            epoch: 5,
+            seq_last: 0,
+        }),
+    )
+    .unwrap();
+    match wire::read_msg(&mut s).unwrap() {
+        Msg::Refused { code, .. } => assert_eq!(code, RefuseCode::StaleEpoch as u16),
+        other => panic!("{other:?}"),
+    }
+    a.wait_role("fenced");
+}
+
+/// Cut in sync mode: `stall` holds the order until the standby is back; `degrade` goes on
+/// alone after `degrade_after_ms` and the standby catches up later. Nothing is lost either way.
+#[test]
+fn heavy_cut_replication_link_stalls_or_degrades_as_configured() {
+    for on_loss in [OnStandbyLoss::Stall, OnStandbyLoss::Degrade] {
+        let root = tempfile::tempdir().unwrap();
+        let setup = Setup {
+            on_loss,
+            degrade_after_ms: 500,
+            ..Setup::default()
+        };
+        let mut a = NodeProc::new(root.path(), "a");
+        let mut b = NodeProc::new(root.path(), "b");
+        let proxy = Proxy::start(a.replication);
+        a.spawn(&setup, None, &[]);
+        a.wait_role("primary");
+        b.spawn(&setup, Some(proxy.addr), &[]);
+        b.wait_role("standby");
+        let accounts = funded_accounts(a.gateway, 1);
+        wait_market_open(&[a.gateway], accounts[0]);
+        wait_caught_up(&a, &b);
+        proxy.cut();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (gw, account) = (a.gateway, accounts[0]);
+        let placing = std::thread::spawn(move || {
+            let (mut c, _) = login_any(
+                &[gw],
+                account,
+                LoginOptions::default(),
+                Duration::from_secs(10),
+            );
+            let started = Instant::now();
+            let r = c.place(kuku_gateway::client::OrderSpec {
+                client_order_id: Some(ClientOrderId(4242)),
+                ..buy(3, 113_000)
+            });
+            tx.send((
+                r.map(|m| matches!(m, Message::OrderAccepted(_))),
+                started.elapsed(),
+            ))
+            .unwrap();
+        });
+        match on_loss {
+            OnStandbyLoss::Stall => {
+                assert!(
+                    rx.recv_timeout(Duration::from_millis(1_500)).is_err(),
+                    "stall: no ack without a standby"
+                );
+                assert!(!status(a.replication).unwrap().degraded);
+                proxy.restore();
+                let (accepted, took) = rx
+                    .recv_timeout(Duration::from_secs(15))
+                    .expect("acked once the standby is back");
+                assert_eq!(accepted.ok(), Some(true));
+                assert!(took >= Duration::from_millis(1_500));
+            }
+            OnStandbyLoss::Degrade => {
+                let (accepted, took) = rx
+                    .recv_timeout(Duration::from_secs(8))
+                    .expect("degrade: acked alone");
+                assert_eq!(accepted.ok(), Some(true));
+                assert!(took >= Duration::from_millis(500), "{took:?}");
+                assert!(status(a.replication).unwrap().degraded);
+                assert!(a.log().contains("REPLICATION DEGRADED"));
+                proxy.restore();
+                wait_until("sync again", Duration::from_secs(15), || {
+                    status(a.replication).is_some_and(|s| !s.degraded)
+                });
+            }
+        }
+        placing.join().unwrap();
+        wait_caught_up(&a, &b);
+        a.stop();
+        b.stop();
+        let (created_a, hash_a, seq_a) = replay(&a.journal(), &a.engine);
+        let (_, hash_b, seq_b) = replay(&b.journal(), &b.engine);
+        assert_eq!(
+            (seq_a, hash_a),
+            (seq_b, hash_b),
+            "{on_loss:?}: the standby has everything"
+        );
+        assert!(created_a.by_key.contains_key(&(accounts[0].0, 4242)));
+        drop(proxy);
+    }
+}
+
+/// A TCP forwarder whose connections the test can cut (and refuse) and restore.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = Proxy {
+            addr: listener.local_addr().unwrap(),
+            open: Arc::new(AtomicBool::new(true)),
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::default(),
+        };
+        let (open, stop, conns) = (
+            Arc::clone(&proxy.open),
+            Arc::clone(&proxy.stop),
+            Arc::clone(&proxy.conns),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !open.load(Ordering::Relaxed) {
+                    continue; // dropped: refused while cut
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let mut c = conns.lock().unwrap();
+                c.push(client.try_clone().unwrap());
+                c.push(server.try_clone().unwrap());
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pump(server, client);
+            }
+        });
+        proxy
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::Relaxed);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// Heartbeats flow both ways on an idle pair (nobody is declared lost), and a frozen primary
+/// (SIGSTOP: no FIN, no RST) is detected after `heartbeat_timeout_ms`, not before.
+#[test]
+fn heavy_heartbeats_keep_an_idle_pair_up_and_detect_a_frozen_primary() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = start_pair(root.path(), &Setup::default());
+    wait_caught_up(&a, &b);
+    std::thread::sleep(Duration::from_millis(1_500)); // idle: 2.5x the heartbeat timeout
+    let s = status(b.replication).unwrap();
+    assert!(
+        s.primary_connected && s.primary_lost_at_ms == 0,
+        "{s:?}\n{}",
+        b.log()
+    );
+    assert!(!b.log().contains("PRIMARY LOST"), "{}", b.log());
+    assert_eq!(status(a.replication).unwrap().standbys_live, 1);
+    let pid = a.child.as_ref().unwrap().id() as i32;
+    let stopped_at_ms = now_ms();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut lost_at_ms = 0;
+    wait_until(
+        "the standby to detect the frozen primary",
+        Duration::from_secs(10),
+        || {
+            lost_at_ms = status(b.replication).map_or(0, |s| s.primary_lost_at_ms);
+            lost_at_ms != 0
+        },
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let detected_ms = lost_at_ms.saturating_sub(stopped_at_ms);
+    eprintln!("a frozen primary was detected after {detected_ms} ms (timeout 600 ms)");
+    assert!((550..3_000).contains(&detected_ms), "{detected_ms} ms");
+    assert!(b.log().contains("PRIMARY LOST"));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
