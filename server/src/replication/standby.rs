@@ -203,7 +203,11 @@ impl Receiver {
                      replication address>`)."
                 );
             }
-            std::thread::sleep(self.repl.settings.heartbeat_interval());
+            // Wait before reconnecting, in short steps: a promotion must not wait for it.
+            let until = Instant::now() + self.repl.settings.heartbeat_interval();
+            while Instant::now() < until && !self.stopping() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             if self.stopping() {
                 break;
             }
