@@ -69,6 +69,10 @@ struct Setup {
     /// The primary journals a TakeSnapshot after this many commands (checked once a second);
     /// both nodes snapshot at it and compare state hashes.
     snapshot_every: u64,
+    mode: Mode,
+    heartbeat_timeout_ms: u64,
+    /// An embedded SQLite query store (`false`: `database_url = none`).
+    database: bool,
 }
 
 impl Default for Setup {
@@ -77,6 +81,9 @@ impl Default for Setup {
             on_loss: OnStandbyLoss::Stall,
             degrade_after_ms: 2_000,
             snapshot_every: 200,
+            mode: Mode::Sync,
+            heartbeat_timeout_ms: 600,
+            database: false,
         }
     }
 }
@@ -107,18 +114,20 @@ impl NodeProc {
     ) -> NodeConfig {
         let mut c = support::config(&self.dir);
         c.engine = self.engine;
-        c.database_url = Some("none".into());
+        if !setup.database {
+            c.database_url = Some("none".into());
+        }
         c.snapshot_every = setup.snapshot_every;
         c.gateway.listen = self.gateway.to_string();
         c.replication = ReplicationSettings {
-            mode: Mode::Sync,
+            mode: setup.mode,
             listen: Some(self.replication.to_string()),
             standby_of: standby_of.map(|a| a.to_string()),
             peers: peers.iter().map(|p| p.to_string()).collect(),
             on_standby_loss: setup.on_loss,
             degrade_after_ms: setup.degrade_after_ms,
             heartbeat_interval_ms: 100,
-            heartbeat_timeout_ms: 600,
+            heartbeat_timeout_ms: setup.heartbeat_timeout_ms,
         };
         c
     }
@@ -947,4 +956,74 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// The query database's checkpoint seq of a running node (its embedded SQLite file).
+fn database_seq(node: &NodeProc) -> u64 {
+    let url = kuku_persistence::DatabaseUrl::sqlite_file(&node.dir.join("kuku.sqlite"));
+    kuku_persistence::block_on(async {
+        let db = kuku_persistence::Database::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        db.checkpoint().await.unwrap().seq
+    })
+}
+
+/// Async mode: orders are acknowledged before the standby has them, but the database writer
+/// holds back everything after the replicated watermark until the standby acks (or is
+/// declared lost): the query store never shows what a failover could lose.
+#[test]
+fn heavy_async_database_persists_only_up_to_the_replicated_watermark() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        mode: Mode::Async,
+        heartbeat_timeout_ms: 5_000,
+        database: true,
+        ..Setup::default()
+    };
+    let (a, b) = start_pair(root.path(), &setup);
+    let accounts = funded_accounts(a.gateway, 1);
+    wait_market_open(&[a.gateway], accounts[0]);
+    wait_caught_up(&a, &b);
+    let applied = status(a.replication).unwrap().applied_seq;
+    wait_until("the database to catch up", Duration::from_secs(15), || {
+        database_seq(&a) == applied
+    });
+    // Freeze the standby: it stays connected (no FIN) but acks nothing.
+    let pid = b.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (mut c, _) = login_any(
+        &[a.gateway],
+        accounts[0],
+        LoginOptions::default(),
+        Duration::from_secs(10),
+    );
+    for i in 0..5 {
+        let placed = c.place(buy(1, 111_000 + i * 100)).unwrap();
+        assert!(
+            matches!(placed, Message::OrderAccepted(_)),
+            "async acks alone: {placed:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let s = status(a.replication).unwrap();
+    assert!(
+        s.applied_seq >= applied + 5 && s.acked_seq <= applied,
+        "{s:?}"
+    );
+    assert_eq!(s.standbys_live, 1, "{s:?}");
+    let held = database_seq(&a);
+    assert!(
+        held <= s.acked_seq,
+        "the database ran ahead of the standby: {held} > {}",
+        s.acked_seq
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_until(
+        "the database to follow the acks",
+        Duration::from_secs(15),
+        || database_seq(&a) == s.applied_seq,
+    );
 }
