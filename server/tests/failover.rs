@@ -1027,3 +1027,39 @@ fn heavy_async_database_persists_only_up_to_the_replicated_watermark() {
         || database_seq(&a) == s.applied_seq,
     );
 }
+
+/// A promotion while the old primary still runs (an operator's mistake, or a partition that
+/// healed): the new primary tells its peers about the new epoch, and the old one fences
+/// itself at once instead of stalling its clients.
+#[test]
+fn heavy_promotion_fences_an_old_primary_that_still_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut a, b) = start_pair(root.path(), &Setup::default());
+    let accounts = funded_accounts(a.gateway, 1);
+    wait_caught_up(&a, &b);
+    promote(&b);
+    a.wait_role("fenced");
+    wait_until(
+        "the promoted node to log the fencing",
+        Duration::from_secs(10),
+        || b.log().contains("was told to fence itself"),
+    );
+    match TradingClient::login(
+        a.gateway,
+        accounts[0],
+        token(accounts[0]),
+        LoginOptions::default(),
+    ) {
+        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
+        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+    }
+    // The clients find the new primary.
+    let (_, _, at) = TradingClient::login_any(
+        &[a.gateway, b.gateway],
+        accounts[0],
+        token(accounts[0]),
+        LoginOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(at, 1);
+}

@@ -612,7 +612,7 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub(crate) use primary::{probe_peers, spawn_listener};
+pub(crate) use primary::{fence_peers, probe_peers, spawn_listener};
 pub(crate) use standby::{join, spawn_receiver};
 
 #[cfg(test)]
