@@ -11,7 +11,7 @@ use kuku_engine::ClientOrderId;
 use kuku_engine::{AccountId, Amount, EngineConfig, Event, EventSink, ExternalRef};
 use kuku_gateway::GatewayError;
 use kuku_gateway::auth::encode_hex;
-use kuku_gateway::client::{AdminClient, LoginOptions, TradingClient};
+use kuku_gateway::client::{AdminClient, FailoverClient, LoginOptions, TradingClient};
 use kuku_gateway::protocol::Message;
 use kuku_journal::JournalReader;
 use kuku_journal::state::{RecoverOptions, recover_engine_with};
@@ -315,8 +315,8 @@ struct TraderLog {
     resends: u64,
 }
 
-/// Places orders with fresh keys until `stop`; on a lost connection or a timeout, logs in to
-/// the current primary and resends the same key.
+/// Places orders with fresh keys until `stop` through the library's [`FailoverClient`]: on a
+/// lost connection or a timeout it logs in to the current primary and resends the same key.
 fn trader(
     addrs: Vec<SocketAddr>,
     account: AccountId,
@@ -324,7 +324,7 @@ fn trader(
     progress: Arc<AtomicU64>,
 ) -> TraderLog {
     let mut log = TraderLog::default();
-    let mut client: Option<TradingClient> = None;
+    let mut client = FailoverClient::new(&addrs, account, token(account));
     let mut key = 1_000_000 * u64::from(account.0);
     while !stop.load(Ordering::Relaxed) {
         key += 1;
@@ -332,25 +332,17 @@ fn trader(
             client_order_id: Some(ClientOrderId(key)),
             ..buy(1 + (key % 3) as i64, 110_000 + (key % 50) as i64 * 100)
         };
-        let mut attempts = 0;
+        let mut busy = 0;
         loop {
-            attempts += 1;
-            assert!(attempts < 1_000, "key {key} never got an outcome");
-            let c = client.get_or_insert_with(|| {
-                login_any(
-                    &addrs,
-                    account,
-                    LoginOptions::default(),
-                    Duration::from_secs(60),
-                )
-                .0
-            });
-            match c.place(spec) {
+            match client.place(spec) {
                 Ok(Message::OrderAccepted(a)) => {
                     log.accepted.push((key, a.order_id.0));
                     break;
                 }
+                // Busy and RateLimited did not use the key: send it again.
                 Ok(Message::OrderRejected(r)) if r.reason == 9001 || r.reason == 9002 => {
+                    busy += 1;
+                    assert!(busy < 1_000, "key {key}: busy for ever");
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok(Message::OrderRejected(_)) => {
@@ -358,15 +350,12 @@ fn trader(
                     break;
                 }
                 Ok(other) => panic!("unexpected reply {other:?}"),
-                Err(GatewayError::LoginRejected { code }) => panic!("rejected {code}"),
-                Err(_) => {
-                    client = None;
-                    log.resends += 1;
-                }
+                Err(e) => panic!("key {key}: no outcome across failovers: {e}"),
             }
         }
         progress.fetch_add(1, Ordering::Relaxed);
     }
+    log.resends = client.resends;
     log
 }
 
