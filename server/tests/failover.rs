@@ -936,7 +936,10 @@ fn heavy_heartbeats_keep_an_idle_pair_up_and_detect_a_frozen_primary() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let detected_ms = lost_at_ms.saturating_sub(stopped_at_ms);
     eprintln!("a frozen primary was detected after {detected_ms} ms (timeout 600 ms)");
-    assert!((550..3_000).contains(&detected_ms), "{detected_ms} ms");
+    // The last heartbeat arrived up to one interval plus a read tick (100 + 25 ms) before the
+    // stop: detection comes about 475-600 ms after it (plus a status poll); well before that
+    // would mean a healthy primary can be declared lost.
+    assert!((400..3_000).contains(&detected_ms), "{detected_ms} ms");
     assert!(b.log().contains("PRIMARY LOST"));
 }
 

@@ -29,7 +29,11 @@
 //! buffer; per batch one mutex, one `write` per standby and, in `sync`, one condvar wait for
 //! the ack (a network round trip plus the standby's journal append).
 //!
-//! **Known limitations**: the standby dials the primary (no standby list on the primary);
+//! **Known limitations**: batches are written to standbys from the journaller thread (no
+//! queue per standby), so a standby whose socket buffer is full delays the primary, even in
+//! `async` mode, for at most `heartbeat_timeout_ms` (the write timeout), after which it is
+//! dropped; a per-standby sender thread with a bounded queue would remove that delay. The
+//! standby dials the primary (no standby list on the primary);
 //! there is no automatic promotion (by design: promotion is explicit); catch-up reads the
 //! primary's journal, so a standby further behind than the primary's oldest segment cannot
 //! join (not possible yet: segments are never pruned).

@@ -193,6 +193,10 @@ fn handshake(repl: &Arc<Replication>, mut stream: TcpStream, hello: Hello) -> io
 /// Catch-up, then the ack loop of one live standby.
 fn session(repl: &Arc<Replication>, stream: TcpStream, seq_first: u64) -> io::Result<()> {
     let id = repl.next_standby_id.fetch_add(1, Ordering::Relaxed);
+    // Bounds every write to this standby (the journaller ships under the links lock): a
+    // standby that stops reading is dropped after heartbeat_timeout_ms instead of blocking
+    // the primary for ever.
+    stream.set_write_timeout(Some(repl.settings.heartbeat_timeout()))?;
     let mut writer = stream.try_clone()?;
     let mut next = seq_first;
     let epoch = repl.epoch();
