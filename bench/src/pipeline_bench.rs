@@ -30,7 +30,7 @@ use kuku_engine::{Command, Engine, EventSink, LadderPolicy, NullSink};
 use kuku_journal::{Durability, JournalConfig};
 use kuku_server::node::JournalLog;
 use kuku_server::pipeline::wait::Wait;
-use kuku_server::pipeline::{self, Busy, Origin, OutputSlot, Outputs, PipelineConfig};
+use kuku_server::pipeline::{self, Busy, Layout, Origin, OutputSlot, Outputs, PipelineConfig};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,58 +66,82 @@ pub struct PipelineBenchArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
+    /// The output consumer only counts completions (no read model): the pipeline's own cost.
+    #[arg(long)]
+    pub no_read_model: bool,
+    /// Input ring slots (a power of two).
+    #[arg(long, default_value_t = 1 << 16)]
+    pub input_ring: usize,
+    /// Output ring slots (a power of two).
+    #[arg(long, default_value_t = 1 << 18)]
+    pub output_ring: usize,
 }
 
 /// One pipeline configuration under test.
 #[derive(Clone, Copy, Debug)]
 struct Setup {
     name: &'static str,
+    /// The processor's wait strategy.
     wait: Wait,
+    /// The journaller's and the output consumer's.
+    others: Wait,
     core: Option<usize>,
     durability: Durability,
+    layout: Layout,
 }
 
-const SETUPS: [Setup; 4] = [
+const fn setup(
+    name: &'static str,
+    wait: Wait,
+    others: Wait,
+    core: Option<usize>,
+    durability: Durability,
+    layout: Layout,
+) -> Setup {
     Setup {
-        name: "spin_pinned_none",
-        wait: Wait::BusySpin,
-        core: Some(1),
-        durability: Durability::None,
-    },
-    Setup {
-        name: "backoff_none",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::None,
-    },
-    Setup {
-        name: "yield_none",
-        wait: Wait::Yield,
-        core: None,
-        durability: Durability::None,
-    },
-    Setup {
-        name: "spin_pinned_every_batch",
-        wait: Wait::BusySpin,
-        core: Some(1),
-        durability: Durability::EveryBatch,
-    },
+        name,
+        wait,
+        others,
+        core,
+        durability,
+        layout,
+    }
+}
+
+use Durability::{EveryBatch, None as NoSync};
+use Layout::{Fused, Staged};
+use Wait::{Backoff, Block, BusySpin, Yield};
+
+const SETUPS: [Setup; 8] = [
+    setup("block_none", Block, Block, None, NoSync, Staged),
+    setup("backoff_none", Backoff, Backoff, None, NoSync, Staged),
+    setup("yield_none", Yield, Yield, None, NoSync, Staged),
+    setup("spin_pinned_none", BusySpin, Block, Some(1), NoSync, Staged),
+    setup("fused_block_none", Block, Block, None, NoSync, Fused),
+    setup(
+        "fused_spin_pinned_none",
+        BusySpin,
+        Block,
+        Some(1),
+        NoSync,
+        Fused,
+    ),
+    setup("block_every_batch", Block, Block, None, EveryBatch, Staged),
+    setup(
+        "backoff_every_batch",
+        Backoff,
+        Backoff,
+        None,
+        EveryBatch,
+        Staged,
+    ),
 ];
 
 /// Smoke runs (tests, CI) never spin or pin (DESIGN.md §10).
-const SMOKE_SETUPS: [Setup; 2] = [
-    Setup {
-        name: "backoff_none",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::None,
-    },
-    Setup {
-        name: "backoff_every_batch",
-        wait: Wait::Backoff,
-        core: None,
-        durability: Durability::EveryBatch,
-    },
+const SMOKE_SETUPS: [Setup; 3] = [
+    setup("block_none", Block, Block, None, NoSync, Staged),
+    setup("fused_block_none", Block, Block, None, NoSync, Fused),
+    setup("block_every_batch", Block, Block, None, EveryBatch, Staged),
 ];
 
 struct Prepared {
@@ -125,6 +149,10 @@ struct Prepared {
     set_up: Vec<Command>,
     commands: Vec<Command>,
     direct_hash: u64,
+    /// Input and output ring slots.
+    rings: (usize, usize),
+    /// Run the output consumer without the read model.
+    no_read_model: bool,
 }
 
 pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
@@ -151,6 +179,8 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
         set_up,
         commands,
         direct_hash: 0,
+        rings: (args.input_ring, args.output_ring),
+        no_read_model: args.no_read_model,
     };
     let base = args
         .dir
@@ -237,7 +267,46 @@ fn direct_apply(p: &Prepared) -> (f64, u64) {
     }
     let elapsed = start.elapsed().as_secs_f64();
     std::hint::black_box(sink.0);
+    {
+        let mut e2 = Engine::new(p.config);
+        let mut seq = 0;
+        for c in &p.set_up {
+            seq += 1;
+            e2.apply_command(seq, seq, c, &mut NullSink);
+        }
+        let mut ring = CopySink {
+            slots: vec![(0u64, None); 1 << 14],
+            at: 0,
+        };
+        let start = Instant::now();
+        for c in &p.commands {
+            seq += 1;
+            e2.apply_command(seq, seq, c, &mut ring);
+        }
+        let el = start.elapsed().as_secs_f64();
+        std::hint::black_box(&ring.slots);
+        eprintln!(
+            "  direct apply, its events copied into a 16Ki-slot array: {:.0} ops/s",
+            p.commands.len() as f64 / el
+        );
+    }
     (p.commands.len() as f64 / elapsed, timeless_hash(&engine))
+}
+
+/// The processor's own share of publishing (copying each event into a ring-sized array),
+/// without the threads: a breakdown printed beside direct apply.
+struct CopySink {
+    slots: Vec<(u64, Option<kuku_engine::Event>)>,
+    at: usize,
+}
+
+impl EventSink for CopySink {
+    #[inline]
+    fn emit(&mut self, event: &kuku_engine::Event) {
+        let i = self.at & (self.slots.len() - 1);
+        self.slots[i] = (self.at as u64, Some(*event));
+        self.at += 1;
+    }
 }
 
 /// The state hash with every timestamp zeroed: the pipeline stamps commands from the wall
@@ -272,6 +341,19 @@ fn read_model_fold(p: &Prepared) -> f64 {
         buf.clear();
         engine.apply_command(seq, seq, c, &mut buf);
         events.extend(buf.iter().map(|e| (seq, *e)));
+    }
+    {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, e) in &events {
+            let name = format!("{e:?}");
+            let name = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
+            *counts.entry(name).or_default() += 1;
+        }
+        let per_cmd = |n: usize| n as f64 / p.commands.len() as f64;
+        eprintln!("  events per command: {:.2}", per_cmd(events.len()));
+        for (k, v) in counts {
+            eprintln!("    {k:<24} {:.3}", per_cmd(v));
+        }
     }
     let mut rm = ReadModel::default();
     for (i, e) in set_up_events.iter().enumerate() {
@@ -323,7 +405,14 @@ fn start(
     let mut batch: Vec<OutputSlot> = Vec::with_capacity(4096);
     let rm = Arc::clone(&read_model);
     let mut on_last = on_last;
+    let skip_fold = p.no_read_model;
     let consumer = Box::new(move |slot: &OutputSlot, _, end_of_batch: bool| {
+        if skip_fold {
+            if slot.last {
+                on_last(slot.origin);
+            }
+            return;
+        }
         batch.push(*slot);
         if end_of_batch || batch.len() >= 4096 {
             if let Ok(mut m) = rm.write() {
@@ -338,10 +427,13 @@ fn start(
         }
     });
     let config = PipelineConfig {
-        input_ring_size: 1 << 16,
-        output_ring_size: 1 << 18,
+        input_ring_size: p.rings.0,
+        output_ring_size: p.rings.1,
         processor_wait: setup.wait,
+        journal_wait: setup.others,
+        consumer_wait: setup.others,
         processor_core: setup.core,
+        layout: setup.layout,
         ..PipelineConfig::default()
     };
     Ok(pipeline::start(
@@ -356,13 +448,18 @@ fn start(
     ))
 }
 
-/// Publishes, yielding the core while the ring is full (a spinning producer would starve the
-/// journaller and consumers sharing its core).
+/// Publishes; while the ring is full, sleeps `FULL_RING_PAUSE` (as a gateway session would
+/// answer Busy and read on). Yielding instead, the producer took about 40% of the machine's
+/// CPU from the pipeline threads it waits for (perf, 2026-12-03): on two cores, a waiting
+/// thread must not compete with the threads it waits for.
 fn submit(s: &mut pipeline::Submitter, origin: Origin, c: &Command) {
     while let Err(Busy) = s.try_submit(origin, c.clone()) {
-        std::thread::yield_now();
+        std::thread::sleep(FULL_RING_PAUSE);
     }
 }
+
+/// How long a producer facing a full ring pauses (a 64Ki ring drains ~100 commands in it).
+const FULL_RING_PAUSE: Duration = Duration::from_micros(50);
 
 fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -370,7 +467,7 @@ fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("the pipeline did not complete {n} commands in time");
         }
-        std::thread::yield_now();
+        std::thread::sleep(FULL_RING_PAUSE);
     }
     Ok(())
 }
@@ -444,20 +541,23 @@ fn latency_pass(
         Ordering::Release,
     );
     let t0_ns = t0.load(Ordering::Acquire);
-    for (i, c) in p.commands[..n].iter().enumerate() {
-        let due = t0_ns + i as u64 * period_ns;
-        loop {
-            let now = clock.elapsed().as_nanos() as u64;
-            if now >= due {
-                break;
-            }
-            if due - now > 200_000 {
-                std::thread::sleep(Duration::from_nanos(due - now - 100_000));
-            } else {
-                std::hint::spin_loop();
-            }
+    // Open loop: at each wake-up, send every command already due (each keeps its intended
+    // time, so a late send counts against the pipeline), then sleep until the next is due.
+    // The producer never spins: on two cores a spinning producer was preempted for
+    // milliseconds by the threads it feeds, and that showed up as latency (2026-12-03).
+    kuku_server::pipeline::wait::lower_timer_slack();
+    let mut i = 0;
+    while i < n {
+        let now = clock.elapsed().as_nanos() as u64;
+        while i < n && t0_ns + i as u64 * period_ns <= now {
+            submit(&mut s, Origin(i as u64 + 1), &p.commands[i]);
+            i += 1;
         }
-        submit(&mut s, Origin(i as u64 + 1), c);
+        let due = t0_ns + i as u64 * period_ns;
+        let now = clock.elapsed().as_nanos() as u64;
+        if i < n && due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+        }
     }
     wait_until(&done, (p.set_up.len() + n) as u64)?;
     drop(s);
@@ -522,8 +622,10 @@ fn report(
         configs.push(json!({
             "name": s.name,
             "processor_wait": format!("{:?}", s.wait),
+            "other_waits": format!("{:?}", s.others),
             "processor_core": s.core,
             "durability": s.durability.to_string(),
+            "layout": format!("{:?}", s.layout),
             "ops_per_s": ops,
             "ops_per_s_runs": through[i],
             "batch_avg": median(&batches[i]),
@@ -548,6 +650,9 @@ fn report(
         "commands": p.commands.len(),
         "direct_apply_runs": direct,
         "read_model_fold_cmds_per_s": fold,
+        "read_model": !p.no_read_model,
+        "input_ring": p.rings.0,
+        "output_ring": p.rings.1,
         "configurations": configs,
         "state_hash": format!("{:#018x}", p.direct_hash),
     });
@@ -566,6 +671,9 @@ pub fn smoke() -> anyhow::Result<Value> {
         no_latency: false,
         smoke: true,
         json: false,
+        input_ring: 1 << 16,
+        output_ring: 1 << 18,
+        no_read_model: false,
     })
 }
 

@@ -40,6 +40,7 @@ pub mod idempotency;
 mod invariants;
 pub mod ledger;
 mod matching;
+mod order_views;
 pub mod portfolio;
 pub mod readmodel;
 pub mod reference;

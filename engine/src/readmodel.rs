@@ -6,20 +6,21 @@
 //! **Invariants**: after applying the events of commands 1..=n it equals the engine's live
 //! state after command n (tested against the engine on random streams).
 //!
-//! **Performance**: `BTreeMap`s; O(log n) per event. It runs on a consumer thread, off the
-//! processor's path, and allocates (bounded by live state, plus `RECENT_ORDERS_MAX`
-//! finished orders kept for status queries).
+//! **Performance**: orders in an id-indexed ring ([`OrderViews`]), accounts and positions in
+//! hash maps, book levels and per-account open orders in `BTreeMap`s: O(1) per order event,
+//! O(log n) per level change. It runs on a consumer thread, off the processor's path, and
+//! allocates (bounded by live state, plus the recent finished orders kept for status
+//! queries, see [`OrderViews`]). Synthetic (SYSTEM_MARKET) orders are not kept: nobody can
+//! query them, and the book levels come from `BookChanged`.
 //!
 //! **Known limitations**: history (fills, ledger) is not kept here: it is served by the
 //! database ([K6]) or the journal.
 
+pub use crate::order_views::OrderViews;
 use crate::portfolio::Position;
 use crate::*;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-/// Finished orders remembered for status queries.
-pub const RECENT_ORDERS_MAX: usize = 100_000;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderState {
@@ -91,9 +92,8 @@ pub struct ReadModel {
     pub positions: FxHashMap<(AccountId, SymbolId), Position>,
     /// Per account, the symbols it has a position in (sorted), for `positions_of`.
     held: FxHashMap<AccountId, Vec<SymbolId>>,
-    pub orders: FxHashMap<OrderId, OrderView>,
+    pub orders: OrderViews,
     pub open_by_account: FxHashMap<AccountId, BTreeSet<OrderId>>,
-    recent_finished: VecDeque<OrderId>,
     pub open_transactions: BTreeMap<TxId, (TxType, AccountId, Amount, TxStatus)>,
     /// The system ledger accounts' balances per asset (users' are in `accounts` and
     /// `positions`).
@@ -156,7 +156,7 @@ impl ReadModel {
                 qty: Qty(o.leaves.0 + o.filled.0),
             };
             rm.on_accepted(engine.last_seq(), info);
-            if let Some(v) = rm.orders.get_mut(&o.id) {
+            if let Some(v) = rm.orders.get_mut(o.id) {
                 v.leaves = o.leaves;
                 v.filled = o.filled;
                 if o.filled.0 > 0 {
@@ -205,7 +205,7 @@ impl ReadModel {
             .get(&account)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.orders.get(id))
+            .filter_map(|id| self.orders.get(*id))
     }
 
     /// The account's positions, in symbol order.
@@ -413,7 +413,7 @@ impl ReadModel {
                 leaves,
                 ..
             } => {
-                if let Some(o) = self.orders.get_mut(&order_id) {
+                if let Some(o) = self.orders.get_mut(order_id) {
                     o.price = price;
                     o.leaves = leaves;
                     o.seq = seq;
@@ -460,27 +460,25 @@ impl ReadModel {
     }
 
     fn on_accepted(&mut self, seq: u64, order: OrderInfo) {
-        self.orders.insert(
-            order.order_id,
-            OrderView {
-                info: order,
-                price: order.price,
-                leaves: order.qty,
-                filled: Qty(0),
-                state: OrderState::New,
-                seq,
-            },
-        );
-        if !order.account.is_system_market() {
-            self.open_by_account
-                .entry(order.account)
-                .or_default()
-                .insert(order.order_id);
+        if order.account.is_system_market() {
+            return;
         }
+        self.orders.insert(OrderView {
+            info: order,
+            price: order.price,
+            leaves: order.qty,
+            filled: Qty(0),
+            state: OrderState::New,
+            seq,
+        });
+        self.open_by_account
+            .entry(order.account)
+            .or_default()
+            .insert(order.order_id);
     }
 
     fn on_fill(&mut self, seq: u64, order_id: OrderId, qty: Qty, leaves: Qty) {
-        let Some(o) = self.orders.get_mut(&order_id) else {
+        let Some(o) = self.orders.get_mut(order_id) else {
             return;
         };
         o.filled = Qty(o.filled.0 + qty.0);
@@ -494,7 +492,7 @@ impl ReadModel {
     }
 
     fn finish(&mut self, seq: u64, order_id: OrderId, state: OrderState) {
-        let Some(o) = self.orders.get_mut(&order_id) else {
+        let Some(o) = self.orders.get_mut(order_id) else {
             return;
         };
         o.state = state;
@@ -502,15 +500,6 @@ impl ReadModel {
         if let Some(open) = self.open_by_account.get_mut(&o.info.account) {
             open.remove(&order_id);
         }
-        if o.info.account.is_system_market() {
-            self.orders.remove(&order_id);
-            return;
-        }
-        self.recent_finished.push_back(order_id);
-        while self.recent_finished.len() > RECENT_ORDERS_MAX {
-            if let Some(old) = self.recent_finished.pop_front() {
-                self.orders.remove(&old);
-            }
-        }
+        self.orders.finished(order_id);
     }
 }

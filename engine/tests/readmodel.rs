@@ -54,7 +54,7 @@ fn check(engine: &Engine, rm: &ReadModel) {
         .values()
         .flatten()
         .map(|id| {
-            let o = &rm.orders[id];
+            let o = rm.orders.get(*id).expect("an open order is known");
             (*id, o.price, o.leaves)
         })
         .collect();

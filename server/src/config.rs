@@ -9,6 +9,8 @@
 //! [pipeline]
 //! processor_core = 1             # pin the processor; omit to leave it unpinned
 //! processor_wait = "busy-spin"   # "busy-spin" | "spin-hint" | "yield" | "backoff"
+//! layout = "fused"               # default; "staged" gives the journal its own thread
+//!                                # (every-batch always runs staged: ADR-006)
 //! [feed]
 //! enabled = true
 //! interval_ms = 200
@@ -29,8 +31,8 @@
 
 use crate::database::DatabaseSettings;
 use crate::gateway::GatewaySettings;
-use crate::pipeline::PipelineConfig;
 use crate::pipeline::wait::Wait;
+use crate::pipeline::{Layout, PipelineConfig};
 use crate::scheduler::ScheduleMode;
 use kuku_engine::EngineConfig;
 use kuku_journal::Durability;
@@ -43,6 +45,7 @@ pub struct PipelineSettings {
     pub input_ring_size: usize,
     pub output_ring_size: usize,
     pub processor_core: Option<usize>,
+    pub layout: Layout,
     pub processor_wait: Wait,
     pub journal_wait: Wait,
     pub consumer_wait: Wait,
@@ -55,6 +58,7 @@ impl Default for PipelineSettings {
             input_ring_size: p.input_ring_size,
             output_ring_size: p.output_ring_size,
             processor_core: p.processor_core,
+            layout: p.layout,
             processor_wait: p.processor_wait,
             journal_wait: p.journal_wait,
             consumer_wait: p.consumer_wait,
@@ -71,6 +75,7 @@ impl PipelineSettings {
             processor_wait: self.processor_wait,
             consumer_wait: self.consumer_wait,
             processor_core: self.processor_core,
+            layout: self.layout,
             on_processor_start: None,
         }
     }
@@ -229,7 +234,21 @@ mod tests {
         assert_eq!(c.durability().unwrap(), Durability::None);
         assert_eq!(c.pipeline.processor_core, Some(1));
         assert_eq!(c.pipeline.processor_wait, Wait::BusySpin);
+        assert_eq!(c.pipeline.layout, Layout::Fused, "the default");
+        assert_eq!(c.pipeline.consumer_wait, Wait::Block, "the default");
         assert_eq!(c.feed, FeedSettings::default());
+
+        std::fs::write(
+            &path,
+            "[pipeline]\nlayout = \"staged\"\njournal_wait = \"backoff\"\n",
+        )
+        .unwrap();
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.pipeline.to_config().layout, Layout::Staged);
+        assert_eq!(c.pipeline.to_config().journal_wait, Wait::Backoff);
+        std::fs::write(&path, "[pipeline]\nlayout = \"sideways\"\n").unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("layout") || e.contains("sideways"), "{e}");
 
         std::fs::write(&path, "durabilty = \"none\"\n").unwrap();
         assert!(matches!(

@@ -79,6 +79,12 @@ impl CommandLog for JournalLog {
             .map(|_| ())
             .map_err(|e| LogError(e.to_string()))
     }
+
+    fn commit_blocks(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| j.config().durability != kuku_journal::Durability::None)
+    }
 }
 
 impl Drop for JournalLog {

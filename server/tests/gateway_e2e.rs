@@ -95,11 +95,10 @@ fn a_trading_session_acts_only_on_its_own_account() {
         account: alice,
     })
     .unwrap();
-    let done = loop {
-        if let Some(Message::QueryDone(d)) = b.next_message(WAIT).unwrap() {
-            break d;
-        }
-    };
+    let done = next_picked(&mut b, |m| match m {
+        Message::QueryDone(d) => Some(d),
+        _ => None,
+    });
     assert_eq!(done.code, GatewayCode::NotPermitted.code());
     // An admin request on a trading session is a protocol error.
     b.send(IssueToken {
@@ -355,11 +354,18 @@ fn cancel_on_disconnect_cancels_live_orders_only_when_asked() {
     let (mut a, _) = t.trader(alice, with);
     let o1 = accepted(&a.place(buy(1, 119_000)).unwrap());
     let o2 = accepted(&a.place(buy(2, 118_000)).unwrap());
+    // The watcher logs in first: it sees the cancels only if its session exists when they
+    // happen.
+    let (mut watcher, _) = t.trader(alice, LoginOptions::default());
     drop(a.into_connection());
 
-    let (mut watcher, _) = t.trader(alice, LoginOptions::default());
     let mut cancelled = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while cancelled.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped session's orders were not cancelled: {cancelled:?}"
+        );
         if let Some(Message::Cancelled(c)) = watcher.next_message(WAIT).unwrap() {
             assert_eq!(
                 c.reason,
@@ -451,22 +457,20 @@ fn orders_fills_modifies_cancels_and_queries_over_the_wire() {
         m => panic!("{m:?}"),
     }
     let taker = accepted(&a.place(buy(8, 120_000)).unwrap());
-    let fill = loop {
-        if let Some(Message::Execution(e)) = a.next_message(WAIT).unwrap() {
-            break e;
-        }
-    };
+    let fill = next_picked(&mut a, |m| match m {
+        Message::Execution(e) => Some(e),
+        _ => None,
+    });
     assert_eq!(
         (fill.order_id, fill.qty, fill.leaves),
         (taker.order_id, Qty(5), Qty(3))
     );
     assert_eq!(fill.liquidity, Liquidity::Taker);
     assert!(fill.commission.0 > 0 && fill.tax == Amount(0));
-    let maker_fill = loop {
-        if let Some(Message::Execution(e)) = b.next_message(WAIT).unwrap() {
-            break e;
-        }
-    };
+    let maker_fill = next_picked(&mut b, |m| match m {
+        Message::Execution(e) => Some(e),
+        _ => None,
+    });
     assert_eq!(maker_fill.client_order_id, resting.client_order_id);
     assert!(maker_fill.tax.0 > 0, "the seller pays taxes");
     let view = a.account().unwrap();

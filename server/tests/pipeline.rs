@@ -4,7 +4,8 @@
 use kuku_engine::testkit::{Driver, cmd};
 use kuku_engine::*;
 use kuku_server::pipeline::{
-    self, Busy, CommandLog, LogError, MemoryLog, Origin, OutputSlot, Outputs, PipelineConfig,
+    self, Busy, CommandLog, Layout, LogError, MemoryLog, Origin, OutputSlot, Outputs,
+    PipelineConfig,
 };
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 
@@ -39,12 +40,25 @@ fn small_config() -> PipelineConfig {
 
 #[test]
 fn eight_producers_on_one_account_match_a_sequential_model_in_journal_order() {
+    eight_producers_on_one_account(Layout::Staged);
+}
+
+#[test]
+fn eight_producers_match_the_sequential_model_with_the_journal_fused_into_the_processor() {
+    eight_producers_on_one_account(Layout::Fused);
+}
+
+fn eight_producers_on_one_account(layout: Layout) {
     let (engine, alice) = market(30_000_000);
     let genesis = engine.snapshot();
     let log = MemoryLog::default();
     let journal = Arc::clone(&log.frames);
     let (events, outputs) = collector();
-    let p = pipeline::start(small_config(), engine, Box::new(log), outputs);
+    let config = PipelineConfig {
+        layout,
+        ..small_config()
+    };
+    let p = pipeline::start(config, engine, Box::new(log), outputs);
 
     let start = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8u64)
@@ -214,4 +228,60 @@ fn a_full_ring_answers_busy_and_loses_nothing() {
         .filter(|s| matches!(s.event, Event::OrderAccepted { resent: false, .. }))
         .count();
     assert_eq!(acks, accepted.len());
+}
+
+/// Records which thread appended (the layout decides it) and whether its commit syncs.
+struct ThreadLog {
+    syncs: bool,
+    appenders: Arc<Mutex<Vec<String>>>,
+}
+
+impl CommandLog for ThreadLog {
+    fn append(&mut self, _: u64, _: u64, _: &Command) -> Result<(), LogError> {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        let mut a = self.appenders.lock().unwrap();
+        if !a.contains(&name) {
+            a.push(name);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn commit_blocks(&self) -> bool {
+        self.syncs
+    }
+}
+
+#[test]
+fn a_fused_layout_journals_on_the_processor_unless_the_log_commit_blocks_on_io() {
+    for (syncs, thread) in [(false, "kuku-processor"), (true, "kuku-journal")] {
+        let (engine, alice) = market(1_000_000_000);
+        let appenders = Arc::new(Mutex::new(Vec::new()));
+        let log = ThreadLog {
+            syncs,
+            appenders: Arc::clone(&appenders),
+        };
+        let (events, outputs) = collector();
+        let config = PipelineConfig {
+            layout: Layout::Fused,
+            ..small_config()
+        };
+        let p = pipeline::start(config, engine, Box::new(log), outputs);
+        let mut s = p.submitter.clone();
+        for i in 0..10 {
+            p_submit(&mut s, cmd::limit(alice, i + 1, 1, Side::Buy, 70_000, 1)).unwrap();
+        }
+        drop(s);
+        drop(p);
+        assert_eq!(
+            *appenders.lock().unwrap(),
+            vec![thread.to_string()],
+            "syncs: {syncs}"
+        );
+        let done = events.lock().unwrap().iter().filter(|e| e.last).count();
+        assert_eq!(done, 10, "every command applied (syncs: {syncs})");
+    }
 }

@@ -1,11 +1,15 @@
 //! Zero allocation on the processor thread in steady state: a per-thread counting allocator
 //! counts what the processor thread allocates while 1,000,000 mixed commands go through the
-//! whole pipeline (journaller, processor, output ring, a consumer). Its own test binary, so
-//! nothing else shares the allocator.
+//! whole pipeline (journaller, processor, output ring, a consumer), in both layouts: staged
+//! (a journaller thread in front of the processor) and fused (the processor encodes each
+//! command into the log itself). Its own test binary, so nothing else shares the allocator.
 
 use kuku_engine::testkit::{Driver, cmd};
 use kuku_engine::*;
-use kuku_server::pipeline::{self, Busy, MemoryLog, Origin, OutputSlot, Outputs, PipelineConfig};
+use kuku_server::pipeline::{
+    self, Busy, CommandLog, Layout as StageLayout, LogError, MemoryLog, Origin, OutputSlot,
+    Outputs, PipelineConfig,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -104,8 +108,42 @@ fn wait_applied(status: &pipeline::PipelineStatus, seq: u64) {
     }
 }
 
+/// Encodes each command as the journal does, into a buffer allocated once (a fused processor
+/// runs this; the journal's own append writes into its mapped segment the same way).
+struct EncodingLog {
+    buffer: Vec<u8>,
+    bytes: u64,
+}
+
+impl CommandLog for EncodingLog {
+    fn append(&mut self, _: u64, _: u64, command: &Command) -> Result<(), LogError> {
+        let len = kuku_journal::codec::encoded_len(command);
+        let written = kuku_journal::codec::encode_command(command, &mut self.buffer[..len])
+            .map_err(|e| LogError(e.to_string()))?;
+        self.bytes += written as u64;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
 #[test]
 fn heavy_processor_thread_allocates_nothing_in_steady_state() {
+    processor_allocates_nothing(StageLayout::Staged, Box::new(MemoryLog::default()));
+}
+
+#[test]
+fn heavy_fused_processor_thread_journals_and_allocates_nothing_in_steady_state() {
+    let log = EncodingLog {
+        buffer: vec![0; 64 << 10],
+        bytes: 0,
+    };
+    processor_allocates_nothing(StageLayout::Fused, Box::new(log));
+}
+
+fn processor_allocates_nothing(layout: StageLayout, log: Box<dyn CommandLog>) {
     let mut config = EngineConfig::small();
     config.orders_max = 1 << 16;
     config.keys_max = 1 << 22;
@@ -145,14 +183,10 @@ fn heavy_processor_thread_allocates_nothing_in_steady_state() {
         input_ring_size: 1 << 12,
         output_ring_size: 1 << 14,
         on_processor_start: Some(count_on_this_thread),
+        layout,
         ..PipelineConfig::default()
     };
-    let p = pipeline::start(
-        pipeline_config,
-        d.engine,
-        Box::new(MemoryLog::default()),
-        outputs,
-    );
+    let p = pipeline::start(pipeline_config, d.engine, log, outputs);
     let mut submitter = p.submitter.clone();
 
     let warm_up = 200_000u64;
@@ -168,7 +202,7 @@ fn heavy_processor_thread_allocates_nothing_in_steady_state() {
     drop(p);
     assert_eq!(
         allocations, 0,
-        "allocations on the processor thread in steady state"
+        "allocations on the processor thread in steady state ({layout:?})"
     );
     assert_eq!(consumed.load(Ordering::Relaxed), warm_up + measured);
 }

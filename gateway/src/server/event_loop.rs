@@ -717,7 +717,7 @@ impl<L: NodeLink> EventLoop<L> {
             .mirror
             .read_model
             .orders
-            .get(&q.order_id)
+            .get(q.order_id)
             .filter(|o| o.info.account == account)
             .map(|o| order_report(&self.mirror, q.request_id, o));
         let done = match report {

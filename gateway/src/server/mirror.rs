@@ -110,7 +110,7 @@ impl Mirror {
     fn client_order_id(&self, order: OrderId) -> ClientOrderId {
         self.read_model
             .orders
-            .get(&order)
+            .get(order)
             .map_or(ClientOrderId(0), |o| o.info.client_order_id)
     }
 

@@ -28,7 +28,7 @@
 
 pub mod wait;
 
-use crate::pipeline::wait::{Wait, lower_timer_slack};
+use crate::pipeline::wait::{Signal, Wait, install_signal, lower_timer_slack};
 use disruptor::{
     BusySpin, EventPoller, MultiConsumerBarrier, MultiProducer, ProcessorSettings, Producer,
     RingBufferFull, Sequence, SingleConsumerBarrier, SingleProducer,
@@ -75,6 +75,13 @@ pub trait CommandLog: Send + 'static {
     /// Ends a batch (group commit: in `every-batch` mode it returns once the batch is on
     /// disk; in `none` mode once it is in the page cache).
     fn commit(&mut self) -> Result<(), LogError>;
+    /// True when `commit` does I/O or waits: a disk sync (group commit), shipping frames to a
+    /// standby or waiting for its ack. The processor must not run such a commit (it never does
+    /// I/O, and must not apply a command before its batch is committed), so the pipeline then
+    /// runs `Staged` whatever its configuration says.
+    fn commit_blocks(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +131,8 @@ pub struct PipelineConfig {
     pub consumer_wait: Wait,
     /// Pin the processor thread to this core.
     pub processor_core: Option<usize>,
+    /// Journal on its own thread, or on the processor's (see [`Layout`]).
+    pub layout: Layout,
     /// Runs first on the processor thread (tests: e.g. mark the thread for an allocation
     /// counter). `None` in production.
     pub on_processor_start: Option<fn()>,
@@ -134,19 +143,39 @@ impl Default for PipelineConfig {
         PipelineConfig {
             input_ring_size: 1 << 16,
             output_ring_size: 1 << 18,
-            journal_wait: Wait::Backoff,
-            processor_wait: Wait::Backoff,
-            consumer_wait: Wait::Backoff,
+            journal_wait: Wait::Block,
+            processor_wait: Wait::Block,
+            consumer_wait: Wait::Block,
             processor_core: None,
+            layout: Layout::Fused,
             on_processor_start: None,
         }
     }
+}
+
+/// Where the journal is written (ADR-006).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// A journaller thread appends and commits each batch; the processor thread follows it.
+    Staged,
+    /// The processor thread appends each command to the log, then applies it; it commits at
+    /// the end of each batch. One thread and one ring hop fewer. Only for a log whose
+    /// `commit` does not block ([`CommandLog::commit_blocks`]): a command is then as durable
+    /// before it is applied as in `Staged` (in the page cache). With a syncing or replicating
+    /// log the pipeline runs `Staged`, because a command must not be applied before its batch
+    /// is on disk (or acknowledged by a standby), and the processor does no I/O. The default: it is what `durability = "none"` runs, and `every-batch` runs
+    /// `Staged` through that rule.
+    #[default]
+    Fused,
 }
 
 /// A cloneable handle to publish commands into the input ring.
 #[derive(Clone)]
 pub struct Submitter {
     producer: MultiProducer<InputSlot, SingleConsumerBarrier>,
+    /// Wakes the first stage (`Wait::Block`) after each publish.
+    signal: Arc<Signal>,
     status: Arc<PipelineStatus>,
 }
 
@@ -168,7 +197,10 @@ impl Submitter {
             slot.command = command.take().expect("the closure runs once");
         });
         match published {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.signal.notify();
+                Ok(())
+            }
             Err(RingBufferFull) => {
                 self.status.busy.fetch_add(1, Ordering::Relaxed);
                 Err(Busy)
@@ -219,14 +251,19 @@ pub fn start(
     status.journaled_seq.store(base_seq, Ordering::Relaxed);
     status.applied_seq.store(base_seq, Ordering::Relaxed);
 
-    let (output, pollers) = build_output(&config, outputs.handlers, outputs.pollers);
+    // Signals for `Wait::Block`: the input ring's (publishers -> first stage), the
+    // journaller's (-> processor, staged layout) and the output ring's (-> consumers).
+    let input_signal = Arc::new(Signal::default());
+    let journal_signal = Arc::new(Signal::default());
+    let output_signal = Arc::new(Signal::default());
+    let (output, pollers) =
+        build_output(&config, outputs.handlers, outputs.pollers, &output_signal);
 
-    let journal_stage = {
-        let status = Arc::clone(&status);
-        let mut log = log;
-        move |_: &mut (), slot: &InputSlot, seq: Sequence, end_of_batch: bool| {
-            journal_one(&mut *log, &status, base_seq, slot, seq, end_of_batch);
-        }
+    let fused = config.layout == Layout::Fused && !log.commit_blocks();
+    let (fused_log, staged_log) = if fused {
+        (Some(log), None)
+    } else {
+        (None, Some(log))
     };
     let processor = Processor {
         engine,
@@ -234,41 +271,77 @@ pub fn start(
         base_seq,
         status: Arc::clone(&status),
         notifiers: outputs.notifiers,
+        buffer: Vec::with_capacity(OUTPUT_BUFFER_SLOTS),
+        output_signal,
         published: false,
+        log: fused_log,
     };
-    let mut builder =
-        disruptor::build_multi_producer(config.input_ring_size, input_factory, BusySpin)
+    let processor_wait = config.processor_wait;
+    let on_start = config.on_processor_start;
+    let processor_signal = Arc::clone(if fused {
+        &input_signal
+    } else {
+        &journal_signal
+    });
+    let init_processor = move || {
+        install_signal(processor_signal);
+        if processor_wait != Wait::BusySpin {
+            lower_timer_slack();
+        }
+        if let Some(hook) = on_start {
+            hook();
+        }
+        processor
+    };
+    let builder = disruptor::build_multi_producer(config.input_ring_size, input_factory, BusySpin);
+    let producer = if let Some(mut log) = staged_log {
+        let journal_stage = {
+            let status = Arc::clone(&status);
+            let signal = Arc::clone(&journal_signal);
+            move |_: &mut (), slot: &InputSlot, seq: Sequence, end_of_batch: bool| {
+                journal_one(&mut *log, &status, base_seq, slot, seq, end_of_batch);
+                if end_of_batch {
+                    signal.notify();
+                }
+            }
+        };
+        let journal_input = Arc::clone(&input_signal);
+        let mut builder = builder
             .thread_name("kuku-journal")
             .handle_events_and_state_with_wait_strategy(
                 journal_stage,
-                init_consumer_thread,
+                move || init_consumer_thread(journal_input),
                 config.journal_wait,
             )
             .and_then()
             .thread_name("kuku-processor");
-    if let Some(core) = config.processor_core {
-        builder = builder.pin_at_core(core);
-    }
-    let processor_wait = config.processor_wait;
-    let on_start = config.on_processor_start;
-    let producer = builder
-        .handle_events_and_state_with_wait_strategy(
-            Processor::on_command,
-            move || {
-                if processor_wait != Wait::BusySpin {
-                    lower_timer_slack();
-                }
-                if let Some(hook) = on_start {
-                    hook();
-                }
-                processor
-            },
-            processor_wait,
-        )
-        .build();
+        if let Some(core) = config.processor_core {
+            builder = builder.pin_at_core(core);
+        }
+        builder
+            .handle_events_and_state_with_wait_strategy(
+                Processor::on_command,
+                init_processor,
+                processor_wait,
+            )
+            .build()
+    } else {
+        let mut builder = builder.thread_name("kuku-processor");
+        if let Some(core) = config.processor_core {
+            builder = builder.pin_at_core(core);
+        }
+        builder
+            .handle_events_and_state_with_wait_strategy(
+                Processor::on_command,
+                init_processor,
+                processor_wait,
+            )
+            .build()
+    };
     Pipeline {
         submitter: Submitter {
             producer,
+            signal: input_signal,
             status: Arc::clone(&status),
         },
         pollers,
@@ -276,7 +349,8 @@ pub fn start(
     }
 }
 
-fn init_consumer_thread() {
+fn init_consumer_thread(signal: Arc<Signal>) {
+    install_signal(signal);
     lower_timer_slack();
 }
 
@@ -304,10 +378,14 @@ fn build_output(
     config: &PipelineConfig,
     handlers: Vec<(&'static str, OutputHandler)>,
     poller_count: usize,
+    signal: &Arc<Signal>,
 ) -> (Output, Vec<OutputPoller>) {
-    let mut builder =
-        disruptor::build_single_producer(config.output_ring_size, output_factory, BusySpin)
-            .with_multi_consumer();
+    let mut builder = disruptor::build_single_producer(
+        config.output_ring_size.max(2 * OUTPUT_BUFFER_SLOTS),
+        output_factory,
+        BusySpin,
+    )
+    .with_multi_consumer();
     let mut pollers = Vec::with_capacity(poller_count);
     for _ in 0..poller_count {
         let (poller, next) = builder.new_event_poller();
@@ -315,13 +393,14 @@ fn build_output(
         builder = next;
     }
     for (name, mut handler) in handlers {
+        let signal = Arc::clone(signal);
         builder = builder
             .thread_name(name)
             .handle_events_and_state_with_wait_strategy(
                 move |_: &mut (), slot: &OutputSlot, seq: Sequence, eob: bool| {
                     handler(slot, seq, eob)
                 },
-                init_consumer_thread,
+                move || init_consumer_thread(signal),
                 config.consumer_wait,
             );
     }
@@ -365,6 +444,11 @@ fn halt(status: &PipelineStatus, seq: u64, e: &LogError) {
     );
 }
 
+/// Output events buffered by the processor before one `batch_publish`: each publish is a
+/// store to the ring's cursor, a cache line every consumer polls, so publishing per event
+/// cost a cross-core cache-line transfer per event (ADR-006).
+const OUTPUT_BUFFER_SLOTS: usize = 1024;
+
 /// The processor thread's state.
 struct Processor {
     engine: Engine,
@@ -372,30 +456,63 @@ struct Processor {
     base_seq: u64,
     status: Arc<PipelineStatus>,
     notifiers: Vec<Arc<dyn Notify>>,
+    /// Events of this batch not yet published (capacity `OUTPUT_BUFFER_SLOTS`, never grown).
+    buffer: Vec<OutputSlot>,
+    /// Wakes the output consumers after each flush.
+    output_signal: Arc<Signal>,
     /// Whether this batch published any output (to notify once at its end).
     published: bool,
+    /// The command log, in the fused layout only.
+    log: Option<Box<dyn CommandLog>>,
 }
 
 impl Processor {
     fn on_command(&mut self, slot: &InputSlot, ring_seq: Sequence, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64 + 1;
+        if let Some(log) = self.log.as_deref_mut() {
+            // Fused: the command is in the log before it is applied; the batch's commit
+            // comes after its last command (it does not sync: see `Layout::Fused`).
+            if self.status.halted.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = log.append(seq, slot.ts, &slot.command) {
+                halt(&self.status, seq, &e);
+                return;
+            }
+            self.status.journaled_seq.store(seq, Ordering::Release);
+        }
         if seq > self.status.journaled_seq.load(Ordering::Acquire) {
             // Only after a log failure: the command was never made durable.
             debug_assert!(self.status.halted.load(Ordering::Relaxed));
             return;
         }
-        let mut sink = RingSink {
+        let mut sink = BufferSink {
+            buffer: &mut self.buffer,
             output: &mut self.output,
+            signal: &self.output_signal,
             seq,
             ts: slot.ts,
             origin: slot.origin,
-            pending: None,
         };
         self.engine
             .apply_command(seq, slot.ts, &slot.command, &mut sink);
-        sink.finish();
+        if let Some(last) = self.buffer.last_mut()
+            && last.seq == seq
+        {
+            last.last = true;
+        }
         self.published = true;
         if end_of_batch {
+            flush(&mut self.output, &mut self.buffer);
+            self.output_signal.notify();
+            if let Some(log) = self.log.as_deref_mut() {
+                match log.commit() {
+                    Ok(()) => {
+                        self.status.batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => halt(&self.status, seq, &e),
+                }
+            }
             self.status.applied_seq.store(seq, Ordering::Release);
             if self.published {
                 for n in &self.notifiers {
@@ -407,47 +524,53 @@ impl Processor {
     }
 }
 
-/// Publishes a command's events to the output ring, one slot each, flagging the last: each
-/// event is held back until the next arrives (or the command ends).
-struct RingSink<'a> {
+/// Publishes the buffered events in one batch; while the output ring lacks room (a consumer
+/// lags), yields the core instead of spinning, so on a small machine the consumer can run.
+fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>) {
+    if buffer.is_empty() {
+        return;
+    }
+    loop {
+        let n = buffer.len();
+        let published = output.try_batch_publish(n, |slots| {
+            for (slot, event) in slots.zip(buffer.iter()) {
+                *slot = *event;
+            }
+        });
+        if published.is_ok() {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    buffer.clear();
+}
+
+/// Buffers a command's events for the output ring. A command's last event is flagged once it
+/// returns; a command with more events than the buffer holds has its earlier ones published
+/// before it ends (unflagged), so the flag still marks its last one.
+struct BufferSink<'a> {
+    buffer: &'a mut Vec<OutputSlot>,
     output: &'a mut Output,
+    signal: &'a Signal,
     seq: u64,
     ts: u64,
     origin: Origin,
-    pending: Option<Event>,
 }
 
-impl RingSink<'_> {
-    /// Publishes one event; while the output ring is full (a consumer lags), yields the core
-    /// instead of spinning, so on a small machine the lagging consumer can run.
-    #[inline]
-    fn publish(&mut self, event: Event, last: bool) {
-        let (seq, ts, origin) = (self.seq, self.ts, self.origin);
-        let write = |slot: &mut OutputSlot| {
-            slot.seq = seq;
-            slot.ts = ts;
-            slot.origin = origin;
-            slot.event = event;
-            slot.last = last;
-        };
-        while self.output.try_publish(write).is_err() {
-            std::thread::yield_now();
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(event) = self.pending.take() {
-            self.publish(event, true);
-        }
-    }
-}
-
-impl EventSink for RingSink<'_> {
+impl EventSink for BufferSink<'_> {
     #[inline]
     fn emit(&mut self, event: &Event) {
-        if let Some(previous) = self.pending.replace(*event) {
-            self.publish(previous, false);
+        if self.buffer.len() == OUTPUT_BUFFER_SLOTS {
+            flush(self.output, self.buffer);
+            self.signal.notify();
         }
+        self.buffer.push(OutputSlot {
+            seq: self.seq,
+            ts: self.ts,
+            origin: self.origin,
+            event: *event,
+            last: false,
+        });
     }
 }
 

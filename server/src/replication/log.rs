@@ -117,6 +117,12 @@ impl CommandLog for ReplicatedLog {
         Ok(())
     }
 
+    /// Always: a commit ships frames to the standbys (and in `sync` mode waits for an ack),
+    /// or acks upstream; that is I/O, so the pipeline runs it on its own stage (ADR-006).
+    fn commit_blocks(&self) -> bool {
+        true
+    }
+
     fn commit(&mut self) -> Result<(), LogError> {
         self.local.commit()?;
         let seq = self.local.journal().map_or(0, |j| j.seq_last());

@@ -219,3 +219,17 @@ impl TestNode {
         }
     }
 }
+
+/// The next message `pick` accepts (others are skipped); panics after 30 s without one, so a
+/// missing message fails the test instead of hanging it.
+pub fn next_picked<T>(c: &mut TradingClient, mut pick: impl FnMut(Message) -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = c.next_message(std::time::Duration::from_secs(1)).unwrap()
+            && let Some(t) = pick(m)
+        {
+            return t;
+        }
+    }
+    panic!("the expected message did not arrive within 30 s");
+}
