@@ -463,8 +463,11 @@ fn heavy_failover_under_load_loses_and_duplicates_nothing() {
     let logs: Vec<TraderLog> = traders.into_iter().map(|t| t.join().unwrap()).collect();
     wait_caught_up(&nodes[primary], &nodes[1 - primary]);
     let standby = 1 - primary;
-    nodes[standby].stop();
+    // The primary first: its last commands (e.g. a timer's TakeSnapshot) are acked by the
+    // standby before they are applied; stopping the standby first could leave one journaled
+    // only on the primary (an unacknowledged tail, which a rejoin would truncate).
     nodes[primary].stop();
+    nodes[standby].stop();
 
     let engine = nodes[primary].engine;
     let (created, hash, seq_last) = replay(&nodes[primary].journal(), &engine);
@@ -602,8 +605,8 @@ fn heavy_old_primary_is_fenced_and_rejoins_with_its_tail_truncated() {
         "{placed:?}"
     );
     wait_caught_up(&b, &a);
+    b.stop(); // the primary first (see the failover test)
     a.stop();
-    b.stop();
     let engine = a.engine;
     let (created_b, hash_b, seq_b) = replay(&b.journal(), &engine);
     let (created_a, hash_a, seq_a) = replay(&a.journal(), &engine);
