@@ -6,6 +6,7 @@
 //! database_url = "mysql://kuku:secret@127.0.0.1:3306/kuku"   # default: DATA_DIR/kuku.sqlite
 //! durability = "every-batch"     # or "none"
 //! schedule = "krx"               # "krx" | "always-open" | "manual"
+//! metrics_listen = "127.0.0.1:7880"   # GET /metrics (Prometheus text); default: off
 //! [pipeline]
 //! processor_core = 1             # pin the processor; omit to leave it unpinned
 //! processor_wait = "busy-spin"   # "busy-spin" | "spin-hint" | "yield" | "backoff"
@@ -122,6 +123,8 @@ pub struct NodeConfig {
     pub gateway: GatewaySettings,
     /// Replication to hot standbys and failover; see `crate::replication`.
     pub replication: crate::replication::ReplicationSettings,
+    /// Where `GET /metrics` (Prometheus text) is served, e.g. `127.0.0.1:7880`; `None`: off.
+    pub metrics_listen: Option<String>,
     pub engine: EngineConfig,
 }
 
@@ -140,6 +143,7 @@ impl Default for NodeConfig {
             database: DatabaseSettings::default(),
             gateway: GatewaySettings::default(),
             replication: Default::default(),
+            metrics_listen: None,
             engine: EngineConfig {
                 orders_max: 1 << 19,
                 // A market maker or a load test sends far more than a retail account's 10,000

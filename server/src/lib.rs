@@ -11,6 +11,7 @@ pub mod demo;
 pub mod feed;
 pub mod gateway;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod replication;

@@ -94,6 +94,9 @@ struct ServeArgs {
     /// The gateway's listen address (default 127.0.0.1:7878).
     #[arg(long, env = "KUKU_LISTEN")]
     listen: Option<String>,
+    /// Serve `GET /metrics` (Prometheus text) on this address, e.g. 127.0.0.1:7880.
+    #[arg(long, env = "KUKU_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// The gateway's token secret (64 hex digits); default: the credentials file.
     #[arg(long, env = "KUKU_GATEWAY_SECRET", hide_env_values = true)]
     gateway_secret: Option<String>,
@@ -234,6 +237,9 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(l) = &args.listen {
         config.gateway.listen = l.clone();
     }
+    if let Some(m) = &args.metrics_listen {
+        config.metrics_listen = Some(m.clone());
+    }
     config.gateway.secret_hex = args.gateway_secret.clone();
     config.gateway.admin_token_hex = args.admin_token.clone();
     if args.no_gateway {
@@ -291,9 +297,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "Replication is on."
         );
     }
+    let metrics = match &config.metrics_listen {
+        Some(listen) => {
+            let m = kuku_server::metrics::start(
+                listen,
+                kuku_server::metrics::MetricsSources::of(&node, gateway.as_ref()),
+            )?;
+            tracing::info!(listen = %m.local_addr(), "Metrics: GET /metrics (Prometheus text).");
+            Some(m)
+        }
+        None => None,
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(metrics);
     tracing::info!("Stopping: no new commands are taken; draining the rings.");
     if let Some(gateway) = gateway {
         gateway.shutdown();

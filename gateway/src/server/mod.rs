@@ -290,6 +290,11 @@ impl GatewayHandle {
         &self.stats
     }
 
+    /// The counters, shared (e.g. with a metrics endpoint).
+    pub fn stats_handle(&self) -> Arc<GatewayStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// True once the loop has exited (e.g. the node's output shut down).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
