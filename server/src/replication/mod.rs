@@ -663,6 +663,16 @@ mod tests {
         assert_eq!(repl.role(), Role::Standby);
         // The flag survives a restart (the file).
         assert!(standby_in(dir.path()).diverged.load(Ordering::Relaxed));
+        // And it is a metric to alert on.
+        let status = Arc::new(crate::pipeline::PipelineStatus::default());
+        let text = crate::metrics::render(&crate::metrics::MetricsSources {
+            pipeline: status,
+            database: None,
+            gateway: None,
+            replication: Some(Arc::clone(&repl)),
+        });
+        assert!(text.contains("\nkuku_replication_diverged 1\n"), "{text}");
+        assert!(text.contains("\nkuku_replication_role 0\n"), "{text}");
     }
 
     #[test]
