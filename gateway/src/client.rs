@@ -200,6 +200,100 @@ impl OrderSpec {
     }
 }
 
+/// A trading session that survives failovers. It knows every node's address; it logs in to
+/// whichever is the primary (a standby answers `9014 NotPrimary`), from the last per-account
+/// seq it saw, so the messages it missed are replayed (kept in [`FailoverClient::missed`]);
+/// and when the connection is lost or a reply times out while an order is in flight, it logs
+/// in again and resends that order with the same client order id. The engine answers a resend
+/// with the original outcome (`resent` set), so an order is never placed twice.
+///
+/// **Known limitations**: one order in flight at a time (`place` waits for the outcome); a
+/// cancel or modify is not resent (the caller asks for the order's status instead).
+pub struct FailoverClient {
+    addrs: Vec<std::net::SocketAddr>,
+    account: AccountId,
+    token: Token,
+    session: Option<TradingClient>,
+    next_key: u64,
+    /// The last per-account seq seen over every session.
+    pub last_seen_acct_seq: u64,
+    /// Messages replayed at each re-login (the caller drains them).
+    pub missed: Vec<Message>,
+    /// How long `place` keeps trying to reach a primary.
+    pub failover_timeout: Duration,
+    /// Orders resent after a lost connection or a timeout.
+    pub resends: u64,
+}
+
+impl FailoverClient {
+    pub fn new(addrs: &[std::net::SocketAddr], account: AccountId, token: Token) -> FailoverClient {
+        FailoverClient {
+            addrs: addrs.to_vec(),
+            account,
+            token,
+            session: None,
+            next_key: key_base(),
+            last_seen_acct_seq: 0,
+            missed: Vec::new(),
+            failover_timeout: Duration::from_secs(60),
+            resends: 0,
+        }
+    }
+
+    /// A fresh client order id.
+    pub fn next_key(&mut self) -> ClientOrderId {
+        self.next_key += 1;
+        ClientOrderId(self.next_key)
+    }
+
+    /// The current session, logging in to the primary first if there is none.
+    fn session(&mut self, deadline: Instant) -> Result<&mut TradingClient, GatewayError> {
+        if self.session.is_none() {
+            let options = LoginOptions::default_from(self.last_seen_acct_seq);
+            let (client, replayed) = loop {
+                match TradingClient::login_any(&self.addrs, self.account, self.token, options) {
+                    Ok((client, replayed, _)) => break (client, replayed),
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            self.missed.extend(replayed);
+            self.session = Some(client);
+        }
+        Ok(self.session.as_mut().expect("just logged in"))
+    }
+
+    /// Places an order (a fresh key unless `spec` has one) and returns its outcome
+    /// (`OrderAccepted` or `OrderRejected`), resending across failovers (see the type docs).
+    pub fn place(&mut self, spec: OrderSpec) -> Result<Message, GatewayError> {
+        let key = spec.client_order_id.unwrap_or_else(|| self.next_key());
+        let spec = OrderSpec {
+            client_order_id: Some(key),
+            ..spec
+        };
+        let deadline = Instant::now() + self.failover_timeout;
+        let mut attempt = 0u32;
+        loop {
+            let session = self.session(deadline)?;
+            let outcome = session.place(spec);
+            let seen = session.last_seen_acct_seq;
+            self.last_seen_acct_seq = self.last_seen_acct_seq.max(seen);
+            match outcome {
+                Ok(m) => return Ok(m),
+                Err(e @ GatewayError::LoginRejected { .. }) => return Err(e),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    // Lost or timed out with the order in flight: find the primary, resend.
+                    self.session = None;
+                    self.resends += 1;
+                    attempt += 1;
+                    debug_assert!(attempt < 10_000, "bounded by the deadline");
+                }
+            }
+        }
+    }
+}
+
 /// A trading session.
 pub struct TradingClient {
     conn: Connection,

@@ -27,6 +27,8 @@ pub struct MetricsSources {
     pub pipeline: Arc<PipelineStatus>,
     pub database: Option<Arc<WriterMetrics>>,
     pub gateway: Option<Arc<GatewayStats>>,
+    /// Replication role, epoch, acks and alarms (`None`: replication off).
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl MetricsSources {
@@ -36,6 +38,7 @@ impl MetricsSources {
             pipeline: Arc::clone(&node.status),
             database: node.database_metrics().cloned(),
             gateway: gateway.map(GatewayHandle::stats_handle),
+            replication: node.replication.clone(),
         }
     }
 }
@@ -277,7 +280,66 @@ pub fn render(s: &MetricsSources) -> String {
             load(&g.outbound_bytes),
         );
     }
+    if let Some(r) = &s.replication {
+        render_replication(&mut out, r);
+    }
     out
+}
+
+/// Replication gauges: an operator alerts on `kuku_replication_diverged == 1`,
+/// `kuku_replication_degraded == 1` and `kuku_replication_primary_lost == 1`.
+fn render_replication(out: &mut String, r: &crate::replication::Replication) {
+    use crate::replication::Role;
+    let st = r.status();
+    let role = match r.role() {
+        Role::Standby => 0.0,
+        Role::Primary => 1.0,
+        Role::Fenced => 2.0,
+        Role::Promoting => 3.0,
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    gauge(
+        out,
+        "kuku_replication_role",
+        "0 standby, 1 primary, 2 fenced, 3 promoting.",
+        role,
+    );
+    gauge(
+        out,
+        "kuku_replication_epoch",
+        "The node's epoch.",
+        st.epoch as f64,
+    );
+    gauge(
+        out,
+        "kuku_replication_acked_seq",
+        "Highest seq a standby acknowledged (primary).",
+        st.acked_seq as f64,
+    );
+    gauge(
+        out,
+        "kuku_replication_standbys_live",
+        "Standbys streaming live (primary).",
+        st.standbys_live as f64,
+    );
+    gauge(
+        out,
+        "kuku_replication_degraded",
+        "1 while sync replication runs degraded (unreplicated).",
+        flag(st.degraded),
+    );
+    gauge(
+        out,
+        "kuku_replication_diverged",
+        "1 once this node's state hash differed from its primary's (unpromotable).",
+        flag(st.diverged),
+    );
+    gauge(
+        out,
+        "kuku_replication_primary_lost",
+        "1 while a standby has lost its primary.",
+        flag(st.primary_lost_at_ms != 0),
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {

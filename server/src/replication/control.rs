@@ -133,6 +133,10 @@ fn promote_standby(repl: &Arc<Replication>) -> anyhow::Result<String> {
         took_ms = started.elapsed().as_millis() as u64,
         "PROMOTED: this node is the primary now; clients may log in."
     );
+    let peers = Arc::clone(repl);
+    let _ = std::thread::Builder::new()
+        .name("kuku-repl-fence".into())
+        .spawn(move || super::fence_peers(&peers));
     Ok(format!("{{\"epoch\":{epoch},\"seq\":{received}}}"))
 }
 

@@ -17,7 +17,7 @@ use super::{Replication, Role, wire};
 use crate::node::JournalLog;
 use crate::pipeline::{CommandLog, LogError};
 use kuku_engine::Command;
-use kuku_journal::{FRAME_ALIGN_BYTES, codec};
+use kuku_journal::FRAME_ALIGN_BYTES;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -114,7 +114,6 @@ impl CommandLog for ReplicatedLog {
                 self.ship();
             }
         }
-        debug_assert!(codec::encoded_len(command) > 0);
         Ok(())
     }
 

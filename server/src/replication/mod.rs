@@ -29,7 +29,11 @@
 //! buffer; per batch one mutex, one `write` per standby and, in `sync`, one condvar wait for
 //! the ack (a network round trip plus the standby's journal append).
 //!
-//! **Known limitations**: the standby dials the primary (no standby list on the primary);
+//! **Known limitations**: batches are written to standbys from the journaller thread (no
+//! queue per standby), so a standby whose socket buffer is full delays the primary, even in
+//! `async` mode, for at most `heartbeat_timeout_ms` (the write timeout), after which it is
+//! dropped; a per-standby sender thread with a bounded queue would remove that delay. The
+//! standby dials the primary (no standby list on the primary);
 //! there is no automatic promotion (by design: promotion is explicit); catch-up reads the
 //! primary's journal, so a standby further behind than the primary's oldest segment cannot
 //! join (not possible yet: segments are never pruned).
@@ -612,7 +616,7 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub(crate) use primary::{probe_peers, spawn_listener};
+pub(crate) use primary::{fence_peers, probe_peers, spawn_listener};
 pub(crate) use standby::{join, spawn_receiver};
 
 #[cfg(test)]
@@ -659,6 +663,16 @@ mod tests {
         assert_eq!(repl.role(), Role::Standby);
         // The flag survives a restart (the file).
         assert!(standby_in(dir.path()).diverged.load(Ordering::Relaxed));
+        // And it is a metric to alert on.
+        let status = Arc::new(crate::pipeline::PipelineStatus::default());
+        let text = crate::metrics::render(&crate::metrics::MetricsSources {
+            pipeline: status,
+            database: None,
+            gateway: None,
+            replication: Some(Arc::clone(&repl)),
+        });
+        assert!(text.contains("\nkuku_replication_diverged 1\n"), "{text}");
+        assert!(text.contains("\nkuku_replication_role 0\n"), "{text}");
     }
 
     #[test]

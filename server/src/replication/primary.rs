@@ -125,7 +125,7 @@ fn handshake(repl: &Arc<Replication>, mut stream: TcpStream, hello: Hello) -> io
         );
         return refuse(&mut stream, RefuseCode::CapacitiesHash, why);
     }
-    if hello.epoch > epoch {
+    if hello.epoch > epoch && repl.role() == Role::Primary {
         let why = format!(
             "this node is in epoch {epoch} but you have seen epoch {}: it is a stale primary \
              and fences itself",
@@ -193,6 +193,10 @@ fn handshake(repl: &Arc<Replication>, mut stream: TcpStream, hello: Hello) -> io
 /// Catch-up, then the ack loop of one live standby.
 fn session(repl: &Arc<Replication>, stream: TcpStream, seq_first: u64) -> io::Result<()> {
     let id = repl.next_standby_id.fetch_add(1, Ordering::Relaxed);
+    // Bounds every write to this standby (the journaller ships under the links lock): a
+    // standby that stops reading is dropped after heartbeat_timeout_ms instead of blocking
+    // the primary for ever.
+    stream.set_write_timeout(Some(repl.settings.heartbeat_timeout()))?;
     let mut writer = stream.try_clone()?;
     let mut next = seq_first;
     let epoch = repl.epoch();
@@ -295,6 +299,34 @@ fn ack_loop(repl: &Replication, mut stream: TcpStream, id: u64, epoch: u64) -> i
         }
     }
     Ok(())
+}
+
+/// After a promotion: tells every peer that a newer epoch exists, with a handshake in it. A
+/// peer still running as the old primary fences itself (it stops serving at once instead of
+/// stalling its clients); unreachable peers are skipped (they probe at start-up).
+pub(crate) fn fence_peers(repl: &Replication) {
+    for peer in &repl.settings.peers {
+        let Ok(addr) = peer.parse::<SocketAddr>() else {
+            continue;
+        };
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let hello = Msg::Hello(Hello {
+            wire_version: wire::WIRE_VERSION,
+            engine_logic_version: repl.meta.engine_logic_version,
+            capacities_hash: repl.meta.capacities_hash,
+            epoch: repl.epoch(),
+            seq_last: 0,
+        });
+        if wire::write_msg(&mut stream, &hello).is_ok()
+            && let Ok(Msg::Refused { code, .. }) = wire::read_msg(&mut stream)
+            && code == RefuseCode::StaleEpoch as u16
+        {
+            tracing::warn!(%peer, "A peer still acting as the old primary was told to fence itself.");
+        }
+    }
 }
 
 /// Asks `peers` for their status; returns the newest epoch a primary among them is in, if it is

@@ -203,7 +203,11 @@ impl Receiver {
                      replication address>`)."
                 );
             }
-            std::thread::sleep(self.repl.settings.heartbeat_interval());
+            // Wait before reconnecting, in short steps: a promotion must not wait for it.
+            let until = Instant::now() + self.repl.settings.heartbeat_interval();
+            while Instant::now() < until && !self.stopping() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             if self.stopping() {
                 break;
             }
@@ -243,6 +247,8 @@ impl Receiver {
     /// Sends `Start`, then receives until the connection fails or the receiver is stopped.
     fn stream_from(&mut self, mut stream: TcpStream, seq_first: u64) -> io::Result<()> {
         wire::write_msg(&mut stream, &Msg::Start { seq_first })?;
+        // Acks are written by the journaller: a primary that stops reading must not block it.
+        stream.set_write_timeout(Some(self.repl.settings.heartbeat_timeout()))?;
         let epoch = self.repl.epoch();
         self.repl.links.lock().expect("links lock").upstream = Some(stream.try_clone()?);
         let interval = self.repl.settings.heartbeat_interval();
