@@ -86,16 +86,21 @@ pub fn writer_config(config: &NodeConfig, url: DatabaseUrl) -> WriterConfig {
 }
 
 /// Starts the writer for a node whose journal ends at `journal_seq_last`, and the output
-/// handler that feeds it; `None` when the node runs without a database.
+/// handler that feeds it; `None` when the node runs without a database. `epoch` is the node's
+/// replication epoch at start-up (0 without replication), stored with every checkpoint; a
+/// promotion while running is picked up at the next start.
 pub fn start_writer(
     config: &NodeConfig,
     journal_seq_last: u64,
+    epoch: u64,
 ) -> anyhow::Result<Option<(Writer, OutputHandler)>> {
     let Some(url) = database_url(config)? else {
         tracing::info!("No database: the node runs without a query store (database_url = none).");
         return Ok(None);
     };
-    let (writer, mut handle) = Writer::start(writer_config(config, url), journal_seq_last)?;
+    let mut writer_config = writer_config(config, url);
+    writer_config.epoch = epoch;
+    let (writer, mut handle) = Writer::start(writer_config, journal_seq_last)?;
     let handler: OutputHandler = Box::new(move |slot: &OutputSlot, _, _| {
         handle.offer(slot.seq, slot.ts, &slot.event, slot.last);
     });

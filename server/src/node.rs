@@ -191,9 +191,10 @@ impl Node {
         };
 
         // The query store's writer resumes after its checkpoint (re-deriving from the journal).
-        let (database, database_handler) = crate::database::start_writer(config, engine.last_seq())
-            .context("cannot start the database writer")?
-            .unzip();
+        let (database, database_handler) =
+            crate::database::start_writer(config, engine.last_seq(), epoch)
+                .context("cannot start the database writer")?
+                .unzip();
         let database_handler = match (&repl, database_handler) {
             (Some(r), Some(h)) => Some(gate_at_replicated_watermark(Arc::clone(r), h)),
             (_, h) => h,

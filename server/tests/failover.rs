@@ -955,13 +955,51 @@ fn now_ms() -> u64 {
 
 /// The query database's checkpoint seq of a running node (its embedded SQLite file).
 fn database_seq(node: &NodeProc) -> u64 {
+    database_checkpoint(node).1
+}
+
+/// The query database's checkpoint (epoch, seq) of a node (its embedded SQLite file).
+fn database_checkpoint(node: &NodeProc) -> (u64, u64) {
     let url = kuku_persistence::DatabaseUrl::sqlite_file(&node.dir.join("kuku.sqlite"));
     kuku_persistence::block_on(async {
         let db = kuku_persistence::Database::connect(&url, &Default::default())
             .await
             .unwrap();
-        db.checkpoint().await.unwrap().seq
+        let c = db.checkpoint().await.unwrap();
+        (c.epoch, c.seq)
     })
+}
+
+/// The query store's checkpoint is (epoch, seq): a promoted node, once restarted, writes its
+/// new epoch with every batch.
+#[test]
+fn heavy_a_restarted_promoted_node_checkpoints_its_new_epoch() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        mode: Mode::Async,
+        database: true,
+        ..Setup::default()
+    };
+    let (mut a, mut b) = start_pair(root.path(), &setup);
+    funded_accounts(a.gateway, 1);
+    wait_caught_up(&a, &b);
+    let before = status(a.replication).unwrap().epoch;
+    a.kill();
+    promote(&b);
+    let epoch = b.wait_role("primary").epoch;
+    assert!(
+        epoch > before,
+        "promotion raised the epoch: {before} -> {epoch}"
+    );
+    b.stop();
+    b.spawn(&setup, None, &[]);
+    b.wait_role("primary");
+    funded_accounts(b.gateway, 1);
+    wait_until(
+        "the database to checkpoint the new epoch",
+        Duration::from_secs(15),
+        || database_checkpoint(&b).0 == epoch,
+    );
 }
 
 /// Async mode: orders are acknowledged before the standby has them, but the database writer
