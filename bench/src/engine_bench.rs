@@ -33,7 +33,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::io::{self, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Highest latency the histograms track (larger values saturate).
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
@@ -218,7 +218,7 @@ pub fn run(
     generate_s: f64,
     progress: &mut dyn Write,
 ) -> io::Result<EngineBenchReport> {
-    let date_utc = utc_now_iso8601();
+    let date_utc = crate::machine::utc_now();
     let oracle = flow.expected();
     let mut results: Vec<EngineResult> = engines
         .iter()
@@ -288,7 +288,7 @@ pub fn run(
         timer_overhead_ns,
         generate_s,
         date_utc,
-        cpu: cpu_model(),
+        cpu: crate::machine::cpu_model(),
     })
 }
 
@@ -363,47 +363,6 @@ fn timer_overhead_ns() -> u64 {
         histogram.saturating_record(u64::try_from(elapsed_ns).unwrap_or(u64::MAX));
     }
     histogram.value_at_quantile(0.5)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-fn utc_now_iso8601() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let second_of_day = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
 }
 
 fn thousands(value: f64) -> String {
@@ -711,7 +670,7 @@ mod tests {
 
     #[test]
     fn iso_date_is_well_formed() {
-        let date = utc_now_iso8601();
+        let date = crate::machine::utc_now();
         assert_eq!(date.len(), 20);
         assert!(date.starts_with("20") && date.ends_with('Z'));
     }

@@ -39,7 +39,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 use kuku_engine::testkit::{Driver, cmd};
@@ -787,7 +787,7 @@ impl Report {
         let floor = |ratio: Option<f64>, floor: f64| ratio.map(|r| r >= floor);
         json!({
             "bench": "journal",
-            "date": utc_now_iso8601(),
+            "date": crate::machine::utc_now(),
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "dir": dir,
             "filesystem": fs_type,
@@ -925,31 +925,6 @@ fn filesystem_type(path: &Path) -> String {
         0x6969 => "nfs".to_owned(),
         other => format!("unknown (statfs magic {other:#x})"),
     }
-}
-
-/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc_now_iso8601() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let second_of_day = secs % 86_400;
-    // Civil from days (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`journal_bench`]: `kuku-bench journal`: append, sync, read, replay and recovery
 //!   against raw baselines.
 //! - [`kuku`]: Kuku's adapter for the engine comparison.
+//! - [`machine`]: the date and CPU every report states.
 //!
 //! What it must never do: time anything but the operations it reports, compare engines that
 //! did not end in the same state without saying so, or let a dependency's version change a
@@ -23,6 +24,7 @@ pub mod engines;
 pub mod flow;
 pub mod journal_bench;
 pub mod kuku;
+pub mod machine;
 pub mod model;
 #[cfg(feature = "peers")]
 pub mod peers;

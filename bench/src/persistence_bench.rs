@@ -270,10 +270,10 @@ pub fn run(args: &PersistenceBenchArgs) -> anyhow::Result<Value> {
     );
     Ok(json!({
         "bench": "persistence",
-        "date": utc_date(),
+        "date": crate::machine::utc_now(),
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "cpu_model": cpu_model(),
+            "cpu_model": crate::machine::cpu_model(),
         },
         "mariadb": settings_json(&settings),
         "workload": {
@@ -606,25 +606,4 @@ fn spread(samples: &[f64]) -> Value {
         "max": samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         "runs": samples.len(),
     })
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn utc_date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map_or_else(|| "unknown".to_owned(), |s| s.trim().to_owned())
 }

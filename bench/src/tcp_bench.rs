@@ -28,6 +28,7 @@
 //! **Known limitations**: client and server share the machine's two cores, so the client's
 //! own scheduling delays are in both the Kuku and the echo numbers.
 
+use crate::machine::{rfc3339, unix_now};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use kuku_engine::{
@@ -1025,33 +1026,6 @@ fn print_human(out: &mut impl Write, s: &serde_json::Value) -> anyhow::Result<()
     Ok(())
 }
 
-fn unix_now() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// `2026-11-25T13:05:20Z` from time since the epoch (UTC, civil-from-days).
-pub fn rfc3339(t: Duration) -> String {
-    let secs = t.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
-
 fn lower_timer_slack() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only affects this thread.
@@ -1070,11 +1044,6 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("3h").is_err());
-        assert_eq!(rfc3339(Duration::from_secs(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(Duration::from_secs(1_795_612_813)),
-            "2026-11-25T13:20:13Z"
-        );
     }
 
     /// A tiny in-process run: the whole harness end to end (node, gateway, echo, outputs).
