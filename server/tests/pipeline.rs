@@ -285,3 +285,68 @@ fn a_fused_layout_journals_on_the_processor_unless_the_log_commit_blocks_on_io()
         assert_eq!(done, 10, "every command applied (syncs: {syncs})");
     }
 }
+
+/// Fails the append of the `fail_at`-th command it sees.
+struct FailingLog {
+    appended: u64,
+    fail_at: u64,
+}
+
+impl CommandLog for FailingLog {
+    fn append(&mut self, _: u64, _: u64, _: &Command) -> Result<(), LogError> {
+        self.appended += 1;
+        if self.appended == self.fail_at {
+            return Err(LogError("disk on fire".into()));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), LogError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_log_halts_the_pipeline_and_what_was_applied_before_is_still_answered() {
+    for layout in [Layout::Staged, Layout::Fused] {
+        let (engine, alice) = market(1_000_000_000);
+        let base = engine.last_seq();
+        let (events, outputs) = collector();
+        let config = PipelineConfig {
+            layout,
+            ..small_config()
+        };
+        let log = FailingLog {
+            appended: 0,
+            fail_at: 50,
+        };
+        let p = pipeline::start(config, engine, Box::new(log), outputs);
+        let mut s = p.submitter.clone();
+        for i in 0..100 {
+            p_submit(&mut s, cmd::limit(alice, i + 1, 1, Side::Buy, 70_000, 1)).unwrap();
+        }
+        drop(s);
+        let status = Arc::clone(&p.status);
+        drop(p);
+        assert!(status.halted.load(std::sync::atomic::Ordering::Relaxed));
+        let answered: Vec<u64> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.last)
+            .map(|e| e.seq)
+            .collect();
+        let applied = status
+            .applied_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            answered,
+            (base + 1..=applied).collect::<Vec<_>>(),
+            "{layout:?}: every applied command is answered, in order"
+        );
+        assert!(
+            applied < base + 50,
+            "{layout:?}: nothing from the failed append on"
+        );
+    }
+}

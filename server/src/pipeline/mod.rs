@@ -273,7 +273,7 @@ pub fn start(
         notifiers: outputs.notifiers,
         buffer: Vec::with_capacity(OUTPUT_BUFFER_SLOTS),
         output_signal,
-        published: false,
+        applied: base_seq,
         log: fused_log,
     };
     let processor_wait = config.processor_wait;
@@ -460,8 +460,8 @@ struct Processor {
     buffer: Vec<OutputSlot>,
     /// Wakes the output consumers after each flush.
     output_signal: Arc<Signal>,
-    /// Whether this batch published any output (to notify once at its end).
-    published: bool,
+    /// The last seq applied (published as `applied_seq` at the end of each batch).
+    applied: u64,
     /// The command log, in the fused layout only.
     log: Option<Box<dyn CommandLog>>,
 }
@@ -469,23 +469,36 @@ struct Processor {
 impl Processor {
     fn on_command(&mut self, slot: &InputSlot, ring_seq: Sequence, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64 + 1;
-        if let Some(log) = self.log.as_deref_mut() {
-            // Fused: the command is in the log before it is applied; the batch's commit
-            // comes after its last command (it does not sync: see `Layout::Fused`).
-            if self.status.halted.load(Ordering::Relaxed) {
-                return;
-            }
-            if let Err(e) = log.append(seq, slot.ts, &slot.command) {
-                halt(&self.status, seq, &e);
-                return;
-            }
-            self.status.journaled_seq.store(seq, Ordering::Release);
-        }
-        if seq > self.status.journaled_seq.load(Ordering::Acquire) {
+        if self.journal_fused(seq, slot) && seq <= self.status.journaled_seq.load(Ordering::Acquire)
+        {
+            self.apply(seq, slot);
+        } else {
             // Only after a log failure: the command was never made durable.
             debug_assert!(self.status.halted.load(Ordering::Relaxed));
-            return;
         }
+        if end_of_batch {
+            self.end_batch(seq);
+        }
+    }
+
+    /// Fused layout: appends the command to the log (false if the log failed now or before).
+    /// Staged: nothing to do (the journaller did it).
+    fn journal_fused(&mut self, seq: u64, slot: &InputSlot) -> bool {
+        let Some(log) = self.log.as_deref_mut() else {
+            return true;
+        };
+        if self.status.halted.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Err(e) = log.append(seq, slot.ts, &slot.command) {
+            halt(&self.status, seq, &e);
+            return false;
+        }
+        self.status.journaled_seq.store(seq, Ordering::Release);
+        true
+    }
+
+    fn apply(&mut self, seq: u64, slot: &InputSlot) {
         let mut sink = BufferSink {
             buffer: &mut self.buffer,
             output: &mut self.output,
@@ -501,25 +514,33 @@ impl Processor {
         {
             last.last = true;
         }
-        self.published = true;
-        if end_of_batch {
-            flush(&mut self.output, &mut self.buffer);
-            self.output_signal.notify();
-            if let Some(log) = self.log.as_deref_mut() {
-                match log.commit() {
-                    Ok(()) => {
-                        self.status.batches.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => halt(&self.status, seq, &e),
+        self.applied = seq;
+    }
+
+    /// Commits (fused), then publishes the batch's events and wakes the consumers, if any
+    /// command of the batch was applied; also when a log failure cut the batch short, so the
+    /// commands applied before it are still answered.
+    fn end_batch(&mut self, seq: u64) {
+        if let Some(log) = self.log.as_deref_mut()
+            && !self.status.halted.load(Ordering::Relaxed)
+        {
+            match log.commit() {
+                Ok(()) => {
+                    self.status.batches.fetch_add(1, Ordering::Relaxed);
                 }
+                Err(e) => halt(&self.status, seq, &e),
             }
-            self.status.applied_seq.store(seq, Ordering::Release);
-            if self.published {
-                for n in &self.notifiers {
-                    n.notify();
-                }
-                self.published = false;
-            }
+        }
+        if self.applied == self.status.applied_seq.load(Ordering::Relaxed) {
+            return;
+        }
+        flush(&mut self.output, &mut self.buffer);
+        self.output_signal.notify();
+        self.status
+            .applied_seq
+            .store(self.applied, Ordering::Release);
+        for n in &self.notifiers {
+            n.notify();
         }
     }
 }
