@@ -2,20 +2,11 @@
 
 use std::time::Duration;
 
-/// `2026-11-25T13:05:20Z` from time since the Unix epoch (UTC, civil-from-days, proleptic
-/// Gregorian).
+/// `2026-11-25T13:05:20Z` from time since the Unix epoch (UTC).
 pub fn rfc3339(t: Duration) -> String {
     let secs = t.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = kuku_server::scheduler::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3_600,

@@ -58,8 +58,15 @@ impl KstTime {
     }
 }
 
-/// yyyymmdd of a day count since 1970-01-01 (Howard Hinnant's civil-from-days).
+/// yyyymmdd of a day count since 1970-01-01.
 fn civil_date(days: i64) -> u32 {
+    let (y, m, d) = civil_from_days(days);
+    (y * 10_000 + m * 100 + d) as u32
+}
+
+/// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian (Howard Hinnant's
+/// civil-from-days).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -68,8 +75,7 @@ fn civil_date(days: i64) -> u32 {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y * 10_000 + m * 100 + d) as u32
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 const PRE_OPEN: u32 = 8 * 60 + 30;

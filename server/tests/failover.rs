@@ -392,6 +392,19 @@ fn replay(dir: &Path, engine: &EngineConfig) -> (Created, u64, u64) {
     (created, e.state_hash(), e.last_seq())
 }
 
+/// A fenced node refuses a trading login with NotPrimary.
+fn assert_refuses_logins(node: &NodeProc, account: AccountId) {
+    match TradingClient::login(
+        node.gateway,
+        account,
+        token(account),
+        LoginOptions::default(),
+    ) {
+        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
+        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+    }
+}
+
 fn start_pair(root: &Path, setup: &Setup) -> (NodeProc, NodeProc) {
     let mut a = NodeProc::new(root, "a");
     let mut b = NodeProc::new(root, "b");
@@ -581,15 +594,7 @@ fn heavy_old_primary_is_fenced_and_rejoins_with_its_tail_truncated() {
     a.spawn(&setup, None, &[b.replication]);
     let fenced = a.wait_role("fenced");
     assert!(!fenced.degraded);
-    match TradingClient::login(
-        a.gateway,
-        accounts[0],
-        token(accounts[0]),
-        LoginOptions::default(),
-    ) {
-        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
-        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
-    }
+    assert_refuses_logins(&a, accounts[0]);
     assert!(a.log().contains("FENCED"), "{}", a.log());
     a.stop();
     // Rejoin as a standby: the unreplicated tail goes, B's history comes.
@@ -1077,15 +1082,7 @@ fn heavy_promotion_fences_an_old_primary_that_still_runs() {
         Duration::from_secs(10),
         || b.log().contains("was told to fence itself"),
     );
-    match TradingClient::login(
-        a.gateway,
-        accounts[0],
-        token(accounts[0]),
-        LoginOptions::default(),
-    ) {
-        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
-        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
-    }
+    assert_refuses_logins(&a, accounts[0]);
     // The clients find the new primary.
     let (_, _, at) = TradingClient::login_any(
         &[a.gateway, b.gateway],
