@@ -103,26 +103,30 @@ pub fn install_signal(signal: Arc<Signal>) {
     });
 }
 
-/// One `Block` wait step; false when no signal is installed.
+/// One `Block` wait step; false when no signal is installed. (No `Arc` clone here: its
+/// reference count shares a cache line with the epoch the publishers bump.)
 fn block_step() -> bool {
     BLOCK.with(|b| {
         let mut b = b.borrow_mut();
-        let Some(signal) = b.signal.clone() else {
+        let BlockState {
+            signal,
+            seen,
+            spins,
+        } = &mut *b;
+        let Some(signal) = signal.as_deref() else {
             return false;
         };
         let now = signal.epoch();
-        if now != b.seen {
+        if now != *seen {
             // Something was published since we last looked: re-check, spinning for a while
             // (the store that makes it visible may come just after the signal).
-            b.seen = now;
-            b.spins = 0;
-        } else if b.spins < BLOCK_SPINS {
-            b.spins += 1;
+            *seen = now;
+            *spins = 0;
+        } else if *spins < BLOCK_SPINS {
+            *spins += 1;
             std::hint::spin_loop();
         } else {
-            let seen = b.seen;
-            drop(b);
-            signal.wait(seen);
+            signal.wait(*seen);
         }
         true
     })
