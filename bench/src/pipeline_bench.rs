@@ -29,12 +29,13 @@ use kuku_engine::readmodel::ReadModel;
 use kuku_engine::{Command, Engine, EventSink, LadderPolicy, NullSink};
 use kuku_journal::{Durability, JournalConfig};
 use kuku_server::node::JournalLog;
+use kuku_server::pipeline::fold::{self, ReadModelFolder};
 use kuku_server::pipeline::wait::Wait;
 use kuku_server::pipeline::{self, Busy, Layout, Origin, OutputSlot, Outputs, PipelineConfig};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -208,6 +209,7 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
     let mut agree = vec![true; setups.len()];
     for round in 0..runs {
         let (rate, hash) = direct_apply(&prepared);
+        journaled_apply(&prepared, &base.join(format!("r{round}-journaled")))?;
         prepared.direct_hash = hash;
         direct.push(rate);
         for (i, setup) in setups.iter().enumerate() {
@@ -217,9 +219,17 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
             batches[i].push(pass.batch_avg);
             agree[i] &= pass.state_hash == prepared.direct_hash;
             let _ = std::fs::remove_dir_all(&dir);
+            let c = pass.cpu;
             eprintln!(
-                "  round {round} {:<24} {:>12.0} ops/s  (batch avg {:.1})",
-                setup.name, pass.ops_per_s, pass.batch_avg
+                "  round {round} {:<24} {:>12.0} ops/s  (batch avg {:.1}; CPU ns/cmd: processor \
+                 {:.0}, journaller {:.0}, consumer {:.0}, producer {:.0})",
+                setup.name,
+                pass.ops_per_s,
+                pass.batch_avg,
+                c.processor,
+                c.journal,
+                c.consumer,
+                c.producer
             );
         }
         eprintln!(
@@ -291,6 +301,43 @@ fn direct_apply(p: &Prepared) -> (f64, u64) {
         );
     }
     (p.commands.len() as f64 / elapsed, timeless_hash(&engine))
+}
+
+/// A breakdown printed beside direct apply: the fused processor's work without its threads
+/// (each command appended to a real journal, `durability none`, then applied, on one thread).
+fn journaled_apply(p: &Prepared, dir: &std::path::Path) -> anyhow::Result<()> {
+    use kuku_server::pipeline::CommandLog;
+    std::fs::create_dir_all(dir)?;
+    let journal_config = JournalConfig {
+        segment_bytes: 256 * 1024 * 1024,
+        durability: Durability::None,
+        ..JournalConfig::default()
+    };
+    let (journal, mut engine, _, _) =
+        kuku_journal::state::open_journal_and_engine(dir, journal_config, &p.config, 0)?;
+    let mut log = JournalLog::new(journal);
+    let mut seq = 0;
+    for c in &p.set_up {
+        seq += 1;
+        log.append(seq, seq, c)?;
+        engine.apply_command(seq, seq, c, &mut NullSink);
+    }
+    let mut sink = Counter(0);
+    let start = Instant::now();
+    for c in &p.commands {
+        seq += 1;
+        log.append(seq, seq, c)?;
+        engine.apply_command(seq, seq, c, &mut sink);
+    }
+    log.commit()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(log);
+    let _ = std::fs::remove_dir_all(dir);
+    eprintln!(
+        "  direct apply, each command journaled first (one thread): {:.0} ops/s",
+        p.commands.len() as f64 / elapsed
+    );
+    Ok(())
 }
 
 /// The processor's own share of publishing (copying each event into a ring-sized array),
@@ -381,15 +428,73 @@ struct Pass {
     ops_per_s: f64,
     batch_avg: f64,
     state_hash: u64,
+    /// CPU nanoseconds per command of each pipeline thread during the timed part.
+    cpu: ThreadCpu,
 }
 
-/// A running pipeline on a fresh journal with the read-model consumer and a completion
-/// consumer calling `on_last(origin)` for each command's last event.
+/// CPU time per command of the pipeline's threads (a breakdown that wall-clock throughput on
+/// a shared machine blurs): processor, journaller (staged), output consumer, producer.
+#[derive(Clone, Copy, Debug, Default)]
+struct ThreadCpu {
+    processor: f64,
+    journal: f64,
+    consumer: f64,
+    producer: f64,
+}
+
+/// Ticks of CPU time (user + system) of this process's threads by name (Linux
+/// `/proc/self/task/*/stat`; empty elsewhere).
+fn thread_ticks() -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let name = if stat == own {
+                "producer".to_string()
+            } else {
+                stat[open + 1..close].to_string()
+            };
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((name, ticks))
+        })
+        .collect()
+}
+
+impl ThreadCpu {
+    fn between(before: &[(String, u64)], after: &[(String, u64)], commands: usize) -> ThreadCpu {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let per_cmd = |name: &str| {
+            let sum = |v: &[(String, u64)]| -> u64 {
+                v.iter().filter(|(n, _)| n == name).map(|(_, t)| t).sum()
+            };
+            (sum(after).saturating_sub(sum(before))) as f64 / hz * 1e9 / commands.max(1) as f64
+        };
+        ThreadCpu {
+            processor: per_cmd("kuku-processor"),
+            journal: per_cmd("kuku-journal"),
+            consumer: per_cmd("bench-readmodel"),
+            producer: per_cmd("producer"),
+        }
+    }
+}
+
+/// A running pipeline on a fresh journal with the read-model consumer, which also calls
+/// `on_slot(Some(origin) on a command's last event, else None, end_of_batch)` per event.
 fn start(
     p: &Prepared,
     setup: &Setup,
     dir: &std::path::Path,
-    on_last: impl FnMut(Origin) + Send + 'static,
+    on_slot: impl FnMut(Option<Origin>, bool) + Send + 'static,
 ) -> anyhow::Result<pipeline::Pipeline> {
     std::fs::create_dir_all(dir)?;
     let journal_config = JournalConfig {
@@ -401,30 +506,14 @@ fn start(
         kuku_journal::state::open_journal_and_engine(dir, journal_config, &p.config, 0)?;
     // One consumer thread keeps the read model and reports completions (as the node's
     // responder thread does): fewer threads than cores matters on two cores.
-    let read_model = Arc::new(RwLock::new(ReadModel::from_engine(&engine)));
-    let mut batch: Vec<OutputSlot> = Vec::with_capacity(4096);
-    let rm = Arc::clone(&read_model);
-    let mut on_last = on_last;
+    let mut folder = ReadModelFolder::new(fold::share(ReadModel::from_engine(&engine)));
+    let mut on_slot = on_slot;
     let skip_fold = p.no_read_model;
     let consumer = Box::new(move |slot: &OutputSlot, _, end_of_batch: bool| {
-        if skip_fold {
-            if slot.last {
-                on_last(slot.origin);
-            }
-            return;
+        if !skip_fold {
+            folder.fold(slot, end_of_batch);
         }
-        batch.push(*slot);
-        if end_of_batch || batch.len() >= 4096 {
-            if let Ok(mut m) = rm.write() {
-                for s in &batch {
-                    m.apply(s.seq, s.ts, &s.event);
-                }
-            }
-            for s in batch.iter().filter(|s| s.last) {
-                on_last(s.origin);
-            }
-            batch.clear();
-        }
+        on_slot(slot.last.then_some(slot.origin), end_of_batch);
     });
     let config = PipelineConfig {
         input_ring_size: p.rings.0,
@@ -475,8 +564,15 @@ fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {
 fn throughput_pass(p: &Prepared, setup: &Setup, dir: &std::path::Path) -> anyhow::Result<Pass> {
     let done = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&done);
-    let pipeline = start(p, setup, dir, move |_| {
-        seen.fetch_add(1, Ordering::Release);
+    // Completions are counted on the consumer thread and published once per output batch
+    // (the clock stops at the batch holding the last command's last event): one shared
+    // atomic write per command cost the consumer a cache-line transfer per command.
+    let mut completed = 0;
+    let pipeline = start(p, setup, dir, move |last, end_of_batch| {
+        completed += u64::from(last.is_some());
+        if end_of_batch {
+            seen.store(completed, Ordering::Release);
+        }
     })?;
     let mut s = pipeline.submitter.clone();
     for c in &p.set_up {
@@ -485,12 +581,14 @@ fn throughput_pass(p: &Prepared, setup: &Setup, dir: &std::path::Path) -> anyhow
     wait_until(&done, p.set_up.len() as u64)?;
     let batches_before = pipeline.status.batches.load(Ordering::Relaxed);
     let total = (p.set_up.len() + p.commands.len()) as u64;
+    let ticks_before = thread_ticks();
     let start_time = Instant::now();
     for c in &p.commands {
         submit(&mut s, Origin(1), c);
     }
     wait_until(&done, total)?;
     let elapsed = start_time.elapsed().as_secs_f64();
+    let cpu = ThreadCpu::between(&ticks_before, &thread_ticks(), p.commands.len());
     let batches = pipeline.status.batches.load(Ordering::Relaxed) - batches_before;
     drop(s);
     drop(pipeline);
@@ -499,6 +597,7 @@ fn throughput_pass(p: &Prepared, setup: &Setup, dir: &std::path::Path) -> anyhow
         ops_per_s: p.commands.len() as f64 / elapsed,
         batch_avg: p.commands.len() as f64 / batches.max(1) as f64,
         state_hash: timeless_hash(&engine),
+        cpu,
     })
 }
 
@@ -518,7 +617,10 @@ fn latency_pass(
     let done = Arc::new(AtomicU64::new(0));
     let (t0_c, h_c, done_c) = (Arc::clone(&t0), Arc::clone(&histogram), Arc::clone(&done));
     let clock = Instant::now();
-    let pipeline = start(p, setup, dir, move |origin| {
+    let pipeline = start(p, setup, dir, move |last, _| {
+        let Some(origin) = last else {
+            return;
+        };
         if origin.0 > 0 {
             // origin = index + 1 of a timed command
             let intended = t0_c.load(Ordering::Acquire) + (origin.0 - 1) * period_ns;

@@ -339,12 +339,10 @@ fn run_in_process(plan: &Plan, durability: &str) -> anyhow::Result<RunResult> {
     let addr = gateway.local_addr();
     // The fresh node registers its universe first; wait until the symbol trades.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while node
-        .read_model
-        .read()
-        .map(|rm| rm.symbol_by_code(plan.symbol.as_str()).is_none() || rm.phase.is_none())
-        .unwrap_or(true)
-    {
+    while {
+        let rm = node.read_model.read();
+        rm.symbol_by_code(plan.symbol.as_str()).is_none() || rm.phase.is_none()
+    } {
         if Instant::now() > deadline {
             bail!("the in-process node never listed {}", plan.symbol);
         }

@@ -220,10 +220,7 @@ fn scenario(node: &Node, c: &mut LocalClient, out: &mut impl Write) -> anyhow::R
         ),
     )?;
 
-    let rm = node
-        .read_model
-        .read()
-        .map_err(|_| anyhow::anyhow!("read model poisoned"))?;
+    let rm = node.read_model.read();
     print_portfolio(&rm, account, out)?;
     print_trial_balance(&rm, out)?;
     Ok(())
@@ -314,11 +311,13 @@ type Level = (Price, Qty);
 /// Waits until the read model shows a two-sided quote for `code`.
 fn wait_for_quote(node: &Node, code: &str) -> anyhow::Result<(SymbolId, String, Level, Level)> {
     for _ in 0..500 {
-        if let Ok(rm) = node.read_model.read()
-            && let Some(s) = rm.symbol_by_code(code)
-            && let (Some(bid), Some(ask)) = (s.book.best_bid(), s.book.best_ask())
         {
-            return Ok((s.symbol.id, s.symbol.name.to_string(), bid, ask));
+            let rm = node.read_model.read();
+            if let Some(s) = rm.symbol_by_code(code)
+                && let (Some(bid), Some(ask)) = (s.book.best_bid(), s.book.best_ask())
+            {
+                return Ok((s.symbol.id, s.symbol.name.to_string(), bid, ask));
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -12,6 +12,7 @@
 
 use crate::config::NodeConfig;
 use crate::feed::{Conflator, QuoteSim};
+use crate::pipeline::fold::{self, ReadModelFolder, SharedReadModel};
 use crate::pipeline::{
     self, Busy, CommandLog, LogError, Notify, Origin, OutputHandler, OutputPoller, OutputSlot,
     Outputs, Pipeline, PipelineStatus, Submitter, now_ns,
@@ -25,7 +26,7 @@ use kuku_engine::{Command, Engine, EngineConfig, Event, FeeSchedule, MarketPhase
 use kuku_journal::{Journal, JournalConfig, codec};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -121,7 +122,7 @@ pub struct StartupReport {
 
 pub struct Node {
     pub submitter: Submitter,
-    pub read_model: Arc<RwLock<ReadModel>>,
+    pub read_model: SharedReadModel,
     pub status: Arc<PipelineStatus>,
     pub pollers: Vec<OutputPoller>,
     pub startup: StartupReport,
@@ -183,7 +184,7 @@ impl Node {
             snapshot = ?startup.snapshot_seq,
             "The engine was recovered from the journal."
         );
-        let read_model = Arc::new(RwLock::new(ReadModel::from_engine(&engine)));
+        let read_model = fold::share(ReadModel::from_engine(&engine));
         let day = DayState {
             day_open: engine.day_open(),
             trading_day: engine.trading_day(),
@@ -327,11 +328,13 @@ impl Node {
                     sleep_unless_stopped(&stop, Duration::from_millis(100));
                     continue;
                 }
-                let symbols: Vec<_> = match read_model.read() {
-                    Ok(rm) if rm.phase == Some(MarketPhase::Continuous) => {
+                let symbols: Vec<_> = {
+                    let rm = read_model.read();
+                    if rm.phase == Some(MarketPhase::Continuous) {
                         rm.symbols.values().map(|s| s.symbol).collect()
+                    } else {
+                        Vec::new()
                     }
-                    _ => Vec::new(),
                 };
                 for s in &symbols {
                     if let Some(q) = sim.step(s) {
@@ -450,26 +453,15 @@ pub fn submit_retrying(
     }
 }
 
-/// Applies output events to the shared read model, one lock per output batch, and hands each
-/// `TakeSnapshot` marker's seq to the snapshot thread.
-fn read_model_handler(
-    read_model: Arc<RwLock<ReadModel>>,
-    snapshots: mpsc::Sender<u64>,
-) -> OutputHandler {
-    let mut batch: Vec<OutputSlot> = Vec::with_capacity(1024);
+/// Folds output events into the shared read model ([`ReadModelFolder`]: one lock per output
+/// batch) and hands each `TakeSnapshot` marker's seq to the snapshot thread.
+fn read_model_handler(read_model: SharedReadModel, snapshots: mpsc::Sender<u64>) -> OutputHandler {
+    let mut folder = ReadModelFolder::new(read_model);
     Box::new(move |slot: &OutputSlot, _, end_of_batch| {
         if matches!(slot.event, Event::SnapshotMarker) {
             let _ = snapshots.send(slot.seq);
         }
-        batch.push(*slot);
-        if end_of_batch || batch.len() >= 4096 {
-            if let Ok(mut rm) = read_model.write() {
-                for s in &batch {
-                    rm.apply(s.seq, s.ts, &s.event);
-                }
-            }
-            batch.clear();
-        }
+        folder.fold(slot, end_of_batch);
     })
 }
 
@@ -580,8 +572,8 @@ impl Node {
 }
 
 /// The day state a promoted standby's scheduler starts from.
-fn day_state_of(read_model: &RwLock<ReadModel>) -> Option<DayState> {
-    let rm = read_model.read().ok()?;
+fn day_state_of(read_model: &SharedReadModel) -> Option<DayState> {
+    let rm = read_model.read();
     let phase = rm.phase?;
     Some(DayState {
         day_open: rm.trading_day != 0 && phase != MarketPhase::Closed,

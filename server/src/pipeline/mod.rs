@@ -26,6 +26,7 @@
 //! `StartOfDay`'s base-price list is the only heap data a command carries); one output slot
 //! write per event.
 
+pub mod fold;
 pub mod wait;
 
 use crate::pipeline::wait::{Signal, Wait, install_signal, lower_timer_slack};

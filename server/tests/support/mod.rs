@@ -86,7 +86,7 @@ impl TestNode {
             if let Ok(mut admin) = AdminClient::login(self.addr, ADMIN_TOKEN)
                 && admin.issue_token(AccountId(u32::MAX)).is_ok()
             {
-                let rm = self.node.as_ref().unwrap().read_model.read().unwrap();
+                let rm = self.node.as_ref().unwrap().read_model.read();
                 if rm.symbol_by_code(SAMSUNG).is_some() && rm.phase.is_some() {
                     return;
                 }
@@ -188,7 +188,6 @@ impl TestNode {
         let symbol = node
             .read_model
             .read()
-            .unwrap()
             .symbol_by_code(SAMSUNG)
             .expect("listed")
             .symbol
@@ -204,7 +203,6 @@ impl TestNode {
             let held = node
                 .read_model
                 .read()
-                .unwrap()
                 .positions
                 .get(&(account, symbol))
                 .map_or(0, |p| p.qty.0);
