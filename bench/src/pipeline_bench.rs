@@ -17,6 +17,11 @@
 //! Configurations: processor wait strategy (busy-spin pinned to core 1, backoff, yield) x
 //! durability (`none`, `every-batch`, with its average batch size).
 //!
+//! Each throughput pass also prints the CPU time per command of every pipeline thread (from
+//! `/proc/self/task/*/stat`), the processor's kernel share of it and its minor page faults per
+//! 1,000 commands: on two shared cores a wall-clock ratio alone does not say which thread is
+//! the bottleneck.
+//!
 //! **Known limitations**: one producer thread (the gateway is one mio thread too); on this
 //! 2-core machine the producer, journaller and consumers share the core the processor does
 //! not spin on.
@@ -222,11 +227,14 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
             let c = pass.cpu;
             eprintln!(
                 "  round {round} {:<24} {:>12.0} ops/s  (batch avg {:.1}; CPU ns/cmd: processor \
-                 {:.0}, journaller {:.0}, consumer {:.0}, producer {:.0})",
+                 {:.0} (sys {:.0}, {:.1} faults/1k), journaller {:.0}, consumer {:.0}, producer \
+                 {:.0})",
                 setup.name,
                 pass.ops_per_s,
                 pass.batch_avg,
                 c.processor,
+                c.processor_sys,
+                c.processor_faults_per_k,
                 c.journal,
                 c.consumer,
                 c.producer
@@ -437,14 +445,29 @@ struct Pass {
 #[derive(Clone, Copy, Debug, Default)]
 struct ThreadCpu {
     processor: f64,
+    /// Of `processor`, the part spent in the kernel (page faults on the journal's mapping).
+    processor_sys: f64,
+    /// Minor page faults of the processor thread per 1,000 commands.
+    processor_faults_per_k: f64,
     journal: f64,
     consumer: f64,
     producer: f64,
 }
 
-/// Ticks of CPU time (user + system) of this process's threads by name (Linux
-/// `/proc/self/task/*/stat`; empty elsewhere).
-fn thread_ticks() -> Vec<(String, u64)> {
+/// One thread's counters from `/proc/self/task/*/stat`.
+#[derive(Clone, Debug)]
+struct TaskStat {
+    name: String,
+    /// User + system CPU time, in clock ticks.
+    ticks: u64,
+    /// System CPU time, in clock ticks.
+    sys_ticks: u64,
+    minor_faults: u64,
+}
+
+/// CPU time and page faults of this process's threads by name (Linux `/proc/self/task/*/stat`;
+/// empty elsewhere).
+fn thread_ticks() -> Vec<TaskStat> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -461,29 +484,39 @@ fn thread_ticks() -> Vec<(String, u64)> {
                 stat[open + 1..close].to_string()
             };
             let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-            // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some((name, ticks))
+            // Fields 10, 14 and 15 of stat (minflt, utime, stime) are 7, 11 and 12 after the
+            // name.
+            let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
+            let sys_ticks = field(12)?;
+            Some(TaskStat {
+                name,
+                ticks: field(11)? + sys_ticks,
+                sys_ticks,
+                minor_faults: field(7)?,
+            })
         })
         .collect()
 }
 
 impl ThreadCpu {
-    fn between(before: &[(String, u64)], after: &[(String, u64)], commands: usize) -> ThreadCpu {
+    fn between(before: &[TaskStat], after: &[TaskStat], commands: usize) -> ThreadCpu {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let per_cmd = |name: &str| {
-            let sum = |v: &[(String, u64)]| -> u64 {
-                v.iter().filter(|(n, _)| n == name).map(|(_, t)| t).sum()
+        let commands = commands.max(1) as f64;
+        let delta = |name: &str, counter: fn(&TaskStat) -> u64| -> f64 {
+            let sum = |v: &[TaskStat]| -> u64 {
+                v.iter().filter(|t| t.name == name).map(counter).sum()
             };
-            (sum(after).saturating_sub(sum(before))) as f64 / hz * 1e9 / commands.max(1) as f64
+            sum(after).saturating_sub(sum(before)) as f64
         };
+        let ns_per_cmd = |name: &str| delta(name, |t| t.ticks) / hz * 1e9 / commands;
         ThreadCpu {
-            processor: per_cmd("kuku-processor"),
-            journal: per_cmd("kuku-journal"),
-            consumer: per_cmd("bench-readmodel"),
-            producer: per_cmd("producer"),
+            processor: ns_per_cmd("kuku-processor"),
+            processor_sys: delta("kuku-processor", |t| t.sys_ticks) / hz * 1e9 / commands,
+            processor_faults_per_k: delta("kuku-processor", |t| t.minor_faults) * 1e3 / commands,
+            journal: ns_per_cmd("kuku-journal"),
+            consumer: ns_per_cmd("bench-readmodel"),
+            producer: ns_per_cmd("producer"),
         }
     }
 }
