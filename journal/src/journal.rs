@@ -16,11 +16,7 @@
 //! - After a failed sync the journal is poisoned: it refuses every later write.
 //!
 //! **Performance**: `append` is a seq check, a bounds check, a memcpy and a CRC into the
-//! mapping: no allocation, no lock, and no page fault: the pages ahead of the write offset are
-//! made present and writable [`POPULATE_AHEAD`] bytes in advance, one `madvise` per
-//! [`POPULATE_STEP`] (a first store into an absent page of a fresh segment costs a fault of tens
-//! of microseconds on ext4; `MADV_POPULATE_WRITE` does the same work for about a microsecond a
-//! page without the trap, measured in docs/benchmarks.md §3). `commit` with `every-batch` is one msync (which
+//! mapping: no allocation, no syscall, no lock. `commit` with `every-batch` is one msync (which
 //! on Linux is `vfs_fsync_range(datasync)`: dirty pages of the range + one device cache flush);
 //! with `none` it is a branch. A roll costs a file creation + fallocate + mmap (+ an msync of
 //! the sealed segment and a directory fsync with `every-batch`) once per `segment_bytes`.
@@ -45,11 +41,6 @@ use crate::hook::{SyncEvent, SyncHook};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{self, SEGMENT_DATA_START, SEGMENT_WATERMARK_AT, SegmentHeader};
 use crate::watermark::{self, WatermarkFile};
-
-/// How far ahead of the write offset the active segment's pages are kept present and writable.
-pub const POPULATE_AHEAD: usize = 1 << 20;
-/// How much one populate call adds (one `madvise` per this many bytes appended).
-pub const POPULATE_STEP: usize = 256 << 10;
 
 /// The journal's lock file inside the journal directory.
 pub const LOCK_FILE_NAME: &str = "journal.lock";
@@ -118,12 +109,6 @@ pub struct Journal {
     write_offset: usize,
     /// End of the active segment's frame area (its `segment_bytes`).
     data_end: usize,
-    /// The active segment's pages below this offset are populated for writing.
-    populated_to: usize,
-    /// The write offset at which to populate further; `usize::MAX` once the segment is
-    /// populated to its end or where populating is unsupported.
-    populate_at: usize,
-    populate_supported: bool,
     seq_next: u64,
     seq_durable: u64,
     /// The watermark value in the active segment's watermark page (page cache).
@@ -281,16 +266,13 @@ impl Journal {
         lock: File,
     ) -> Journal {
         let data_end = active.map.len();
-        let mut journal = Journal {
+        Journal {
             dir: dir.to_owned(),
             config,
             meta,
             active,
             write_offset,
             data_end,
-            populated_to: write_offset,
-            populate_at: 0,
-            populate_supported: true,
             seq_next,
             seq_durable,
             watermark_in_page: seq_durable,
@@ -302,9 +284,7 @@ impl Journal {
             poisoned: None,
             sync_hook: None,
             _lock: lock,
-        };
-        journal.populate_ahead();
-        journal
+        }
     }
 
     /// Installs an observer of completed syncs (tests: simulated power loss).
@@ -440,27 +420,7 @@ impl Journal {
         // Cannot overflow: reaching u64::MAX takes 2^64 appends.
         self.seq_next = seq + 1;
         self.batch_open = true;
-        if write_offset >= self.populate_at {
-            self.populate_ahead();
-        }
         failpoint::hit("journal::after_append");
-    }
-
-    /// Populates the active segment's pages up to [`POPULATE_STEP`] past
-    /// `write_offset + POPULATE_AHEAD` (see the module docs). Only a hint: where it fails, stores
-    /// fault the pages in as they would without it, and it is not asked again.
-    #[cold]
-    fn populate_ahead(&mut self) {
-        let to = (self.write_offset + POPULATE_AHEAD + POPULATE_STEP).min(self.data_end);
-        let from = self.populated_to.max(self.write_offset);
-        self.populate_supported = self.populate_supported
-            && segment::populate_for_write(&self.active.map, from, to);
-        self.populated_to = to;
-        self.populate_at = if self.populate_supported && to < self.data_end {
-            to - POPULATE_AHEAD
-        } else {
-            usize::MAX
-        };
     }
 
     /// Ends a batch. With `every-batch`, makes every appended frame durable (one msync), then
@@ -678,8 +638,6 @@ impl Journal {
         self.active = ActiveSegment { path, map, header };
         self.write_offset = SEGMENT_DATA_START;
         self.data_end = self.active.map.len();
-        self.populated_to = SEGMENT_DATA_START;
-        self.populate_ahead();
         self.watermark_in_page = self.seq_durable;
         self.watermark_slot_next = 1;
         self.sync_new_segment()?;
@@ -750,53 +708,5 @@ struct ScrubOnDrop<'a>(&'a mut [u8]);
 impl Drop for ScrubOnDrop<'_> {
     fn drop(&mut self) {
         self.0.fill(0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const META: JournalMeta = JournalMeta {
-        engine_logic_version: 1,
-        capacities_hash: 7,
-        epoch: 1,
-    };
-
-    /// The pages ahead of the writer stay populated as it moves through a segment and into the
-    /// next, and every frame reads back: populating changes no byte.
-    #[test]
-    fn pages_ahead_of_the_writer_are_populated_across_rolls() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = JournalConfig {
-            segment_bytes: 4 << 20,
-            frame_payload_max: 4096,
-            durability: Durability::None,
-        };
-        let mut journal = Journal::create(dir.path(), config, META).unwrap();
-        assert!(journal.populate_supported, "Linux 5.14+ has MADV_POPULATE_WRITE");
-        let payload = [0xA5u8; 1000];
-        let mut rolls = 0;
-        let mut last_path = journal.active.path.clone();
-        for seq in 1..=12_000u64 {
-            journal.append(seq, seq, &payload).unwrap();
-            if journal.active.path != last_path {
-                rolls += 1;
-                last_path = journal.active.path.clone();
-            }
-            let ahead = (journal.write_offset + POPULATE_AHEAD).min(journal.data_end);
-            assert!(
-                journal.populated_to >= ahead,
-                "seq {seq}: populated to {} but writing at {}",
-                journal.populated_to,
-                journal.write_offset
-            );
-            assert!(journal.populate_at > journal.write_offset);
-        }
-        assert!(rolls >= 2, "12 MB of frames in 4 MiB segments roll: {rolls}");
-        journal.close().unwrap();
-
-        let (_, report) = Journal::open(dir.path(), config, META).unwrap();
-        assert_eq!((report.frames_kept, report.seq_last), (12_000, 12_000));
     }
 }

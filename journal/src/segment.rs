@@ -257,26 +257,6 @@ fn map_mut(file: &File, path: &Path, segment_bytes: u64) -> Result<MmapMut, Jour
     map.map_err(JournalError::io("mmap", path))
 }
 
-/// Makes the mapping's pages in `[from, to)` present and writable without changing a byte
-/// (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+), so that stores into them take no page fault.
-/// Returns false where the kernel or platform does not support it (the caller stops asking).
-pub(crate) fn populate_for_write(map: &MmapMut, from: usize, to: usize) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let to = to.min(map.len());
-        if from >= to {
-            return true;
-        }
-        map.advise_range(memmap2::Advice::PopulateWrite, from, to - from)
-            .is_ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (map, from, to);
-        false
-    }
-}
-
 /// Creates a new segment file, preallocates and maps it, writes its header record and the
 /// current watermark into slot 0. The caller syncs (or not) according to its durability.
 pub(crate) fn create_segment(
