@@ -504,9 +504,8 @@ impl ThreadCpu {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let commands = commands.max(1) as f64;
         let delta = |name: &str, counter: fn(&TaskStat) -> u64| -> f64 {
-            let sum = |v: &[TaskStat]| -> u64 {
-                v.iter().filter(|t| t.name == name).map(counter).sum()
-            };
+            let sum =
+                |v: &[TaskStat]| -> u64 { v.iter().filter(|t| t.name == name).map(counter).sum() };
             sum(after).saturating_sub(sum(before)) as f64
         };
         let ns_per_cmd = |name: &str| delta(name, |t| t.ticks) / hz * 1e9 / commands;
