@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change to the engine could change the events of an existing journal.
-pub const ENGINE_LOGIC_VERSION: u32 = 1;
+/// 2: a quote that quotes neither side while no earlier quote is live is rejected
+/// (`QuoteEmpty`) instead of answering with no event at all.
+pub const ENGINE_LOGIC_VERSION: u32 = 2;
 
 /// How a book stores its price levels (ADR-002).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1170,6 +1170,11 @@ impl Engine {
             .flatten()
             .filter(|id| self.orders.slot_of(**id).is_some())
             .count();
+        // Every command answers with at least one event: a quote that changes nothing is
+        // refused rather than silently dropped.
+        if freed == 0 && quoted.clone().count() == 0 {
+            return Err(RejectReason::QuoteEmpty);
+        }
         let free = self.orders_free() + freed;
         if free < quoted.clone().count() {
             return Err(RejectReason::OrdersFull);

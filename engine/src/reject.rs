@@ -100,6 +100,7 @@ reasons! {
     QuoteOffTick = 5003: "a quote price is not on the tick grid",
     QuoteOutsideBand = 5004: "a quote price is outside today's band",
     InvalidQuoteQty = 5005: "quote sizes must be zero or positive multiples of the lot size",
+    QuoteEmpty = 5006: "the quote has no size on either side and there is no earlier quote to withdraw",
 }
 
 impl std::fmt::Display for RejectReason {

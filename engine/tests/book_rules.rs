@@ -401,6 +401,29 @@ fn quotes_replace_synthetic_liquidity_and_cross_resting_users_at_their_price() {
 }
 
 #[test]
+fn an_empty_quote_withdraws_a_live_quote_and_is_rejected_when_there_is_none() {
+    let (mut d, _, _, _) = market();
+    // Nothing quoted, nothing to withdraw: refused, so the command still gets an answer.
+    let events = d.apply(cmd::quote(SAMSUNG, 70_900, 0, 71_100, 0));
+    assert_eq!(reject_reason(&events), Some(RejectReason::QuoteEmpty));
+    assert_eq!(events.len(), 1);
+    // With a live quote, the same command withdraws both sides.
+    d.apply(cmd::quote(SAMSUNG, 70_900, 100, 71_100, 100));
+    let events = d.apply(cmd::quote(SAMSUNG, 70_900, 0, 71_100, 0));
+    let cancelled = events
+        .iter()
+        .filter(|e| matches!(e, Event::OrderCancelled { .. }))
+        .count();
+    assert_eq!((cancelled, reject_reason(&events)), (2, None));
+    let book = d.engine.book(SymbolId(SAMSUNG)).unwrap();
+    assert!(book.best(Side::Buy).is_none() && book.best(Side::Sell).is_none());
+    // And once withdrawn, another empty quote is refused again.
+    let events = d.apply(cmd::quote(SAMSUNG, 70_900, 0, 71_100, 0));
+    assert_eq!(reject_reason(&events), Some(RejectReason::QuoteEmpty));
+    d.engine.check_invariants().unwrap();
+}
+
+#[test]
 fn bad_quotes_are_rejected_and_leave_the_old_quote() {
     let (mut d, _, _, _) = market();
     d.apply(cmd::quote(SAMSUNG, 70_900, 100, 71_100, 100));

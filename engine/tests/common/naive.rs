@@ -654,6 +654,15 @@ impl Naive {
                 return reject(self, RejectReason::QuoteLocked);
             }
         }
+        let live_quotes = self.symbols[symbol.0 as usize - 1]
+            .synthetic
+            .iter()
+            .flatten()
+            .filter(|id| self.orders.iter().any(|o| o.id == **id))
+            .count();
+        if quoted.is_empty() && live_quotes == 0 {
+            return reject(self, RejectReason::QuoteEmpty);
+        }
         let old = std::mem::take(&mut self.symbols[symbol.0 as usize - 1].synthetic);
         for id in old.into_iter().flatten() {
             if let Some(i) = self.orders.iter().position(|o| o.id == id) {
