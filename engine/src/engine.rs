@@ -115,6 +115,24 @@ impl Engine {
         );
         self.last_seq = seq;
         self.now_ts = self.now_ts.max(ts);
+        #[cfg(debug_assertions)]
+        {
+            let mut counted = CountingSink {
+                inner: sink,
+                events: 0,
+            };
+            self.dispatch(command, &mut counted);
+            debug_assert!(
+                counted.events > 0,
+                "every command answers with at least one event: {command:?}"
+            );
+        }
+        #[cfg(not(debug_assertions))]
+        self.dispatch(command, sink);
+    }
+
+    #[inline]
+    fn dispatch(&mut self, command: &Command, sink: &mut impl EventSink) {
         match command {
             Command::PlaceOrder(order) => self.place_order(order, sink),
             Command::CancelOrder {
@@ -466,5 +484,21 @@ fn reference_reject(e: ReferenceError) -> RejectReason {
         ReferenceError::InvalidTickRule => RejectReason::InvalidTickRule,
         ReferenceError::InvalidBasePrice => RejectReason::InvalidBasePrice,
         ReferenceError::InvalidLotSize => RejectReason::InvalidLotSize,
+    }
+}
+
+/// Debug builds: counts what a command emits, to check that every command answers.
+#[cfg(debug_assertions)]
+struct CountingSink<'a, S> {
+    inner: &'a mut S,
+    events: usize,
+}
+
+#[cfg(debug_assertions)]
+impl<S: EventSink> EventSink for CountingSink<'_, S> {
+    #[inline]
+    fn emit(&mut self, event: &Event) {
+        self.events += 1;
+        self.inner.emit(event);
     }
 }
