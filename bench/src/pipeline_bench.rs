@@ -445,7 +445,8 @@ struct Pass {
 #[derive(Clone, Copy, Debug, Default)]
 struct ThreadCpu {
     processor: f64,
-    /// Of `processor`, the part spent in the kernel (page faults on the journal's mapping).
+    /// Of `processor`, the part spent in the kernel (page faults on the journal's mapping in
+    /// the fused layouts, wake-ups).
     processor_sys: f64,
     /// Minor page faults of the processor thread per 1,000 commands.
     processor_faults_per_k: f64,
@@ -508,14 +509,16 @@ impl ThreadCpu {
                 |v: &[TaskStat]| -> u64 { v.iter().filter(|t| t.name == name).map(counter).sum() };
             sum(after).saturating_sub(sum(before)) as f64
         };
-        let ns_per_cmd = |name: &str| delta(name, |t| t.ticks) / hz * 1e9 / commands;
+        let ns_per_cmd =
+            |name: &str, ticks: fn(&TaskStat) -> u64| delta(name, ticks) / hz * 1e9 / commands;
+        let cpu = |t: &TaskStat| t.ticks;
         ThreadCpu {
-            processor: ns_per_cmd("kuku-processor"),
-            processor_sys: delta("kuku-processor", |t| t.sys_ticks) / hz * 1e9 / commands,
+            processor: ns_per_cmd("kuku-processor", cpu),
+            processor_sys: ns_per_cmd("kuku-processor", |t| t.sys_ticks),
             processor_faults_per_k: delta("kuku-processor", |t| t.minor_faults) * 1e3 / commands,
-            journal: ns_per_cmd("kuku-journal"),
-            consumer: ns_per_cmd("bench-readmodel"),
-            producer: ns_per_cmd("producer"),
+            journal: ns_per_cmd("kuku-journal", cpu),
+            consumer: ns_per_cmd("bench-readmodel", cpu),
+            producer: ns_per_cmd("producer", cpu),
         }
     }
 }
