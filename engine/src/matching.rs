@@ -1170,13 +1170,14 @@ impl Engine {
             .flatten()
             .filter(|id| self.orders.slot_of(**id).is_some())
             .count();
+        let sides_quoted = quoted.count();
         // Every command answers with at least one event: a quote that changes nothing is
         // refused rather than silently dropped.
-        if freed == 0 && quoted.clone().count() == 0 {
+        if freed == 0 && sides_quoted == 0 {
             return Err(RejectReason::QuoteEmpty);
         }
         let free = self.orders_free() + freed;
-        if free < quoted.clone().count() {
+        if free < sides_quoted {
             return Err(RejectReason::OrdersFull);
         }
         for (side, (p, q)) in [(Side::Buy, bid), (Side::Sell, ask)] {
