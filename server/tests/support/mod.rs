@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use kuku_engine::{AccountId, Amount, EngineConfig, ExternalRef, Price, Qty, Side};
+use kuku_engine::{AccountId, Amount, EngineConfig, ExternalRef, MarketPhase, Price, Qty, Side};
 use kuku_gateway::auth::{Secret, Token, encode_hex};
 use kuku_gateway::client::{AdminClient, LoginOptions, OrderSpec, TradingClient};
 use kuku_gateway::protocol::{Code, Message};
@@ -80,14 +80,20 @@ impl TestNode {
         t
     }
 
+    /// Waits until the bootstrap (fees, universe) is applied and, on the always-open schedule,
+    /// the scheduler has opened the market: the read model starts with the engine's phase
+    /// (`Closed`), so only `Continuous` says the opening commands were applied.
     fn wait_for_symbols(&mut self) {
+        let needs_open = self.config.schedule == ScheduleMode::AlwaysOpen;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             if let Ok(mut admin) = AdminClient::login(self.addr, ADMIN_TOKEN)
                 && admin.issue_token(AccountId(u32::MAX)).is_ok()
             {
                 let rm = self.node.as_ref().unwrap().read_model.read();
-                if rm.symbol_by_code(SAMSUNG).is_some() && rm.phase.is_some() {
+                if rm.symbol_by_code(SAMSUNG).is_some()
+                    && (!needs_open || rm.phase == Some(MarketPhase::Continuous))
+                {
                     return;
                 }
             }
