@@ -171,6 +171,21 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
             args.runs.unwrap_or(3),
         )
     };
+    let all: &[Setup] = if args.smoke { &SMOKE_SETUPS } else { &SETUPS };
+    let setups: Vec<Setup> = all
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .copied()
+        .collect();
+    if setups.is_empty() {
+        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+        bail!(
+            "--only {:?} matches no configuration; the configurations are: {}",
+            args.only.as_deref().unwrap_or(""),
+            names.join(", ")
+        );
+    }
+    let setups = &setups[..];
     let flow = Flow::generate(&FlowConfig {
         depth_orders: depth,
         ops_steady: ops,
@@ -199,13 +214,6 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
         prepared.set_up.len()
     );
 
-    let all: &[Setup] = if args.smoke { &SMOKE_SETUPS } else { &SETUPS };
-    let setups: Vec<Setup> = all
-        .iter()
-        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
-        .copied()
-        .collect();
-    let setups = &setups[..];
     let fold = read_model_fold(&prepared);
     eprintln!("  read-model fold alone: {fold:.0} commands/s");
     let mut direct = Vec::new();
@@ -798,7 +806,11 @@ fn report(
 
 /// The smallest run (tests and `cargo test --benches`).
 pub fn smoke() -> anyhow::Result<Value> {
-    run(&PipelineBenchArgs {
+    run(&smoke_args())
+}
+
+fn smoke_args() -> PipelineBenchArgs {
+    PipelineBenchArgs {
         ops: None,
         depth: None,
         runs: None,
@@ -811,7 +823,7 @@ pub fn smoke() -> anyhow::Result<Value> {
         input_ring: 1 << 16,
         output_ring: 1 << 18,
         no_read_model: false,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -823,5 +835,15 @@ mod tests {
             assert_eq!(c["same_state_hash"], true, "{c}");
         }
         assert!(v["ops_per_s"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn an_only_filter_that_matches_nothing_is_a_clear_error() {
+        let args = super::PipelineBenchArgs {
+            only: Some("no_such_setup".into()),
+            ..super::smoke_args()
+        };
+        let e = super::run(&args).unwrap_err().to_string();
+        assert!(e.contains("no_such_setup") && e.contains("fused_block"), "{e}");
     }
 }
