@@ -7,8 +7,12 @@
 //! state after command n (tested against the engine on random streams).
 //!
 //! **Performance**: orders in an id-indexed ring ([`OrderViews`]), accounts and positions in
-//! hash maps, book levels and per-account open orders in `BTreeMap`s: O(1) per order event,
-//! O(log n) per level change. It runs on a consumer thread, off the processor's path, and
+//! hash maps, book levels in `BTreeMap`s, each account's open order ids in a sorted `Vec`:
+//! O(1) per new order (ids grow, so it is a push), O(log n) per level change, and per
+//! finished order a binary search and a shift of the account's younger open ids (the
+//! `BTreeSet` it replaced cost a cache miss per tree level on every new and finished order:
+//! half the fold's time in the pipeline benchmark; an account with k open orders shifts at
+//! most k ids, 80 KB at the 10,000 requests one account may make in a day). It runs on a consumer thread, off the processor's path, and
 //! allocates (bounded by live state, plus the recent finished orders kept for status
 //! queries, see [`OrderViews`]). Synthetic (SYSTEM_MARKET) orders are not kept: nobody can
 //! query them, and the book levels come from `BookChanged`.
@@ -20,7 +24,7 @@ pub use crate::order_views::OrderViews;
 use crate::portfolio::Position;
 use crate::*;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderState {
@@ -93,7 +97,8 @@ pub struct ReadModel {
     /// Per account, the symbols it has a position in (sorted), for `positions_of`.
     held: FxHashMap<AccountId, Vec<SymbolId>>,
     pub orders: OrderViews,
-    pub open_by_account: FxHashMap<AccountId, BTreeSet<OrderId>>,
+    /// Per account, its open orders' ids in ascending order (see [`ReadModel::on_accepted`]).
+    pub open_by_account: FxHashMap<AccountId, Vec<OrderId>>,
     pub open_transactions: BTreeMap<TxId, (TxType, AccountId, Amount, TxStatus)>,
     /// The system ledger accounts' balances per asset (users' are in `accounts` and
     /// `positions`).
@@ -471,10 +476,17 @@ impl ReadModel {
             state: OrderState::New,
             seq,
         });
-        self.open_by_account
-            .entry(order.account)
-            .or_default()
-            .insert(order.order_id);
+        let open = self.open_by_account.entry(order.account).or_default();
+        // Ids grow, so a new order goes at the end; only a recovery may insert in between.
+        match open.last() {
+            Some(last) if *last > order.order_id => {
+                if let Err(i) = open.binary_search(&order.order_id) {
+                    open.insert(i, order.order_id);
+                }
+            }
+            Some(last) if *last == order.order_id => {}
+            _ => open.push(order.order_id),
+        }
     }
 
     fn on_fill(&mut self, seq: u64, order_id: OrderId, qty: Qty, leaves: Qty) {
@@ -497,9 +509,63 @@ impl ReadModel {
         };
         o.state = state;
         o.seq = seq;
-        if let Some(open) = self.open_by_account.get_mut(&o.info.account) {
-            open.remove(&order_id);
+        if let Some(open) = self.open_by_account.get_mut(&o.info.account)
+            && let Ok(i) = open.binary_search(&order_id)
+        {
+            open.remove(i);
         }
         self.orders.finished(order_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(id: u64) -> Event {
+        Event::OrderAccepted {
+            acct_seq: id,
+            order: OrderInfo {
+                order_id: OrderId(id),
+                account: AccountId(1),
+                client_order_id: ClientOrderId(id),
+                symbol: SymbolId(1),
+                side: Side::Buy,
+                order_type: OrderType::Limit,
+                tif: TimeInForce::Day,
+                price: Price(70_000),
+                qty: Qty(10),
+            },
+            resent: false,
+        }
+    }
+
+    fn open_ids(rm: &ReadModel) -> Vec<u64> {
+        rm.open_orders(AccountId(1))
+            .map(|o| o.info.order_id.0)
+            .collect()
+    }
+
+    #[test]
+    fn open_orders_stay_in_id_order_whatever_order_they_arrive_in() {
+        let mut rm = ReadModel::default();
+        // A recovery (`from_engine`) may add orders out of id order, and twice.
+        for id in [5, 9, 3, 7, 3, 9] {
+            rm.apply_event(1, &accepted(id));
+        }
+        assert_eq!(open_ids(&rm), [3, 5, 7, 9]);
+        rm.apply_event(2, &accepted(11));
+        rm.finish(3, OrderId(7), OrderState::Filled);
+        rm.finish(
+            3,
+            OrderId(3),
+            OrderState::Cancelled(CancelReason::Requested),
+        );
+        assert_eq!(open_ids(&rm), [5, 9, 11]);
+        assert_eq!(
+            rm.orders.get(OrderId(7)).map(|o| o.state),
+            Some(OrderState::Filled),
+            "a finished order stays queryable"
+        );
     }
 }

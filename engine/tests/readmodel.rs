@@ -49,6 +49,12 @@ fn check(engine: &Engine, rm: &ReadModel) {
         .filter(|o| !o.account.is_system_market())
         .map(|o| (o.id, o.price, o.leaves))
         .collect();
+    for (account, ids) in &rm.open_by_account {
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "open orders of {account} not in ascending id order: {ids:?}"
+        );
+    }
     let mut open: Vec<(OrderId, Price, Qty)> = rm
         .open_by_account
         .values()
@@ -215,6 +221,8 @@ fn read_model_tracks_the_engine_exactly() {
         feed(&mut d, &mut rm, c);
         if i % 500 == 0 {
             check(&d.engine, &rm);
+            // A read model built from a recovered engine (the node's start-up) agrees too.
+            check(&d.engine, &ReadModel::from_engine(&d.engine));
         }
     }
     check(&d.engine, &rm);
