@@ -844,6 +844,9 @@ mod tests {
             ..super::smoke_args()
         };
         let e = super::run(&args).unwrap_err().to_string();
-        assert!(e.contains("no_such_setup") && e.contains("fused_block"), "{e}");
+        assert!(
+            e.contains("no_such_setup") && e.contains("fused_block"),
+            "{e}"
+        );
     }
 }
