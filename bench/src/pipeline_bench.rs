@@ -75,11 +75,11 @@ pub struct PipelineBenchArgs {
     /// The output consumer only counts completions (no read model): the pipeline's own cost.
     #[arg(long)]
     pub no_read_model: bool,
-    /// Input ring slots (a power of two).
-    #[arg(long, default_value_t = 1 << 16)]
+    /// Input ring slots (a power of two); default: the node's.
+    #[arg(long, default_value_t = PipelineConfig::default().input_ring_size)]
     pub input_ring: usize,
-    /// Output ring slots (a power of two).
-    #[arg(long, default_value_t = 1 << 18)]
+    /// Output ring slots (a power of two); default: the node's.
+    #[arg(long, default_value_t = PipelineConfig::default().output_ring_size)]
     pub output_ring: usize,
 }
 
@@ -590,8 +590,15 @@ fn submit(s: &mut pipeline::Submitter, origin: Origin, c: &Command) {
     }
 }
 
-/// How long a producer facing a full ring pauses (a 64Ki ring drains ~100 commands in it).
-const FULL_RING_PAUSE: Duration = Duration::from_micros(50);
+/// How long a producer facing a full ring pauses: the processor drains about 500 commands
+/// in it at 2.5M/s, so the pause (a futex and a timer, a few µs of CPU) costs the producer
+/// ~10 ns per command, and even an 8Ki ring still holds thousands of commands when it wakes.
+/// At 50 µs the producer's wake-ups cost it 91-100 ns per command against 64-73 at 200 µs
+/// (3 interleaved pairs, 2026-12-04, docs/benchmarks.md §3).
+const FULL_RING_PAUSE: Duration = Duration::from_micros(200);
+
+/// How often the clock thread looks for the last completion (it stops the clock).
+const COMPLETION_POLL: Duration = Duration::from_micros(50);
 
 fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -599,7 +606,7 @@ fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             bail!("the pipeline did not complete {n} commands in time");
         }
-        std::thread::sleep(FULL_RING_PAUSE);
+        std::thread::sleep(COMPLETION_POLL);
     }
     Ok(())
 }
@@ -820,8 +827,8 @@ fn smoke_args() -> PipelineBenchArgs {
         no_latency: false,
         smoke: true,
         json: false,
-        input_ring: 1 << 16,
-        output_ring: 1 << 18,
+        input_ring: PipelineConfig::default().input_ring_size,
+        output_ring: PipelineConfig::default().output_ring_size,
         no_read_model: false,
     }
 }
