@@ -14,7 +14,7 @@
 //!
 //! **Performance**: O(1) per operation; advancing `newest` by `k` ids visits `min(k, WINDOW)`
 //! slots (ids are dense, so `k` is 1 in steady state). Memory: `WINDOW` slots of
-//! `Option<OrderView>` (about 12 MiB) plus the open orders older than the window.
+//! `Option<OrderView>` (88 bytes each, about 23 MiB) plus the open orders older than the window.
 
 use crate::readmodel::{OrderState, OrderView};
 use crate::types::OrderId;
@@ -22,7 +22,7 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 
 /// Order ids kept in the ring (a power of two).
-pub const WINDOW: usize = 1 << 17;
+pub const WINDOW: usize = 1 << 18;
 /// Finished orders of the overflow kept for status queries.
 pub const OLD_FINISHED_MAX: usize = 4_096;
 
