@@ -118,12 +118,13 @@ use Durability::{EveryBatch, None as NoSync};
 use Layout::{Fused, Staged};
 use Wait::{Backoff, Block, BusySpin, Yield};
 
-const SETUPS: [Setup; 8] = [
+const SETUPS: [Setup; 9] = [
     setup("block_none", Block, Block, None, NoSync, Staged),
     setup("backoff_none", Backoff, Backoff, None, NoSync, Staged),
     setup("yield_none", Yield, Yield, None, NoSync, Staged),
     setup("spin_pinned_none", BusySpin, Block, Some(1), NoSync, Staged),
     setup("fused_block_none", Block, Block, None, NoSync, Fused),
+    setup("fused_backoff_none", Backoff, Backoff, None, NoSync, Fused),
     setup(
         "fused_spin_pinned_none",
         BusySpin,
