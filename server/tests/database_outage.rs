@@ -100,7 +100,10 @@ fn heavy_a_30_s_database_outage_does_not_stop_trading_and_reconciles_after() {
         load.join().unwrap();
     });
     let applied = node.status.applied_seq.load(Ordering::Acquire);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A bound for "eventually", not a speed check: catching up re-derives ~30 s of traffic
+    // from the journal into MariaDB, which took 5-10 s alone and once over 60 s while the
+    // rest of the suite shared the two cores (2026-12-04).
+    let deadline = Instant::now() + Duration::from_secs(180);
     while metrics.checkpoint_seq.load(Ordering::Acquire) < applied {
         assert!(
             Instant::now() < deadline,
