@@ -145,17 +145,7 @@ mod tests {
 
     fn view(id: u64) -> OrderView {
         OrderView {
-            info: OrderInfo {
-                order_id: OrderId(id),
-                account: AccountId(1),
-                client_order_id: ClientOrderId(id),
-                symbol: SymbolId(1),
-                side: Side::Buy,
-                order_type: OrderType::Limit,
-                tif: TimeInForce::Day,
-                price: Price(1_000),
-                qty: Qty(10),
-            },
+            info: crate::testkit::order_info(id, 1_000),
             price: Price(1_000),
             leaves: Qty(10),
             filled: Qty(0),

@@ -525,17 +525,7 @@ mod tests {
     fn accepted(id: u64) -> Event {
         Event::OrderAccepted {
             acct_seq: id,
-            order: OrderInfo {
-                order_id: OrderId(id),
-                account: AccountId(1),
-                client_order_id: ClientOrderId(id),
-                symbol: SymbolId(1),
-                side: Side::Buy,
-                order_type: OrderType::Limit,
-                tif: TimeInForce::Day,
-                price: Price(70_000),
-                qty: Qty(10),
-            },
+            order: crate::testkit::order_info(id, 70_000),
             resent: false,
         }
     }

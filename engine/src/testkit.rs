@@ -213,6 +213,22 @@ pub mod cmd {
     }
 }
 
+/// A resting DAY limit buy of 10 for account 1 on symbol 1, its client order id equal to its
+/// id: the order an `OrderAccepted` event (or a read-model view) carries in unit tests.
+pub fn order_info(id: u64, price: i64) -> crate::event::OrderInfo {
+    crate::event::OrderInfo {
+        order_id: OrderId(id),
+        account: AccountId(1),
+        client_order_id: ClientOrderId(id),
+        symbol: SymbolId(1),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        tif: TimeInForce::Day,
+        price: Price(price),
+        qty: Qty(10),
+    }
+}
+
 /// The first `OrderAccepted` order id in `events`.
 pub fn accepted_id(events: &[Event]) -> Option<OrderId> {
     events.iter().find_map(|e| match e {
