@@ -598,7 +598,7 @@ fn submit(s: &mut pipeline::Submitter, origin: Origin, c: &Command) {
 /// (3 interleaved pairs, 2026-12-04, docs/benchmarks.md §3).
 const FULL_RING_PAUSE: Duration = Duration::from_micros(200);
 
-/// How often the clock thread looks for the last completion (it stops the clock).
+/// How often the main thread, every command published, looks for the last completion.
 const COMPLETION_POLL: Duration = Duration::from_micros(50);
 
 fn wait_until(count: &AtomicU64, n: u64) -> anyhow::Result<()> {

@@ -9,13 +9,14 @@
 //! **Performance**: orders in an id-indexed ring ([`OrderViews`]), accounts and positions in
 //! hash maps, book levels in `BTreeMap`s, each account's open order ids in a sorted `Vec`:
 //! O(1) per new order (ids grow, so it is a push), O(log n) per level change, and per
-//! finished order a binary search and a shift of the account's younger open ids (the
-//! `BTreeSet` it replaced cost a cache miss per tree level on every new and finished order:
-//! half the fold's time in the pipeline benchmark; an account with k open orders shifts at
-//! most k ids, 80 KB at the 10,000 requests one account may make in a day). It runs on a consumer thread, off the processor's path, and
-//! allocates (bounded by live state, plus the recent finished orders kept for status
-//! queries, see [`OrderViews`]). Synthetic (SYSTEM_MARKET) orders are not kept: nobody can
-//! query them, and the book levels come from `BookChanged`.
+//! finished order a binary search and a shift of the account's younger open ids. The
+//! `BTreeSet` this replaced missed the cache once per tree level on every new and finished
+//! order (the fold ran 1.3-1.5x slower); the shift is at most the account's open orders, 80
+//! KB at the 10,000 requests an account may make in a day (DAY orders expire at the close).
+//! It runs on a consumer thread, off the processor's path, and allocates (bounded by live
+//! state, plus the recent finished orders kept for status queries, see [`OrderViews`]).
+//! Synthetic (SYSTEM_MARKET) orders are not kept: nobody can query them, and the book levels
+//! come from `BookChanged`.
 //!
 //! **Known limitations**: history (fills, ledger) is not kept here: it is served by the
 //! database ([K6]) or the journal.
