@@ -479,14 +479,10 @@ impl ReadModel {
         });
         let open = self.open_by_account.entry(order.account).or_default();
         // Ids grow, so a new order goes at the end; only a recovery may insert in between.
-        match open.last() {
-            Some(last) if *last > order.order_id => {
-                if let Err(i) = open.binary_search(&order.order_id) {
-                    open.insert(i, order.order_id);
-                }
-            }
-            Some(last) if *last == order.order_id => {}
-            _ => open.push(order.order_id),
+        if open.last().is_none_or(|last| *last < order.order_id) {
+            open.push(order.order_id);
+        } else if let Err(i) = open.binary_search(&order.order_id) {
+            open.insert(i, order.order_id);
         }
     }
 
