@@ -76,14 +76,14 @@ impl TestNode {
             config,
             dir,
         };
-        t.wait_for_symbols();
+        t.wait_until_ready();
         t
     }
 
     /// Waits until the bootstrap (fees, universe) is applied and, on the always-open schedule,
     /// the scheduler has opened the market: the read model starts with the engine's phase
     /// (`Closed`), so only `Continuous` says the opening commands were applied.
-    fn wait_for_symbols(&mut self) {
+    fn wait_until_ready(&mut self) {
         let needs_open = self.config.schedule == ScheduleMode::AlwaysOpen;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
