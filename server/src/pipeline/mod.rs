@@ -282,6 +282,7 @@ pub fn start(
         output_signal,
         applied: base_seq,
         log: fused_log,
+        flushes: 0,
     };
     let processor_wait = config.processor_wait;
     let on_start = config.on_processor_start;
@@ -458,6 +459,13 @@ fn halt(status: &PipelineStatus, seq: u64, e: &LogError) {
 /// slower.
 const OUTPUT_BUFFER_SLOTS: usize = 128;
 
+/// Within a batch, the consumers are woken after every this many flushes, not after each:
+/// a consumer that keeps up sleeps between flushes, and waking it (a `futex_wake`, and a
+/// scheduler wake-up on its side) after every 128 events cost the processor tens of ns of
+/// kernel time per command (ADR-006). A consumer still spinning sees every flush anyway;
+/// the end of a batch, and a full ring, always wake.
+const FLUSHES_PER_WAKE: u32 = 8;
+
 /// The processor thread's state.
 struct Processor {
     engine: Engine,
@@ -473,6 +481,8 @@ struct Processor {
     applied: u64,
     /// The command log, in the fused layout only.
     log: Option<Box<dyn CommandLog>>,
+    /// Flushes of this batch so far (see [`FLUSHES_PER_WAKE`]).
+    flushes: u32,
 }
 
 impl Processor {
@@ -512,6 +522,7 @@ impl Processor {
             buffer: &mut self.buffer,
             output: &mut self.output,
             signal: &self.output_signal,
+            flushes: &mut self.flushes,
             seq,
             ts: slot.ts,
             origin: slot.origin,
@@ -543,8 +554,9 @@ impl Processor {
         if self.applied == self.status.applied_seq.load(Ordering::Relaxed) {
             return;
         }
-        flush(&mut self.output, &mut self.buffer);
+        flush(&mut self.output, &mut self.buffer, &self.output_signal);
         self.output_signal.notify();
+        self.flushes = 0;
         self.status
             .applied_seq
             .store(self.applied, Ordering::Release);
@@ -555,8 +567,9 @@ impl Processor {
 }
 
 /// Publishes the buffered events in one batch; while the output ring lacks room (a consumer
-/// lags), yields the core instead of spinning, so on a small machine the consumer can run.
-fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>) {
+/// lags), wakes the consumers (one may sleep: mid-batch flushes do not all wake them) and
+/// yields the core instead of spinning, so on a small machine the consumer can run.
+fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>, signal: &Signal) {
     if buffer.is_empty() {
         return;
     }
@@ -570,6 +583,7 @@ fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>) {
         if published.is_ok() {
             break;
         }
+        signal.notify();
         std::thread::yield_now();
     }
     buffer.clear();
@@ -582,6 +596,8 @@ struct BufferSink<'a> {
     buffer: &'a mut Vec<OutputSlot>,
     output: &'a mut Output,
     signal: &'a Signal,
+    /// Mid-batch flushes since the batch began (see [`FLUSHES_PER_WAKE`]).
+    flushes: &'a mut u32,
     seq: u64,
     ts: u64,
     origin: Origin,
@@ -591,8 +607,11 @@ impl EventSink for BufferSink<'_> {
     #[inline]
     fn emit(&mut self, event: &Event) {
         if self.buffer.len() == OUTPUT_BUFFER_SLOTS {
-            flush(self.output, self.buffer);
-            self.signal.notify();
+            flush(self.output, self.buffer, self.signal);
+            *self.flushes += 1;
+            if self.flushes.is_multiple_of(FLUSHES_PER_WAKE) {
+                self.signal.notify();
+            }
         }
         self.buffer.push(OutputSlot {
             seq: self.seq,
