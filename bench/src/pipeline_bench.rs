@@ -406,9 +406,11 @@ pub fn timeless_hash(engine: &Engine) -> u64 {
     kuku_engine::hash::stable_hash(&s)
 }
 
-/// The read model's fold alone, on the events of a direct run (a breakdown of the
+/// The read-model consumer's fold alone ([`ReadModelFolder`], as in the pipeline), on the
+/// events of a direct run, in output batches of `FOLD_BATCH` events (a breakdown of the
 /// consumer's share): commands per second.
 fn read_model_fold(p: &Prepared) -> f64 {
+    const FOLD_BATCH: usize = 1024;
     let mut engine = Engine::new(p.config);
     let mut seq = 0;
     let mut set_up_events = Vec::new();
@@ -416,23 +418,30 @@ fn read_model_fold(p: &Prepared) -> f64 {
         seq += 1;
         engine.apply_command(seq, seq, c, &mut set_up_events);
     }
-    let mut events: Vec<(u64, kuku_engine::Event)> = Vec::with_capacity(p.commands.len() * 6);
+    let mut slots: Vec<OutputSlot> = Vec::with_capacity(p.commands.len() * 6);
     let mut buf = Vec::new();
     for c in &p.commands {
         seq += 1;
         buf.clear();
         engine.apply_command(seq, seq, c, &mut buf);
-        events.extend(buf.iter().map(|e| (seq, *e)));
+        let n = buf.len();
+        slots.extend(buf.iter().enumerate().map(|(i, e)| OutputSlot {
+            seq,
+            ts: seq,
+            origin: Origin(1),
+            event: *e,
+            last: i + 1 == n,
+        }));
     }
     {
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for (_, e) in &events {
-            let name = format!("{e:?}");
+        for slot in &slots {
+            let name = format!("{:?}", slot.event);
             let name = name.split([' ', '{', '(']).next().unwrap_or("").to_string();
             *counts.entry(name).or_default() += 1;
         }
         let per_cmd = |n: usize| n as f64 / p.commands.len() as f64;
-        eprintln!("  events per command: {:.2}", per_cmd(events.len()));
+        eprintln!("  events per command: {:.2}", per_cmd(slots.len()));
         for (k, v) in counts {
             eprintln!("    {k:<24} {:.3}", per_cmd(v));
         }
@@ -441,12 +450,14 @@ fn read_model_fold(p: &Prepared) -> f64 {
     for (i, e) in set_up_events.iter().enumerate() {
         rm.apply(i as u64 + 1, 0, e);
     }
+    let model = fold::share(rm);
+    let mut folder = ReadModelFolder::new(Arc::clone(&model));
     let start = Instant::now();
-    for (seq, e) in &events {
-        rm.apply(*seq, *seq, e);
+    for (i, slot) in slots.iter().enumerate() {
+        folder.fold(slot, (i + 1) % FOLD_BATCH == 0 || i + 1 == slots.len());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    std::hint::black_box(&rm);
+    std::hint::black_box(model.read().last_seq);
     p.commands.len() as f64 / elapsed
 }
 
