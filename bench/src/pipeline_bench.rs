@@ -344,7 +344,7 @@ fn journaled_apply(p: &Prepared, dir: &std::path::Path) -> anyhow::Result<()> {
     use kuku_server::pipeline::CommandLog;
     std::fs::create_dir_all(dir)?;
     let journal_config = JournalConfig {
-        segment_bytes: 256 * 1024 * 1024,
+        segment_bytes: JournalConfig::SEGMENT_BYTES_DEFAULT,
         durability: Durability::None,
         ..JournalConfig::default()
     };
@@ -576,7 +576,7 @@ fn start(
 ) -> anyhow::Result<pipeline::Pipeline> {
     std::fs::create_dir_all(dir)?;
     let journal_config = JournalConfig {
-        segment_bytes: 256 * 1024 * 1024,
+        segment_bytes: JournalConfig::SEGMENT_BYTES_DEFAULT,
         durability: setup.durability,
         ..JournalConfig::default()
     };

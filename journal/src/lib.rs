@@ -44,10 +44,11 @@
 //! A journal directory holds:
 //!
 //! ```text
-//! 00000000000000000001.seg   segments, named by their first seq (fixed size, preallocated)
+//! 00000000000000000001.seg   segments, named by their first seq (fixed size, zero-filled)
 //! 00000000000000000417.seg
 //! watermark                  the durable watermark (two CRC'd slots)
 //! journal.lock               the single writer's lock
+//! next-segment.tmp           the next segment, being zero-filled (not a segment; removed on close)
 //! engine.json                the engine config the commands were applied under (meta_file)
 //! snapshots/                 <seq>.snap files (SnapshotStore)
 //! ```
@@ -94,7 +95,8 @@ pub use meta_file::{ENGINE_CONFIG_FILE_NAME, read_config, write_config};
 pub use reader::{Frames, JournalReader, JournalStats, SegmentStats};
 pub use recovery::{RecoveryReport, Truncation};
 pub use segment::{
-    SEGMENT_DATA_START, SEGMENT_HEADER_BYTES, parse_segment_file_name, segment_file_name,
+    NEXT_SEGMENT_FILE_NAME, SEGMENT_DATA_START, SEGMENT_HEADER_BYTES, parse_segment_file_name,
+    segment_file_name,
 };
 pub use snapshot::{
     LatestSnapshot, SkippedSnapshot, Snapshot, SnapshotFile, SnapshotMeta, SnapshotStore,

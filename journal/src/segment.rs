@@ -28,13 +28,16 @@
 //! **Invariants**: the file name, the header's first seq and the first frame's seq agree; every
 //! byte after the last frame is zero; a segment is never truncated while mapped.
 //!
-//! **Performance**: creating a segment is `create` + `fallocate` + `mmap` (+ one msync of the
-//! header pages and one directory fsync with `every-batch`): about a millisecond, once per
-//! `segment_bytes` of frames.
+//! **Performance**: a new segment is a zero-filled file (`prepare_segment_file`, about 20-60
+//! ms for 64 MiB, done ahead by the journal's helper thread) that a roll renames and maps (+
+//! one msync of the header pages and one directory fsync with `every-batch`). Written zeros,
+//! not `fallocate`: stores into unwritten extents fault expensively (see
+//! `prepare_segment_file`).
 //!
-//! **Known limitations**: preallocation uses `fallocate(2)` (unwritten extents that read as
-//! zero, no zero-writing I/O); where it is unsupported (or off Linux) the file is zero-filled
-//! with ordinary writes, which costs a full write of the segment once. The header pages are
+//! **Known limitations**: zero-filling costs a full write of each segment (and a second one
+//! of the pages writeback reaches before their frames do). `preallocate` (`fallocate(2)`,
+//! zero-fill where unsupported) remains for extending a segment found cut short and for the
+//! watermark file. The header pages are
 //! 4 KiB each even where the OS page is larger (16/64 KiB on some arm64 kernels); correctness
 //! does not depend on it, only the page-separation argument above.
 
@@ -257,21 +260,61 @@ fn map_mut(file: &File, path: &Path, segment_bytes: u64) -> Result<MmapMut, Jour
     map.map_err(JournalError::io("mmap", path))
 }
 
-/// Creates a new segment file, preallocates and maps it, writes its header record and the
-/// current watermark into slot 0. The caller syncs (or not) according to its durability.
+/// The file a journal prepares its next segment in (see [`prepare_segment_file`]); never a
+/// segment name, so listing and recovery ignore it.
+pub const NEXT_SEGMENT_FILE_NAME: &str = "next-segment.tmp";
+
+/// Writes a zero-filled file of `segment_bytes` at `dir/NEXT_SEGMENT_FILE_NAME` (replacing a
+/// leftover one), ready to become the next segment.
+///
+/// Written zeros rather than `fallocate`'s unwritten extents: the first store through the
+/// mapping to each page of an unwritten extent is a page fault that allocates, zeroes and
+/// converts it, which cost the appending thread 80-100 ns per command (docs/benchmarks.md
+/// §3); writing the zeros with `write(2)` costs about a seventh of that per byte, and can be
+/// done before the segment is needed. Space is still reserved up front (a full disk fails
+/// here, not as a SIGBUS on a store).
+pub(crate) fn prepare_segment_file(dir: &Path, segment_bytes: u64) -> Result<File, JournalError> {
+    let path = dir.join(NEXT_SEGMENT_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(JournalError::io("create segment", &path))?;
+    zero_fill(&file, &path, segment_bytes)?;
+    Ok(file)
+}
+
+/// Creates a new segment file (zero-filled, see [`prepare_segment_file`]), maps it, writes
+/// its header record and the current watermark into slot 0. The caller syncs (or not)
+/// according to its durability.
 pub(crate) fn create_segment(
     dir: &Path,
     header: &SegmentHeader,
     watermark_seq: u64,
 ) -> Result<(PathBuf, MmapMut), JournalError> {
+    let file = prepare_segment_file(dir, header.segment_bytes)?;
+    install_segment(dir, file, header, watermark_seq)
+}
+
+/// Makes a prepared file (zero-filled, `header.segment_bytes` long, at
+/// `dir/NEXT_SEGMENT_FILE_NAME`) the segment starting at `header.first_seq`: renames it, maps
+/// it, writes its header record and the current watermark into slot 0.
+pub(crate) fn install_segment(
+    dir: &Path,
+    file: File,
+    header: &SegmentHeader,
+    watermark_seq: u64,
+) -> Result<(PathBuf, MmapMut), JournalError> {
     let path = dir.join(segment_file_name(header.first_seq));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(JournalError::io("create segment", &path))?;
-    preallocate(&file, &path, header.segment_bytes)?;
+    if path.exists() {
+        return Err(JournalError::io("create segment", &path)(io::Error::from(
+            io::ErrorKind::AlreadyExists,
+        )));
+    }
+    fs::rename(dir.join(NEXT_SEGMENT_FILE_NAME), &path)
+        .map_err(JournalError::io("rename segment", &path))?;
     let mut map = map_mut(&file, &path, header.segment_bytes)?;
     map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
     watermark::write_slot(&mut map[SEGMENT_WATERMARK_AT..], 0, watermark_seq);

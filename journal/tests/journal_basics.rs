@@ -10,7 +10,7 @@ use common::{
 };
 use kuku_journal::{
     Durability, Journal, JournalConfig, JournalError, JournalMeta, JournalReader, MetaField,
-    SEGMENT_DATA_START, WATERMARK_FILE_NAME, segment_file_name,
+    NEXT_SEGMENT_FILE_NAME, SEGMENT_DATA_START, WATERMARK_FILE_NAME, segment_file_name,
 };
 
 #[test]
@@ -515,4 +515,40 @@ fn create_ignores_a_watermark_left_by_a_removed_journal() {
     journal.close().unwrap();
     let (_journal, report) = Journal::open(dir.path(), cfg, META).unwrap();
     assert_eq!((report.seq_last, report.seq_durable), (3, 3));
+}
+
+#[test]
+fn rolls_take_the_prepared_zero_filled_segment_and_close_leaves_no_prepared_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(SEGMENT_BYTES_SMALL, Durability::EveryBatch);
+    let next = dir.path().join(NEXT_SEGMENT_FILE_NAME);
+    let mut journal = Journal::create(dir.path(), cfg, META).unwrap();
+    assert!(
+        !next.exists(),
+        "nothing is prepared before the segment is half full"
+    );
+    append_range(&mut journal, 1..=100);
+    journal.commit().unwrap();
+    let segments = segment_paths(dir.path());
+    assert!(segments.len() > 2, "12 KiB segments roll: {segments:?}");
+    for path in &segments {
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(
+            bytes.len() as u64,
+            SEGMENT_BYTES_SMALL,
+            "{path:?} is full size"
+        );
+    }
+    journal.close().unwrap();
+    assert!(!next.exists(), "close removes the unused prepared file");
+
+    // A crash can leave a prepared file behind: it is not a segment, and it is replaced.
+    std::fs::write(&next, b"left by a crash").unwrap();
+    let (mut journal, report) = Journal::open(dir.path(), cfg, META).unwrap();
+    assert_eq!((report.frames_kept, report.seq_last), (100, 100));
+    append_range(&mut journal, 101..=160);
+    journal.commit().unwrap();
+    drop(journal);
+    assert!(!next.exists());
+    assert_eq!(check_all_frames(dir.path()), 160);
 }

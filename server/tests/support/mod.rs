@@ -37,6 +37,8 @@ pub fn config(dir: &Path) -> NodeConfig {
         engine: EngineConfig::small(),
         ..NodeConfig::default()
     };
+    // Small segments: a test node rolls, and does not zero-fill 64 MiB per journal.
+    c.segment_mib = 4;
     c.pipeline.input_ring_size = 1 << 12;
     c.pipeline.output_ring_size = 1 << 14;
     c.gateway.listen = "127.0.0.1:0".into();
