@@ -327,9 +327,9 @@ impl Journal {
             .ok();
     }
 
-    /// The prepared next segment, waiting for its thread if it is still writing (it had the
-    /// whole previous segment's time); `None` if it failed (the roll then prepares one itself
-    /// and reports that attempt's error, if any).
+    /// The prepared next segment, waiting for its thread if it is still writing (it started
+    /// when the active segment was half full); `None` if it failed or never started (the roll
+    /// then prepares one itself and reports that attempt's error, if any).
     fn take_next_segment(&mut self) -> Option<File> {
         let prepared = self.next_segment.take()?.join().ok()?;
         prepared.ok()
