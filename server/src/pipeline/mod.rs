@@ -27,6 +27,7 @@
 //! write per event.
 
 pub mod fold;
+mod stream;
 pub mod wait;
 
 use crate::pipeline::wait::{Signal, Wait, install_signal, lower_timer_slack};
@@ -55,8 +56,10 @@ pub struct InputSlot {
     pub command: Command,
 }
 
-/// One slot of the output ring: an event and the command it came from.
+/// One slot of the output ring: an event and the command it came from. 16-byte aligned so
+/// the processor can write it with aligned streaming stores (see `stream`).
 #[derive(Clone, Copy, Debug)]
+#[repr(align(16))]
 pub struct OutputSlot {
     pub seq: u64,
     pub ts: u64,
@@ -568,7 +571,9 @@ impl Processor {
 
 /// Publishes the buffered events in one batch; while the output ring lacks room (a consumer
 /// lags), wakes the consumers (one may sleep: mid-batch flushes do not all wake them) and
-/// yields the core instead of spinning, so on a small machine the consumer can run.
+/// yields the core instead of spinning, so on a small machine the consumer can run. The
+/// slots are written with streaming stores, which keep the ring out of the processor's caches
+/// (`stream`, ADR-006).
 fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>, signal: &Signal) {
     if buffer.is_empty() {
         return;
@@ -577,8 +582,10 @@ fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>, signal: &Signal) {
         let n = buffer.len();
         let published = output.try_batch_publish(n, |slots| {
             for (slot, event) in slots.zip(buffer.iter()) {
-                *slot = *event;
+                stream::copy_slot(slot, event);
             }
+            // The cursor is published when this closure returns: the streamed slots first.
+            stream::publish_fence();
         });
         if published.is_ok() {
             break;
