@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever a change to the engine could change the events of an existing journal.
 /// 2: a quote that quotes neither side while no earlier quote is live is rejected
 /// (`QuoteEmpty`) instead of answering with no event at all.
-pub const ENGINE_LOGIC_VERSION: u32 = 2;
+/// 3: prices and quantities beyond `PRICE_MAX` / `QTY_MAX` are rejected (`OutOfRange`); the
+/// fee schedule changes only between trading days (`FeesDuringDay`); one fill never charges a
+/// seller more than its notional; a match stops at a fill that would overflow (`Overflow`).
+pub const ENGINE_LOGIC_VERSION: u32 = 3;
 
 /// How a book stores its price levels (ADR-002).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

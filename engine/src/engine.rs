@@ -20,7 +20,8 @@ use crate::config::EngineConfig;
 use crate::event::{CancelReason, Event, EventSink};
 use crate::fees::FeeSchedule;
 use crate::idempotency::KeyTable;
-use crate::ledger::{Ledger, SystemShares};
+use crate::ledger::Ledger;
+use crate::limits::{BASE_PRICES_MAX, PRICE_MAX};
 use crate::reference::{self, PriceBand, ReferenceError, Symbol};
 use crate::reject::RejectReason;
 use crate::types::{AccountId, OrderId, Price, SymbolCode, SymbolId};
@@ -52,6 +53,8 @@ pub struct Engine {
     pub(crate) next_order_id: u64,
     pub(crate) next_trade_id: u64,
     pub(crate) next_priority: u64,
+    /// The kind of the command being applied (named by ledger alarms).
+    pub(crate) applying: CommandKind,
 }
 
 impl Engine {
@@ -87,6 +90,7 @@ impl Engine {
             next_order_id: 1,
             next_trade_id: 1,
             next_priority: 1,
+            applying: CommandKind::TakeSnapshot,
         }
     }
 
@@ -109,11 +113,15 @@ impl Engine {
         command: &Command,
         sink: &mut impl EventSink,
     ) {
-        debug_assert!(
-            self.last_seq == 0 || seq == self.last_seq + 1,
-            "commands arrive in dense seq order"
+        // A gap or a repeat means the pipeline (or a tool) feeds the wrong journal: an
+        // internal fault, so stop rather than apply out of order (cheap: one compare).
+        assert!(
+            self.last_seq == 0 || Some(seq) == self.last_seq.checked_add(1),
+            "commands arrive in dense seq order: seq {seq} after {}",
+            self.last_seq
         );
         self.last_seq = seq;
+        self.applying = command.kind();
         self.now_ts = self.now_ts.max(ts);
         #[cfg(debug_assertions)]
         {
@@ -265,18 +273,23 @@ impl Engine {
             synthetic_ask: None,
         });
         self.symbol_by_code.insert(r.code, id);
-        self.ledger.system_shares.push(SystemShares::default());
+        self.ledger.add_symbol();
         sink.emit(&Event::SymbolRegistered { symbol });
     }
 
     fn set_fee_schedule(&mut self, s: &FeeSchedule, sink: &mut impl EventSink) {
-        if !s.is_valid() {
-            return self.reject_command(
-                CommandKind::SetFeeSchedule,
-                AccountId(0),
-                RejectReason::InvalidFeeSchedule,
-                sink,
-            );
+        let reason = if !s.is_valid() {
+            Some(RejectReason::InvalidFeeSchedule)
+        } else if self.day_open {
+            // Live buys hold cash for their commission at today's rate: a new rate would
+            // leave their holds short (or long) of what a fill charges.
+            Some(RejectReason::FeesDuringDay)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let kind = CommandKind::SetFeeSchedule;
+            return self.reject_command(kind, AccountId(0), reason, sink);
         }
         self.fees = *s;
         sink.emit(&Event::FeeScheduleSet { schedule: *s });
@@ -290,11 +303,14 @@ impl Engine {
     ) {
         let reason = if self.day_open {
             Some(RejectReason::DayAlreadyStarted)
+        } else if base_prices.len() > BASE_PRICES_MAX.min(self.config.symbols_max as usize) {
+            Some(RejectReason::OutOfRange)
         } else {
             base_prices
                 .iter()
                 .find_map(|&(id, price)| match self.symbol_state(id) {
                     None => Some(RejectReason::UnknownSymbol),
+                    Some(_) if price.0 > PRICE_MAX => Some(RejectReason::OutOfRange),
                     Some(s) if !s.symbol.tick_rule.is_on_grid(price) => {
                         Some(RejectReason::InvalidBasePrice)
                     }
@@ -307,9 +323,7 @@ impl Engine {
         self.day_open = true;
         self.trading_day = trading_day;
         self.keys.clear();
-        for a in self.ledger.accounts.iter_mut() {
-            a.keys_today = 0;
-        }
+        self.ledger.reset_keys_today();
         sink.emit(&Event::DayStarted { trading_day });
         for i in 0..self.symbols.len() {
             let id = SymbolId(i as u32 + 1);
@@ -481,6 +495,7 @@ impl Engine {
 fn reference_reject(e: ReferenceError) -> RejectReason {
     match e {
         ReferenceError::InvalidCode => RejectReason::InvalidSymbolCode,
+        ReferenceError::OutOfRange => RejectReason::OutOfRange,
         ReferenceError::InvalidTickRule => RejectReason::InvalidTickRule,
         ReferenceError::InvalidBasePrice => RejectReason::InvalidBasePrice,
         ReferenceError::InvalidLotSize => RejectReason::InvalidLotSize,

@@ -361,6 +361,12 @@ pub enum CancelReason {
     SelfTrade,
     /// A synthetic quote order replaced by a newer quote or withdrawn at EndOfDay.
     QuoteReplaced,
+    /// The incoming order's next fill would take a balance or running total beyond `i64`: its
+    /// remainder is cancelled; fills before it stand.
+    Overflow,
+    /// The ledger refused the incoming order's next fill (a bug, reported by
+    /// `Event::LedgerAlarm`): its remainder is cancelled; fills before it stand.
+    LedgerCheckFailed,
 }
 
 /// An accepted order as the engine recorded it.
@@ -565,6 +571,13 @@ pub enum Event {
         level_orders: u32,
     },
     SnapshotMarker,
+    /// A ledger entry point refused a posting or hold that the engine's own rules had
+    /// admitted: a bug. Nothing changed; the command is rejected (or the order's remainder
+    /// cancelled) with `LedgerCheckFailed`. The node logs it and counts it in its metrics.
+    LedgerAlarm {
+        command: CommandKind,
+        fault: crate::ledger::LedgerFault,
+    },
 }
 
 impl Event {

@@ -73,33 +73,39 @@ impl Engine {
                 *cash_hold.entry(t.account.0).or_default() += t.amount.0;
             }
         }
-        for a in &self.ledger.accounts {
+        for a in self.ledger.accounts() {
             let want = cash_hold.get(&a.id.0).copied().unwrap_or(0);
-            if a.cash.0 < 0 || a.cash_hold.0 < 0 || a.cash_hold.0 > a.cash.0 {
+            if a.cash().0 < 0 || a.cash_hold().0 < 0 || a.cash_hold().0 > a.cash().0 {
                 return Err(format!(
                     "account {}: cash {} hold {}",
-                    a.id, a.cash, a.cash_hold
+                    a.id,
+                    a.cash(),
+                    a.cash_hold()
                 ));
             }
-            if a.cash_hold.0 != want {
+            if a.cash_hold().0 != want {
                 return Err(format!(
                     "account {}: hold {} but needs {want}",
-                    a.id, a.cash_hold
+                    a.id,
+                    a.cash_hold()
                 ));
             }
         }
-        for p in &self.ledger.positions {
+        for p in self.ledger.positions() {
             let want = share_hold
                 .get(&(p.account.0, p.symbol.0))
                 .copied()
                 .unwrap_or(0);
-            if p.qty.0 < 0 || p.hold.0 < 0 || p.hold > p.qty || p.hold.0 != want {
+            if p.qty().0 < 0 || p.hold().0 < 0 || p.hold() > p.qty() || p.hold().0 != want {
                 return Err(format!(
                     "position {}/{}: qty {} hold {} but sells need {want}",
-                    p.account, p.symbol, p.qty, p.hold
+                    p.account,
+                    p.symbol,
+                    p.qty(),
+                    p.hold()
                 ));
             }
-            if p.qty.0 == 0 && p.cost_basis.0 != 0 {
+            if p.qty().0 == 0 && p.cost_basis.0 != 0 {
                 return Err(format!(
                     "position {}/{}: flat with cost",
                     p.account, p.symbol

@@ -9,7 +9,8 @@
 //! 2. the key: a resend returns the original outcome; other content `DuplicateKey`;
 //! 3. room for the key (`KeysFull`);
 //! 4. the symbol (`UnknownSymbol`); 5. the phase is continuous (`MarketClosed`);
-//! 6. qty > 0 (`InvalidQty`); 7. qty a lot multiple (`QtyNotLotMultiple`);
+//! 6. qty > 0 (`InvalidQty`); qty <= `QTY_MAX` and price <= `PRICE_MAX` (`OutOfRange`);
+//! 7. qty a lot multiple (`QtyNotLotMultiple`);
 //! 8. LIMIT: price > 0 (`InvalidPrice`), on the grid (`PriceOffTick`), in the band
 //!    (`PriceOutsideBand`); MARKET: the symbol has a band (`MarketOrderWithoutBand`);
 //! 9. price x qty fits (`Overflow`); 10. a free order slot (`OrdersFull`), room for its level
@@ -31,7 +32,9 @@ use crate::command::NewOrder;
 use crate::engine::Engine;
 use crate::event::{CancelReason, Event, EventSink, OrderInfo, RequestKind};
 use crate::idempotency::{KeyCheck, KeyRecord, Outcome, RequestContent};
-use crate::ledger::settlement::settle_fill;
+use crate::ledger::settlement::{FillCharges, OrderAfterFill, plan_fill};
+use crate::ledger::{Hold, LedgerFault};
+use crate::limits::{PRICE_MAX, QTY_MAX};
 use crate::reject::RejectReason;
 use crate::risk::buy_hold;
 use crate::types::{
@@ -55,6 +58,10 @@ enum MatchStop {
     Filled,
     NoLiquidity,
     SelfTrade,
+    /// The next fill would take a figure beyond `i64` (see [`RejectReason::Overflow`]).
+    Overflow,
+    /// The ledger refused the next fill's posting: a bug, alarmed (`Event::LedgerAlarm`).
+    LedgerCheckFailed,
 }
 
 /// What validation established for an order about to be accepted.
@@ -133,6 +140,9 @@ impl Engine {
         if o.qty.0 <= 0 {
             return Err(RejectReason::InvalidQty);
         }
+        if o.qty.0 > QTY_MAX || o.price.0 > PRICE_MAX {
+            return Err(RejectReason::OutOfRange);
+        }
         if o.qty.0 % sym.lot_size.0 != 0 {
             return Err(RejectReason::QtyNotLotMultiple);
         }
@@ -149,7 +159,7 @@ impl Engine {
                 }
             }
         };
-        let notional = hold_price.notional(o.qty).ok_or(RejectReason::Overflow)?;
+        hold_price.notional(o.qty).ok_or(RejectReason::Overflow)?;
         if self.orders.is_full() {
             return Err(RejectReason::OrdersFull);
         }
@@ -163,9 +173,7 @@ impl Engine {
             match o.side {
                 Side::Buy => {
                     let position = self.ledger.position_slot(o.account, o.symbol);
-                    if position.is_none()
-                        && self.ledger.positions.len() >= self.config.positions_max as usize
-                    {
+                    if position.is_none() && !self.ledger.has_room_for_position() {
                         return Err(RejectReason::PositionsFull);
                     }
                     cash_hold = buy_hold(
@@ -191,7 +199,6 @@ impl Engine {
                 }
             }
         }
-        let _ = notional;
         Ok(Admitted {
             hold_price,
             cash_hold,
@@ -308,7 +315,16 @@ impl Engine {
                 reason,
                 resent: true,
             },
-            Outcome::CancelledAll(_) => unreachable!("a Place key records a Place outcome"),
+            // A Place key records a Place outcome; only a 64-bit fingerprint collision with a
+            // cancel-all could lead here: answer it as the conflict it is.
+            Outcome::CancelledAll(_) => Event::OrderRejected {
+                acct_seq,
+                account: o.account,
+                client_order_id: o.client_order_id,
+                symbol: o.symbol,
+                reason: RejectReason::DuplicateKey,
+                resent: false,
+            },
         };
         sink.emit(&event);
     }
@@ -322,28 +338,18 @@ impl Engine {
         sink: &mut impl EventSink,
     ) {
         let id = OrderId(self.next_order_id);
-        self.next_order_id += 1;
         let mut position = NIL;
         if self.config.accounting {
-            self.record_key(o.account, o.client_order_id, content, Outcome::Accepted(id));
-            let account = self.ledger.account_mut(o.account).expect("admitted");
-            account.cash_hold = Amount(account.cash_hold.0 + admitted.cash_hold.0);
-            position = match o.side {
-                Side::Buy => self
-                    .ledger
-                    .position_slot_or_insert(o.account, o.symbol)
-                    .expect("admitted: room for the position"),
-                Side::Sell => {
-                    let slot = self
-                        .ledger
-                        .position_slot(o.account, o.symbol)
-                        .expect("admitted");
-                    let p = &mut self.ledger.positions[slot as usize];
-                    p.hold = Qty(p.hold.0 + o.qty.0);
-                    slot
+            match self.place_order_hold(o, admitted.cash_hold) {
+                Ok(slot) => position = slot,
+                Err(fault) => {
+                    self.ledger_alarm(fault, sink);
+                    return self.reject_order(o, RejectReason::LedgerCheckFailed, true, sink);
                 }
-            };
+            }
+            self.record_key(o.account, o.client_order_id, content, Outcome::Accepted(id));
         }
+        self.next_order_id += 1;
         let order = new_order(
             id,
             o.account,
@@ -388,6 +394,34 @@ impl Engine {
         self.execute(slot, admitted.hold_price, sink);
     }
 
+    /// Places an accepted order's hold (cash for a buy, shares for a sell) and returns its
+    /// position slot (a buy creates the flat position it settles into). On `Err` nothing has
+    /// changed.
+    fn place_order_hold(&mut self, o: &NewOrder, cash_hold: Amount) -> Result<u32, LedgerFault> {
+        match o.side {
+            Side::Buy => {
+                if self.ledger.position_slot(o.account, o.symbol).is_none()
+                    && !self.ledger.has_room_for_position()
+                {
+                    return Err(LedgerFault::UnknownHolder);
+                }
+                self.ledger.place_hold(Hold::Cash(o.account, cash_hold))?;
+                Ok(self
+                    .ledger
+                    .position_slot_or_insert(o.account, o.symbol)
+                    .expect("room checked above"))
+            }
+            Side::Sell => {
+                let slot = self
+                    .ledger
+                    .position_slot(o.account, o.symbol)
+                    .ok_or(LedgerFault::UnknownHolder)?;
+                self.ledger.place_hold(Hold::Shares(slot, o.qty))?;
+                Ok(slot)
+            }
+        }
+    }
+
     /// Matches the order in `slot` as an incoming order up to `limit`, then rests its
     /// remainder (DAY limit) or cancels it (IOC, FOK, MARKET, self-trade).
     fn execute(&mut self, slot: Slot, limit: Price, sink: &mut impl EventSink) {
@@ -403,6 +437,8 @@ impl Engine {
         }
         let reason = match (stop, o.order_type, o.tif) {
             (MatchStop::SelfTrade, _, _) => CancelReason::SelfTrade,
+            (MatchStop::Overflow, _, _) => CancelReason::Overflow,
+            (MatchStop::LedgerCheckFailed, _, _) => CancelReason::LedgerCheckFailed,
             (_, OrderType::Market, _) => CancelReason::MarketRemainder,
             (_, _, TimeInForce::Ioc) => CancelReason::IocRemainder,
             (_, _, TimeInForce::Fok) => CancelReason::FokUnfilled,
@@ -484,7 +520,10 @@ impl Engine {
                 }
                 let next = maker.level.next;
                 let qty = maker.leaves.min(self.orders.get(taker_slot).leaves);
-                self.fill(taker_slot, maker_slot, price, qty, sink);
+                if let Err(refused) = self.fill(taker_slot, maker_slot, price, qty, sink) {
+                    stop = Some(refused);
+                    break;
+                }
                 if self.orders.get(taker_slot).leaves.0 == 0 {
                     stop = Some(MatchStop::Filled);
                     break;
@@ -511,6 +550,7 @@ impl Engine {
     }
 
     /// One fill of `qty` at `price`: quantities, ledger, events; removes a filled maker.
+    /// Planned first and posted as one transaction: on `Err` nothing has changed.
     fn fill(
         &mut self,
         taker_slot: Slot,
@@ -518,39 +558,22 @@ impl Engine {
         price: Price,
         qty: Qty,
         sink: &mut impl EventSink,
-    ) {
-        let trade_id = TradeId(self.next_trade_id);
-        self.next_trade_id += 1;
-        let si;
+    ) -> Result<(), MatchStop> {
+        let si = self.orders.get(taker_slot).symbol.0 as usize - 1;
         let mut charges = Default::default();
         let mut tx = crate::types::TxId(0);
-        {
+        if self.config.accounting {
+            charges = self.settle(taker_slot, maker_slot, si, price, qty, sink)?;
+            tx = self.ledger.take_tx_id();
+        } else {
             let (taker, maker) = self.orders.get2_mut(taker_slot, maker_slot);
-            taker.leaves = Qty(taker.leaves.0 - qty.0);
-            taker.filled = Qty(taker.filled.0 + qty.0);
-            maker.leaves = Qty(maker.leaves.0 - qty.0);
-            maker.filled = Qty(maker.filled.0 + qty.0);
-            si = taker.symbol.0 as usize - 1;
-            if self.config.accounting {
-                let (buyer, seller) = match taker.side {
-                    Side::Buy => (taker, maker),
-                    Side::Sell => (maker, taker),
-                };
-                let sym = &self.symbols[si].symbol;
-                let band_upper = sym.band.map_or(Price(0), |b| b.upper);
-                charges = settle_fill(
-                    &mut self.ledger,
-                    &self.fees,
-                    sym.market,
-                    band_upper,
-                    buyer,
-                    seller,
-                    price,
-                    qty,
-                );
-                tx = self.ledger.take_tx_id();
-            }
+            let t = OrderAfterFill::quantities(taker, qty).ok_or(MatchStop::Overflow)?;
+            let m = OrderAfterFill::quantities(maker, qty).ok_or(MatchStop::Overflow)?;
+            t.apply(taker);
+            m.apply(maker);
         }
+        let trade_id = TradeId(self.next_trade_id);
+        self.next_trade_id += 1;
         let state = &mut self.symbols[si];
         state.symbol.last_trade_price = Some(price);
         let maker = self.orders.get(maker_slot).head();
@@ -580,11 +603,6 @@ impl Engine {
             seller_taxes: charges.seller_taxes,
             tx,
         };
-        debug_assert!(
-            trade
-                .transaction(self.now_ts)
-                .is_none_or(|t| t.is_balanced())
-        );
         sink.emit(&trade);
         if self.config.accounting {
             for party in [maker, taker] {
@@ -592,6 +610,66 @@ impl Engine {
                 self.emit_position(party.position, sink);
             }
         }
+        Ok(())
+    }
+
+    /// Plans the fill, posts it to the ledger and applies the plan to both orders and their
+    /// positions; returns the charges. On `Err` nothing has changed.
+    fn settle(
+        &mut self,
+        taker_slot: Slot,
+        maker_slot: Slot,
+        si: usize,
+        price: Price,
+        qty: Qty,
+        sink: &mut impl EventSink,
+    ) -> Result<FillCharges, MatchStop> {
+        let sym = &self.symbols[si].symbol;
+        let band_upper = sym.band.map_or(Price(0), |b| b.upper);
+        let (taker, maker) = (self.orders.get(taker_slot), self.orders.get(maker_slot));
+        let (buyer, seller) = match taker.side {
+            Side::Buy => (taker, maker),
+            Side::Sell => (maker, taker),
+        };
+        let plan = plan_fill(
+            &self.ledger,
+            &self.fees,
+            sym.market,
+            band_upper,
+            buyer,
+            seller,
+            price,
+            qty,
+        )
+        .ok_or(MatchStop::Overflow)?;
+        if let Err(fault) = self.ledger.post(&plan.tx) {
+            if !fault.is_bug() {
+                return Err(MatchStop::Overflow);
+            }
+            self.ledger_alarm(fault, sink);
+            return Err(MatchStop::LedgerCheckFailed);
+        }
+        let (taker, maker) = self.orders.get2_mut(taker_slot, maker_slot);
+        let (buyer, seller) = match taker.side {
+            Side::Buy => (taker, maker),
+            Side::Sell => (maker, taker),
+        };
+        plan.buyer.apply(buyer);
+        plan.seller.apply(seller);
+        for (slot, cost) in plan.costs.into_iter().flatten() {
+            if let Some(p) = self.ledger.position_mut(slot) {
+                cost.apply(p);
+            }
+        }
+        Ok(plan.charges)
+    }
+
+    /// Reports a ledger check that failed (a bug: see [`crate::ledger::balance`]).
+    pub(crate) fn ledger_alarm(&mut self, fault: LedgerFault, sink: &mut impl EventSink) {
+        sink.emit(&Event::LedgerAlarm {
+            command: self.applying,
+            fault,
+        });
     }
 
     /// `AccountUpdated` for a user account (accounting mode).
@@ -599,8 +677,8 @@ impl Engine {
         if let Some(a) = self.ledger.account(account) {
             sink.emit(&Event::AccountUpdated {
                 account,
-                cash: a.cash,
-                cash_hold: a.cash_hold,
+                cash: a.cash(),
+                cash_hold: a.cash_hold(),
             });
         }
     }
@@ -608,7 +686,7 @@ impl Engine {
     /// `PositionUpdated` for the position at a cached index (`NIL`: none).
     #[inline]
     pub(crate) fn emit_position(&self, position: u32, sink: &mut impl EventSink) {
-        if let Some(p) = self.ledger.positions.get(position as usize) {
+        if let Some(p) = self.ledger.positions().get(position as usize) {
             sink.emit(&Event::PositionUpdated { position: *p });
         }
     }
@@ -668,21 +746,19 @@ impl Engine {
         if !self.config.accounting || o.account.is_system_market() {
             return;
         }
+        let hold = match o.side {
+            Side::Buy if o.cash_hold.0 != 0 => Hold::Cash(o.account, o.cash_hold),
+            Side::Sell if o.leaves.0 != 0 => Hold::Shares(o.position, o.leaves),
+            _ => return,
+        };
+        // The order is gone already; a hold that cannot be released stays (too much held
+        // is safe for money) and the fault is reported.
+        if let Err(fault) = self.ledger.release_hold(hold) {
+            self.ledger_alarm(fault, sink);
+        }
         match o.side {
-            Side::Buy if o.cash_hold.0 != 0 => {
-                let a = self
-                    .ledger
-                    .account_mut(o.account)
-                    .expect("a live order's account");
-                a.cash_hold = Amount(a.cash_hold.0 - o.cash_hold.0);
-                self.emit_account_state(o.account, sink);
-            }
-            Side::Sell if o.leaves.0 != 0 => {
-                let p = &mut self.ledger.positions[o.position as usize];
-                p.hold = Qty(p.hold.0 - o.leaves.0);
-                self.emit_position(o.position, sink);
-            }
-            _ => {}
+            Side::Buy => self.emit_account_state(o.account, sink),
+            Side::Sell => self.emit_position(o.position, sink),
         }
     }
 
@@ -936,10 +1012,18 @@ impl Engine {
             Ok(v) => v,
             Err(reason) => return self.finish_request(r, Outcome::Rejected(reason), sink),
         };
-        self.finish_request(r, Outcome::Accepted(order_id), sink);
         let o = *self.orders.get(slot);
+        if let Err(fault) = self.apply_modify_holds(&o, new_qty, new_hold) {
+            let reason = if fault.is_bug() {
+                self.ledger_alarm(fault, sink);
+                RejectReason::LedgerCheckFailed
+            } else {
+                RejectReason::Overflow
+            };
+            return self.finish_request(r, Outcome::Rejected(reason), sink);
+        }
+        self.finish_request(r, Outcome::Accepted(order_id), sink);
         let keeps_priority = new_price == o.price && new_qty < o.leaves;
-        self.apply_modify_holds(&o, new_qty, new_hold);
         let acct_seq = self.ledger.next_seq(account);
         sink.emit(&Event::OrderModified {
             acct_seq,
@@ -999,6 +1083,9 @@ impl Engine {
         if new_qty.0 <= 0 {
             return Err(RejectReason::InvalidQty);
         }
+        if new_qty.0 > QTY_MAX || new_price.0 > PRICE_MAX {
+            return Err(RejectReason::OutOfRange);
+        }
         if new_qty.0 % sym.symbol.lot_size.0 != 0 {
             return Err(RejectReason::QtyNotLotMultiple);
         }
@@ -1030,7 +1117,7 @@ impl Engine {
                 Ok((slot, hold))
             }
             Side::Sell => {
-                let p = &self.ledger.positions[o.position as usize];
+                let p = &self.ledger.positions()[o.position as usize];
                 if new_qty.0 - o.leaves.0 > p.available().0 {
                     return Err(RejectReason::InsufficientShares);
                 }
@@ -1039,19 +1126,38 @@ impl Engine {
         }
     }
 
-    fn apply_modify_holds(&mut self, o: &Order, new_qty: Qty, new_hold: Amount) {
+    /// Moves the order's hold to what its new quantity and price need. On `Err` nothing has
+    /// changed.
+    fn apply_modify_holds(
+        &mut self,
+        o: &Order,
+        new_qty: Qty,
+        new_hold: Amount,
+    ) -> Result<(), LedgerFault> {
         if !self.config.accounting {
-            return;
+            return Ok(());
         }
-        match o.side {
+        let (hold, grows) = match o.side {
             Side::Buy => {
-                let a = self.ledger.account_mut(o.account).expect("owner");
-                a.cash_hold = Amount(a.cash_hold.0 - o.cash_hold.0 + new_hold.0);
+                let delta = new_hold
+                    .checked_sub(o.cash_hold)
+                    .ok_or(LedgerFault::Overflow)?;
+                let size = delta.0.checked_abs().ok_or(LedgerFault::Overflow)?;
+                (Hold::Cash(o.account, Amount(size)), delta.0 > 0)
             }
             Side::Sell => {
-                let p = &mut self.ledger.positions[o.position as usize];
-                p.hold = Qty(p.hold.0 - o.leaves.0 + new_qty.0);
+                let delta = new_qty
+                    .0
+                    .checked_sub(o.leaves.0)
+                    .ok_or(LedgerFault::Overflow)?;
+                let size = delta.checked_abs().ok_or(LedgerFault::Overflow)?;
+                (Hold::Shares(o.position, Qty(size)), delta > 0)
             }
+        };
+        if grows {
+            self.ledger.place_hold(hold)
+        } else {
+            self.ledger.release_hold(hold)
         }
     }
 
@@ -1148,6 +1254,12 @@ impl Engine {
             return Err(RejectReason::InvalidQuoteQty);
         }
         let quoted = sides.iter().filter(|(_, q)| q.0 > 0);
+        if quoted
+            .clone()
+            .any(|(p, q)| q.0 > QTY_MAX || p.0 > PRICE_MAX)
+        {
+            return Err(RejectReason::OutOfRange);
+        }
         if quoted.clone().any(|(p, _)| !sym.tick_rule.is_on_grid(*p)) {
             return Err(RejectReason::QuoteOffTick);
         }

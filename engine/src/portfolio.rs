@@ -11,105 +11,99 @@
 //!
 //! **Invariants**: `qty >= hold >= 0`; `qty == 0` implies `cost_basis == 0`.
 
-use crate::types::{AccountId, Amount, Price, Qty, SymbolId};
-use serde::{Deserialize, Serialize};
+pub use crate::ledger::balance::Position;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub account: AccountId,
-    pub symbol: SymbolId,
-    /// Shares owned (the USER_SECURITIES balance).
-    pub qty: Qty,
-    /// Shares held by live sell orders.
-    pub hold: Qty,
-    /// What the shares owned cost, buy commission included.
+use crate::types::{Amount, Qty};
+
+/// A position's cost basis and realized profit after a change of its shares, computed before
+/// the ledger posts the change (from the position as it is), applied after it posted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostUpdate {
     pub cost_basis: Amount,
-    /// Profit realized by sells, net of every fee and tax.
     pub realized_pnl: Amount,
 }
 
-impl Position {
-    pub fn new(account: AccountId, symbol: SymbolId) -> Position {
-        Position {
-            account,
-            symbol,
-            qty: Qty(0),
-            hold: Qty(0),
-            cost_basis: Amount(0),
-            realized_pnl: Amount(0),
-        }
+impl CostUpdate {
+    pub fn apply(self, p: &mut Position) {
+        p.cost_basis = self.cost_basis;
+        p.realized_pnl = self.realized_pnl;
     }
+}
 
-    /// Shares free to sell or withdraw.
-    #[inline]
-    pub fn available(&self) -> Qty {
-        Qty(self.qty.0 - self.hold.0)
-    }
+/// After buying `qty` shares for `notional + commission`; `None` on overflow.
+#[inline]
+pub fn after_buy(p: &Position, notional: Amount, commission: Amount) -> Option<CostUpdate> {
+    Some(CostUpdate {
+        cost_basis: p
+            .cost_basis
+            .checked_add(notional)?
+            .checked_add(commission)?,
+        realized_pnl: p.realized_pnl,
+    })
+}
 
-    /// Records a bought fill: `qty` shares for `notional + commission`.
-    #[inline]
-    pub fn on_buy(&mut self, qty: Qty, notional: Amount, commission: Amount) {
-        self.qty = Qty(self.qty.0 + qty.0);
-        self.cost_basis = Amount(self.cost_basis.0 + notional.0 + commission.0);
-    }
+/// After selling `qty` shares for `net_proceeds` (notional - commission - taxes); `None` on
+/// overflow.
+#[inline]
+pub fn after_sell(p: &Position, qty: Qty, net_proceeds: Amount) -> Option<CostUpdate> {
+    let removed = p.cost_removed(qty);
+    Some(CostUpdate {
+        cost_basis: p.cost_basis.checked_sub(removed)?,
+        realized_pnl: p
+            .realized_pnl
+            .checked_add(net_proceeds)?
+            .checked_sub(removed)?,
+    })
+}
 
-    /// Records a sold fill; `net_proceeds` = notional - commission - taxes.
-    #[inline]
-    pub fn on_sell(&mut self, qty: Qty, net_proceeds: Amount) {
-        let removed = self.cost_removed(qty);
-        self.cost_basis = Amount(self.cost_basis.0 - removed.0);
-        self.qty = Qty(self.qty.0 - qty.0);
-        self.realized_pnl = Amount(self.realized_pnl.0 + net_proceeds.0 - removed.0);
-    }
-
-    /// Cost leaving the position when `qty` of its shares go: proportional, floored; all of
-    /// it when the position closes.
-    #[inline]
-    fn cost_removed(&self, qty: Qty) -> Amount {
-        if qty.0 >= self.qty.0 || self.qty.0 <= 0 {
-            return self.cost_basis;
-        }
-        Amount((self.cost_basis.0 as i128 * qty.0 as i128 / self.qty.0 as i128) as i64)
-    }
-
-    /// Shares added or removed outside trading (an adjustment or its reversal) carry no cost.
-    #[inline]
-    pub fn on_transfer(&mut self, qty: Qty) {
-        if qty.0 < 0 {
-            let removed = self.cost_removed(Qty(-qty.0));
-            self.cost_basis = Amount(self.cost_basis.0 - removed.0);
-        }
-        self.qty = Qty(self.qty.0 + qty.0);
-    }
-
-    /// Average cost per share (buy commission included), `None` when flat.
-    pub fn average_cost(&self) -> Option<f64> {
-        (self.qty.0 > 0).then(|| self.cost_basis.0 as f64 / self.qty.0 as f64)
-    }
-
-    /// Market value at `price`, and the unrealized profit against the cost basis.
-    pub fn valuation(&self, price: Price) -> (Amount, Amount) {
-        let value = Amount(price.0.saturating_mul(self.qty.0));
-        (value, Amount(value.0 - self.cost_basis.0))
-    }
+/// After shares are added (`qty` > 0) or removed outside trading (an adjustment or its
+/// reversal): added shares carry no cost; removed ones take their proportional cost along.
+#[inline]
+pub fn after_transfer(p: &Position, qty: Qty) -> Option<CostUpdate> {
+    let removed = if qty.0 < 0 {
+        p.cost_removed(Qty(qty.0.checked_neg()?))
+    } else {
+        Amount(0)
+    };
+    Some(CostUpdate {
+        cost_basis: p.cost_basis.checked_sub(removed)?,
+        realized_pnl: p.realized_pnl,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{AccountId, SymbolId};
 
     #[test]
     fn average_cost_includes_commission_and_sells_realize_net() {
-        let mut p = Position::new(AccountId(1), SymbolId(1));
-        p.on_buy(Qty(10), Amount(710_000), Amount(106));
-        assert_eq!(p.cost_basis, Amount(710_106));
+        let p = Position::new(AccountId(1), SymbolId(1));
+        let bought = after_buy(&p, Amount(710_000), Amount(106)).unwrap();
+        assert_eq!(bought.cost_basis, Amount(710_106));
+        let mut p = Position::for_test(Qty(10), bought.cost_basis);
         // Sell 4 at 75,000: notional 300,000; commission 45; taxes 150 + 450.
-        p.on_sell(Qty(4), Amount(300_000 - 45 - 150 - 450));
+        let sold = after_sell(&p, Qty(4), Amount(300_000 - 45 - 150 - 450)).unwrap();
         // Removed cost floor(710,106 * 4 / 10) = 284,042.
-        assert_eq!(p.cost_basis, Amount(710_106 - 284_042));
-        assert_eq!(p.realized_pnl, Amount(299_355 - 284_042));
+        assert_eq!(sold.cost_basis, Amount(710_106 - 284_042));
+        assert_eq!(sold.realized_pnl, Amount(299_355 - 284_042));
+        sold.apply(&mut p);
         // Closing the rest removes exactly what is left.
-        p.on_sell(Qty(6), Amount(0));
-        assert_eq!((p.qty, p.cost_basis), (Qty(0), Amount(0)));
+        let closed = after_sell(&Position::for_test(Qty(6), p.cost_basis), Qty(6), Amount(0));
+        assert_eq!(closed.unwrap().cost_basis, Amount(0));
+    }
+
+    #[test]
+    fn cost_updates_refuse_overflow() {
+        let p = Position::for_test(Qty(1), Amount(i64::MAX - 1));
+        assert!(after_buy(&p, Amount(1), Amount(1)).is_none());
+        assert!(
+            after_transfer(&p, Qty(i64::MIN)).is_none(),
+            "a removal that cannot be negated"
+        );
+        assert_eq!(after_transfer(&p, Qty(-5)).unwrap().cost_basis, Amount(0));
+        let mut rich = Position::for_test(Qty(1), Amount(0));
+        rich.realized_pnl = Amount(i64::MAX);
+        assert!(after_sell(&rich, Qty(1), Amount(1)).is_none());
     }
 }

@@ -134,19 +134,19 @@ impl ReadModel {
                 },
             );
         }
-        for a in &engine.ledger().accounts {
+        for a in engine.ledger().accounts() {
             rm.accounts.insert(
                 a.id,
                 AccountView {
                     id: a.id,
                     owner: a.owner,
-                    cash: a.cash,
-                    cash_hold: a.cash_hold,
+                    cash: a.cash(),
+                    cash_hold: a.cash_hold(),
                     acct_seq: a.acct_seq,
                 },
             );
         }
-        for p in &engine.ledger().positions {
+        for p in engine.ledger().positions() {
             rm.put_position(*p);
         }
         for o in engine.live_orders() {
@@ -176,22 +176,22 @@ impl ReadModel {
                 rm.system_balances.insert((account, asset), amount);
             }
         };
-        put(LedgerAccount::SystemFee, Asset::Krw, l.system.fee.0);
-        put(LedgerAccount::SystemTax, Asset::Krw, l.system.tax.0);
+        put(LedgerAccount::SystemFee, Asset::Krw, l.system().fee().0);
+        put(LedgerAccount::SystemTax, Asset::Krw, l.system().tax().0);
         put(
             LedgerAccount::SystemMarket,
             Asset::Krw,
-            l.system.market_cash.0,
+            l.system().market_cash().0,
         );
         put(
             LedgerAccount::SystemExternal,
             Asset::Krw,
-            l.system.external_cash.0,
+            l.system().external_cash().0,
         );
-        for (i, sh) in l.system_shares.iter().enumerate() {
+        for (i, sh) in l.system_shares().iter().enumerate() {
             let asset = Asset::Shares(SymbolId(i as u32 + 1));
-            put(LedgerAccount::SystemMarket, asset, sh.market);
-            put(LedgerAccount::SystemExternal, asset, sh.external);
+            put(LedgerAccount::SystemMarket, asset, sh.market());
+            put(LedgerAccount::SystemExternal, asset, sh.external());
         }
         for t in engine.ledger().external.open.values() {
             rm.open_transactions
@@ -309,7 +309,7 @@ impl ReadModel {
             *sums.entry(Asset::Krw).or_insert(0i128) += a.cash.0 as i128;
         }
         for p in self.positions.values() {
-            *sums.entry(Asset::Shares(p.symbol)).or_insert(0i128) += p.qty.0 as i128;
+            *sums.entry(Asset::Shares(p.symbol)).or_insert(0i128) += p.qty().0 as i128;
         }
         sums
     }
@@ -322,7 +322,7 @@ impl ReadModel {
             }
             LedgerAccount::UserCash(_) => 0,
             LedgerAccount::UserSecurities(a, s) if asset == Asset::Shares(s) => {
-                self.positions.get(&(a, s)).map_or(0, |p| p.qty.0)
+                self.positions.get(&(a, s)).map_or(0, |p| p.qty().0)
             }
             LedgerAccount::UserSecurities(..) => 0,
             _ => self

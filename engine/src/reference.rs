@@ -17,6 +17,7 @@
 //!
 //! **Known limitations**: the band percentage is fixed at 30% (KRX since 2015).
 
+use crate::limits::{PRICE_MAX, QTY_MAX};
 use crate::types::{Market, Price, Qty, SymbolCode, SymbolId, SymbolName};
 use serde::{Deserialize, Serialize};
 
@@ -49,13 +50,12 @@ impl TickRule {
     pub fn tick_at(self, price: Price) -> i64 {
         match self {
             TickRule::Fixed(t) => t,
-            TickRule::Krx => {
-                let mut i = 0;
-                while price.0 >= KRX_TICKS[i].0 {
-                    i += 1;
-                }
-                KRX_TICKS[i].1
-            }
+            // The first row whose bound lies above the price; the last row has none (any price
+            // at or above 500,000, i64::MAX included).
+            TickRule::Krx => KRX_TICKS
+                .iter()
+                .find(|(end, _)| price.0 < *end)
+                .map_or(KRX_TICKS[KRX_TICKS.len() - 1].1, |row| row.1),
         }
     }
 
@@ -168,6 +168,8 @@ pub struct Symbol {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReferenceError {
     InvalidCode,
+    /// A base price or fixed tick above `PRICE_MAX`, or a lot size above `QTY_MAX`.
+    OutOfRange,
     InvalidTickRule,
     InvalidBasePrice,
     InvalidLotSize,
@@ -182,12 +184,18 @@ pub fn validate_code(code: &SymbolCode) -> Result<(), ReferenceError> {
     Ok(())
 }
 
-/// Checks a tick rule and a base price against it.
+/// Checks a tick rule, a base price against it and a lot size.
 pub fn validate_pricing(rule: TickRule, base: Price, lot: Qty) -> Result<(), ReferenceError> {
-    if let TickRule::Fixed(t) = rule
-        && t <= 0
-    {
-        return Err(ReferenceError::InvalidTickRule);
+    if let TickRule::Fixed(t) = rule {
+        if t <= 0 {
+            return Err(ReferenceError::InvalidTickRule);
+        }
+        if t > PRICE_MAX {
+            return Err(ReferenceError::OutOfRange);
+        }
+    }
+    if base.0 > PRICE_MAX || lot.0 > QTY_MAX {
+        return Err(ReferenceError::OutOfRange);
     }
     if !rule.is_on_grid(base) {
         return Err(ReferenceError::InvalidBasePrice);
@@ -233,6 +241,19 @@ mod tests {
         assert!(!r.is_on_grid(Price(500_500)));
         assert!(!r.is_on_grid(Price(0)));
         assert!(!r.is_on_grid(Price(-5)));
+    }
+
+    #[test]
+    fn tick_lookups_are_total_over_every_i64() {
+        for p in [i64::MIN, -1, 0, 499_999, 500_000, i64::MAX - 1, i64::MAX] {
+            let t = TickRule::Krx.tick_at(Price(p));
+            assert!(t > 0, "tick at {p}");
+            let _ = TickRule::Krx.is_on_grid(Price(p));
+            let _ = TickRule::Krx.floor_to_grid(Price(p));
+        }
+        assert_eq!(TickRule::Krx.tick_at(Price(i64::MAX)), 1_000);
+        assert_eq!(TickRule::Krx.tick_at(Price(i64::MIN)), 1);
+        assert!(PriceBand::krx(TickRule::Krx, Price(i64::MAX - 807)).is_none());
     }
 
     #[test]

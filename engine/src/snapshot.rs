@@ -147,10 +147,10 @@ impl Engine {
                 })
                 .collect(),
             orders: self.orders.iter().map(|(_, o)| o.into()).collect(),
-            accounts: self.ledger.accounts.clone(),
-            positions: self.ledger.positions.clone(),
-            system: self.ledger.system,
-            system_shares: self.ledger.system_shares.clone(),
+            accounts: self.ledger.accounts().to_vec(),
+            positions: self.ledger.positions().to_vec(),
+            system: *self.ledger.system(),
+            system_shares: self.ledger.system_shares().to_vec(),
             keys: self.keys.sorted(),
             open_txs,
             closed_txs,
@@ -225,23 +225,16 @@ impl Engine {
     }
 
     fn restore_ledger(&mut self, snap: &EngineSnapshot) -> Result<(), RestoreError> {
-        let l = &mut self.ledger;
-        for a in &snap.accounts {
-            let mut a = *a;
-            a.orders_head = crate::book::order::NIL;
-            a.orders_tail = crate::book::order::NIL;
-            l.owners.insert(a.owner, a.id);
-            l.accounts.push(a);
-        }
-        for (i, p) in snap.positions.iter().enumerate() {
-            l.positions.push(*p);
-            l.position_index.insert((p.account, p.symbol), i as u32);
-        }
-        l.system = snap.system;
-        l.system_shares = snap.system_shares.clone();
-        if l.system_shares.len() != snap.symbols.len() {
+        if snap.system_shares.len() != snap.symbols.len() {
             return Err(RestoreError::Inconsistent("system shares per symbol"));
         }
+        self.ledger.restore(
+            &snap.accounts,
+            &snap.positions,
+            snap.system,
+            &snap.system_shares,
+        );
+        let l = &mut self.ledger;
         for t in &snap.open_txs {
             l.external.open.insert(t.id, *t);
         }

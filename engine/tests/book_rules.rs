@@ -284,7 +284,7 @@ fn bad_orders_get_their_own_reasons() {
         ),
         (
             cmd::limit(a, 7, SAMSUNG, Side::Buy, 71_000, i64::MAX),
-            RejectReason::Overflow,
+            RejectReason::OutOfRange,
         ),
         (
             cmd::limit(AccountId(77), 8, SAMSUNG, Side::Buy, 71_000, 1),

@@ -27,7 +27,7 @@ fn give_shares(d: &mut Driver, account: AccountId, symbol: u32, qty: i64) {
 }
 
 fn cash(d: &Driver, a: AccountId) -> i64 {
-    d.engine.ledger().account(a).unwrap().cash.0
+    d.engine.ledger().account(a).unwrap().cash().0
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn kospi_fill_between_users_charges_commission_both_sides_and_two_sell_taxes() {
     assert_eq!(cash(&d, alice), 1_000_000 - 710_106);
     assert_eq!(cash(&d, bob), 710_000 - 106 - 355 - 1_065);
     let p = d.engine.ledger().position(alice, SymbolId(1)).unwrap();
-    assert_eq!((p.qty, p.cost_basis), (Qty(10), Amount(710_106)));
+    assert_eq!((p.qty(), p.cost_basis), (Qty(10), Amount(710_106)));
     let p = d.engine.ledger().position(bob, SymbolId(1)).unwrap();
     // Bob's shares came by adjustment at no cost: the whole net is realized profit.
     assert_eq!(p.realized_pnl, Amount(708_474));
@@ -199,7 +199,7 @@ fn fully_committed_account_fills_to_exactly_zero() {
         d.engine.check_invariants().unwrap();
     }
     let a = d.engine.ledger().account(alice).unwrap();
-    assert_eq!((a.cash, a.cash_hold), (Amount(0), Amount(0)));
+    assert_eq!((a.cash(), a.cash_hold()), (Amount(0), Amount(0)));
     assert_eq!(
         d.engine.live_order_count(),
         1,
@@ -218,8 +218,8 @@ fn price_improvement_releases_the_unused_hold() {
     // Paid 282,000 + floor(282,000 x 0.015%) = 42. Hold now 6 x 71,000 = 426,000 +
     // floor((282,000 + 426,000) x 0.015%) - 42 = 106 - 42 = 64.
     let a = d.engine.ledger().account(alice).unwrap();
-    assert_eq!(a.cash, Amount(710_106 - 282_042));
-    assert_eq!(a.cash_hold, Amount(426_064));
+    assert_eq!(a.cash(), Amount(710_106 - 282_042));
+    assert_eq!(a.cash_hold(), Amount(426_064));
     assert_eq!(
         a.available(),
         Amount(2_000),
@@ -325,7 +325,10 @@ fn withdrawal_pending_unknown_then_posted() {
         vec![(Some(TxStatus::Unknown), TxStatus::Posted)]
     );
     let a_now = d.engine.ledger().account(a).unwrap();
-    assert_eq!((a_now.cash, a_now.cash_hold), (Amount(40_000), Amount(0)));
+    assert_eq!(
+        (a_now.cash(), a_now.cash_hold()),
+        (Amount(40_000), Amount(0))
+    );
     let e = d.apply(Command::ConfirmTransaction { tx });
     assert_eq!(
         reject_reason(&e),
@@ -350,7 +353,10 @@ fn withdrawal_unknown_then_failed_releases_the_hold() {
     );
     assert!(posted(&e).is_empty(), "a failed withdrawal posts nothing");
     let acct = d.engine.ledger().account(a).unwrap();
-    assert_eq!((acct.cash, acct.cash_hold), (Amount(100_000), Amount(0)));
+    assert_eq!(
+        (acct.cash(), acct.cash_hold()),
+        (Amount(100_000), Amount(0))
+    );
     let e = d.apply(Command::ReverseTransaction { tx });
     assert_eq!(reject_reason(&e), Some(RejectReason::InvalidTransition));
     d.engine.check_invariants().unwrap();

@@ -198,34 +198,35 @@ impl Shadow {
         let l = engine.ledger();
         let get =
             |a: LedgerAccount, asset: Asset| self.entries.get(&(a, asset)).copied().unwrap_or(0);
-        for acct in &l.accounts {
-            if get(LedgerAccount::UserCash(acct.id), Asset::Krw) != acct.cash.0 {
+        for acct in l.accounts() {
+            if get(LedgerAccount::UserCash(acct.id), Asset::Krw) != acct.cash().0 {
                 return Err(format!("cash of {} differs from its entries", acct.id));
             }
             let fed = self.accounts.get(&acct.id).copied().unwrap_or_default();
-            if fed != (acct.cash, acct.cash_hold) {
+            if fed != (acct.cash(), acct.cash_hold()) {
                 return Err(format!(
                     "account {}: AccountUpdated feed {fed:?} is stale",
                     acct.id
                 ));
             }
         }
-        for p in &l.positions {
+        for p in l.positions() {
             let s = Asset::Shares(p.symbol);
-            if get(LedgerAccount::UserSecurities(p.account, p.symbol), s) != p.qty.0 {
+            if get(LedgerAccount::UserSecurities(p.account, p.symbol), s) != p.qty().0 {
                 return Err(format!(
                     "position {}/{} differs from its entries",
                     p.account, p.symbol
                 ));
             }
             let fed = self.positions.get(&(p.account, p.symbol));
-            if fed.is_some_and(|f| f != p) || (fed.is_none() && (p.qty.0 != 0 || p.hold.0 != 0)) {
+            if fed.is_some_and(|f| f != p) || (fed.is_none() && (p.qty().0 != 0 || p.hold().0 != 0))
+            {
                 return Err(format!(
                     "position {}/{}: PositionUpdated feed {fed:?} is stale",
                     p.account, p.symbol
                 ));
             }
-            if self.fills.get(&(p.account, p.symbol)).copied().unwrap_or(0) != p.qty.0 {
+            if self.fills.get(&(p.account, p.symbol)).copied().unwrap_or(0) != p.qty().0 {
                 return Err(format!(
                     "position {}/{} differs from its fills",
                     p.account, p.symbol
@@ -233,10 +234,10 @@ impl Shadow {
             }
         }
         let sys = [
-            (LedgerAccount::SystemFee, l.system.fee.0),
-            (LedgerAccount::SystemTax, l.system.tax.0),
-            (LedgerAccount::SystemMarket, l.system.market_cash.0),
-            (LedgerAccount::SystemExternal, l.system.external_cash.0),
+            (LedgerAccount::SystemFee, l.system().fee().0),
+            (LedgerAccount::SystemTax, l.system().tax().0),
+            (LedgerAccount::SystemMarket, l.system().market_cash().0),
+            (LedgerAccount::SystemExternal, l.system().external_cash().0),
         ];
         for (a, want) in sys {
             if get(a, Asset::Krw) != want {

@@ -7,21 +7,21 @@ use kuku_engine::testkit::{Driver, cmd};
 use kuku_engine::*;
 
 fn check(engine: &Engine, rm: &ReadModel) {
-    let sys = engine.ledger().system;
+    let sys = engine.ledger().system();
     for (account, want) in [
-        (LedgerAccount::SystemFee, sys.fee),
-        (LedgerAccount::SystemTax, sys.tax),
-        (LedgerAccount::SystemMarket, sys.market_cash),
-        (LedgerAccount::SystemExternal, sys.external_cash),
+        (LedgerAccount::SystemFee, sys.fee()),
+        (LedgerAccount::SystemTax, sys.tax()),
+        (LedgerAccount::SystemMarket, sys.market_cash()),
+        (LedgerAccount::SystemExternal, sys.external_cash()),
     ] {
         assert_eq!(rm.balance(account, Asset::Krw), want.0, "{account:?}");
     }
-    for (i, sh) in engine.ledger().system_shares.iter().enumerate() {
+    for (i, sh) in engine.ledger().system_shares().iter().enumerate() {
         let asset = Asset::Shares(SymbolId(i as u32 + 1));
-        assert_eq!(rm.balance(LedgerAccount::SystemMarket, asset), sh.market);
+        assert_eq!(rm.balance(LedgerAccount::SystemMarket, asset), sh.market());
         assert_eq!(
             rm.balance(LedgerAccount::SystemExternal, asset),
-            sh.external
+            sh.external()
         );
     }
     assert!(
@@ -29,18 +29,18 @@ fn check(engine: &Engine, rm: &ReadModel) {
         "{:?}",
         rm.trial_balance()
     );
-    for a in &engine.ledger().accounts {
+    for a in engine.ledger().accounts() {
         let v = rm.accounts.get(&a.id).expect("account known");
         assert_eq!(
             (v.cash, v.cash_hold, v.owner),
-            (a.cash, a.cash_hold, a.owner),
+            (a.cash(), a.cash_hold(), a.owner),
             "account {}",
             a.id
         );
         assert_eq!(v.acct_seq, a.acct_seq, "acct_seq of {}", a.id);
     }
-    for p in &engine.ledger().positions {
-        if p.qty.0 != 0 || p.hold.0 != 0 {
+    for p in engine.ledger().positions() {
+        if p.qty().0 != 0 || p.hold().0 != 0 {
             assert_eq!(rm.positions.get(&(p.account, p.symbol)), Some(p));
         }
     }

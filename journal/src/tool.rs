@@ -618,24 +618,24 @@ fn book_tops(engine: &Engine) -> Vec<BookTop> {
 fn account_rows(engine: &Engine) -> Vec<AccountRow> {
     let ledger = engine.ledger();
     let mut rows: Vec<AccountRow> = ledger
-        .accounts
+        .accounts()
         .iter()
         .map(|a| AccountRow {
             account: a.id.0,
             owner: a.owner.as_str().to_owned(),
-            cash: a.cash.0,
-            hold: a.cash_hold.0,
+            cash: a.cash().0,
+            hold: a.cash_hold().0,
             available: a.available().0,
             positions: Vec::new(),
         })
         .collect();
     rows.sort_by_key(|r| r.account);
-    for p in &ledger.positions {
+    for p in ledger.positions() {
         if let Ok(i) = rows.binary_search_by_key(&p.account.0, |r| r.account) {
             rows[i].positions.push(PositionRow {
                 symbol: symbol_code(engine, p.symbol),
-                qty: p.qty.0,
-                hold: p.hold.0,
+                qty: p.qty().0,
+                hold: p.hold().0,
                 cost_basis: p.cost_basis.0,
                 realized_pnl: p.realized_pnl.0,
             });

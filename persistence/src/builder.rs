@@ -112,8 +112,8 @@ impl BatchBuilder {
                 PositionRow {
                     account_id: i64::from(p.account.0),
                     symbol_id: i64::from(p.symbol.0),
-                    qty: p.qty.0,
-                    hold: p.hold.0,
+                    qty: p.qty().0,
+                    hold: p.hold().0,
                     cost_basis: p.cost_basis.0,
                     realized_pnl: p.realized_pnl.0,
                     updated_seq: s,
@@ -475,6 +475,8 @@ fn cancel_code(r: CancelReason) -> &'static str {
         CancelReason::MarketRemainder => "MARKET_REMAINDER",
         CancelReason::SelfTrade => "SELF_TRADE",
         CancelReason::QuoteReplaced => "QUOTE_REPLACED",
+        CancelReason::Overflow => "OVERFLOW",
+        CancelReason::LedgerCheckFailed => "LEDGER_CHECK_FAILED",
     }
 }
 

@@ -173,9 +173,9 @@ fn compare_accounts(
         .collect();
     let live: BTreeMap<u32, (i64, i64)> = engine
         .ledger()
-        .accounts
+        .accounts()
         .iter()
-        .map(|a| (a.id.0, (a.cash.0, a.cash_hold.0)))
+        .map(|a| (a.id.0, (a.cash().0, a.cash_hold().0)))
         .collect();
     compared.accounts = live.len();
     diff_maps(
@@ -187,7 +187,7 @@ fn compare_accounts(
     );
     let owners: BTreeMap<u32, String> = engine
         .ledger()
-        .accounts
+        .accounts()
         .iter()
         .map(|a| (a.id.0, a.owner.as_str().to_owned()))
         .collect();
@@ -221,10 +221,10 @@ fn compare_positions(
         .collect();
     let live: BTreeMap<(u32, u32), Pos> = engine
         .ledger()
-        .positions
+        .positions()
         .iter()
         .map(|p| {
-            let v = (p.qty.0, p.hold.0, p.cost_basis.0, p.realized_pnl.0);
+            let v = (p.qty().0, p.hold().0, p.cost_basis.0, p.realized_pnl.0);
             ((p.account.0, p.symbol.0), v)
         })
         .filter(|(_, v)| *v != flat)
@@ -288,20 +288,20 @@ pub fn engine_ledger_balances(engine: &Engine) -> BTreeMap<LedgerKey, i64> {
             m.insert((account.to_owned(), id, asset), amount);
         }
     };
-    for a in &l.accounts {
-        put("USER_CASH", a.id.0, 0, a.cash.0);
+    for a in l.accounts() {
+        put("USER_CASH", a.id.0, 0, a.cash().0);
     }
-    for p in &l.positions {
-        put("USER_SECURITIES", p.account.0, p.symbol.0, p.qty.0);
+    for p in l.positions() {
+        put("USER_SECURITIES", p.account.0, p.symbol.0, p.qty().0);
     }
-    put("SYSTEM_FEE", 0, 0, l.system.fee.0);
-    put("SYSTEM_TAX", 0, 0, l.system.tax.0);
-    put("SYSTEM_MARKET", 0, 0, l.system.market_cash.0);
-    put("SYSTEM_EXTERNAL", 0, 0, l.system.external_cash.0);
-    for (i, s) in l.system_shares.iter().enumerate() {
+    put("SYSTEM_FEE", 0, 0, l.system().fee().0);
+    put("SYSTEM_TAX", 0, 0, l.system().tax().0);
+    put("SYSTEM_MARKET", 0, 0, l.system().market_cash().0);
+    put("SYSTEM_EXTERNAL", 0, 0, l.system().external_cash().0);
+    for (i, s) in l.system_shares().iter().enumerate() {
         let symbol = i as u32 + 1;
-        put("SYSTEM_MARKET", 0, symbol, s.market);
-        put("SYSTEM_EXTERNAL", 0, symbol, s.external);
+        put("SYSTEM_MARKET", 0, symbol, s.market());
+        put("SYSTEM_EXTERNAL", 0, symbol, s.external());
     }
     m
 }

@@ -353,7 +353,7 @@ fn print_portfolio(
             out,
             "  {:<8} {:>6} {:>12} {:>12} {:>14} {:>12} {:>12}",
             s.symbol.code.as_str(),
-            p.qty.0,
+            p.qty().0,
             p.average_cost()
                 .map_or("-".into(), |c| krw(c.round() as i64)),
             krw(last.0),

@@ -613,7 +613,7 @@ pub fn describe(engine: &Engine) -> String {
         "seq {} | {} symbols | {} accounts | {} live orders | day open: {}",
         engine.last_seq(),
         engine.symbols().count(),
-        engine.ledger().accounts.len(),
+        engine.ledger().accounts().len(),
         engine.live_order_count(),
         engine.day_open()
     )

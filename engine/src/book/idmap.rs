@@ -59,6 +59,10 @@ impl IdMap {
 
     #[inline]
     pub fn get(&self, id: OrderId) -> Option<Slot> {
+        // Key 0 marks an empty bucket: no order has id 0 (a request may name it).
+        if id.0 == 0 {
+            return None;
+        }
         let mut i = self.home(id.0);
         loop {
             let b = self.buckets[i];
@@ -88,6 +92,9 @@ impl IdMap {
     /// Removes `id` if present, shifting later entries of its probe run back.
     #[inline]
     pub fn remove(&mut self, id: OrderId) {
+        if id.0 == 0 {
+            return;
+        }
         let mut i = self.home(id.0);
         loop {
             let k = self.buckets[i].key;
@@ -166,5 +173,18 @@ mod tests {
             }
             assert_eq!(m.get(OrderId(next + 7)), None);
         }
+    }
+
+    #[test]
+    fn id_zero_is_never_found_and_never_removes_anything() {
+        let mut m = IdMap::with_capacity(16);
+        assert_eq!(m.get(OrderId(0)), None, "an empty bucket is not order 0");
+        m.insert(OrderId(1), 7);
+        m.remove(OrderId(0));
+        assert_eq!(
+            (m.get(OrderId(0)), m.get(OrderId(1)), m.len()),
+            (None, Some(7), 1)
+        );
+        assert_eq!(m.get(OrderId(u64::MAX)), None);
     }
 }

@@ -19,10 +19,13 @@
 //! **Performance**: FxHash maps preallocated to `open_tx_max` / `closed_tx_window_max`; no
 //! allocation after construction (the expiry scratch list is preallocated too).
 
-use super::{AMOUNT_MAX, Account};
+use super::AMOUNT_MAX;
+use super::balance::{Hold, Holder, LedgerFault, LedgerTx};
 use crate::command::{Asset, CommandKind};
 use crate::engine::Engine;
 use crate::event::{BusinessRef, Event, EventSink, Posting, TxStatus, TxType};
+use crate::limits::amount_in_range;
+use crate::portfolio::after_transfer;
 use crate::reject::RejectReason;
 use crate::types::{AccountId, Amount, ExternalRef, Qty, TxId};
 use rustc_hash::FxHashMap;
@@ -150,7 +153,7 @@ impl Engine {
         if owner.is_empty() {
             return self.reject_command(kind, AccountId(0), RejectReason::InvalidOwner, sink);
         }
-        if let Some(&account) = self.ledger.owners.get(&owner) {
+        if let Some(account) = self.ledger.account_of_owner(&owner) {
             let acct_seq = self.ledger.next_seq(account);
             return sink.emit(&Event::AccountOpened {
                 account,
@@ -159,21 +162,9 @@ impl Engine {
                 resent: true,
             });
         }
-        if self.ledger.accounts.len() >= self.ledger.accounts_max as usize {
+        let Some(account) = self.ledger.open_account(owner) else {
             return self.reject_command(kind, AccountId(0), RejectReason::AccountsFull, sink);
-        }
-        let account = AccountId(self.ledger.accounts.len() as u32 + 1);
-        self.ledger.accounts.push(Account {
-            id: account,
-            owner,
-            cash: Amount(0),
-            cash_hold: Amount(0),
-            acct_seq: 0,
-            keys_today: 0,
-            orders_head: crate::book::order::NIL,
-            orders_tail: crate::book::order::NIL,
-        });
-        self.ledger.owners.insert(owner, account);
+        };
         let acct_seq = self.ledger.next_seq(account);
         sink.emit(&Event::AccountOpened {
             account,
@@ -203,7 +194,7 @@ impl Engine {
             return Err(RejectReason::UnknownAccount);
         }
         let amount_ok = match kind {
-            CommandKind::Adjust => amount.0 != 0 && amount.0.abs() <= AMOUNT_MAX,
+            CommandKind::Adjust => amount.0 != 0 && amount_in_range(amount),
             _ => amount.0 > 0 && amount.0 <= AMOUNT_MAX,
         };
         if !amount_ok {
@@ -239,7 +230,9 @@ impl Engine {
             Ok(true) => {
                 let tx =
                     self.new_external(TxType::Deposit, account, Asset::Krw, amount, external_ref);
-                self.post_external(tx, None, sink);
+                if let Err(fault) = self.post_external(tx, None, None, sink) {
+                    self.refuse(kind, account, fault, sink);
+                }
             }
         }
     }
@@ -268,8 +261,8 @@ impl Engine {
                 if self.ledger.external.open.len() >= self.ledger.external.open_max {
                     return Err(RejectReason::OpenTransactionsFull);
                 }
-                let a = self.ledger.account(account).expect("checked");
-                if a.available() < amount {
+                let available = self.ledger.account(account).map(|a| a.available());
+                if available.is_none_or(|available| available < amount) {
                     return Err(RejectReason::InsufficientCash);
                 }
                 Ok(true)
@@ -286,8 +279,10 @@ impl Engine {
                     external_ref,
                 );
                 tx.status = TxStatus::Pending;
-                let a = self.ledger.account_mut(account).expect("checked");
-                a.cash_hold = Amount(a.cash_hold.0 + amount.0);
+                if let Err(fault) = self.ledger.place_hold(Hold::Cash(account, amount)) {
+                    return self.refuse(kind, account, fault, sink);
+                }
+                self.take_new_tx_id(&tx);
                 self.ledger.external.open.insert(tx.id, tx);
                 self.ledger.external.remember_ref(&tx);
                 self.emit_status(&tx, None, TxStatus::Pending, false, sink);
@@ -325,7 +320,9 @@ impl Engine {
             Ok(true) => {
                 let tx =
                     self.new_external(TxType::Adjustment, account, asset, amount, external_ref);
-                self.post_external(tx, None, sink);
+                if let Err(fault) = self.post_external(tx, None, None, sink) {
+                    self.refuse(kind, account, fault, sink);
+                }
             }
         }
     }
@@ -339,21 +336,22 @@ impl Engine {
         delta: i64,
         overdraw: RejectReason,
     ) -> Result<(), RejectReason> {
+        let after = |available: i64| available.checked_add(delta).ok_or(RejectReason::Overflow);
         match asset {
             Asset::Krw => {
                 let a = self
                     .ledger
                     .account(account)
                     .ok_or(RejectReason::UnknownAccount)?;
-                if a.available().0 + delta < 0 {
+                if after(a.available().0)? < 0 {
                     return Err(overdraw);
                 }
             }
             Asset::Shares(symbol) => match self.ledger.position(account, symbol) {
-                Some(p) if p.available().0 + delta < 0 => return Err(overdraw),
+                Some(p) if after(p.available().0)? < 0 => return Err(overdraw),
                 Some(_) => {}
                 None if delta < 0 => return Err(overdraw),
-                None if self.ledger.positions.len() >= self.config.positions_max as usize => {
+                None if !self.ledger.has_room_for_position() => {
                     return Err(RejectReason::PositionsFull);
                 }
                 None => {}
@@ -371,7 +369,9 @@ impl Engine {
         external_ref: ExternalRef,
     ) -> ExternalTx {
         ExternalTx {
-            id: self.ledger.take_tx_id(),
+            // Taken for good only when the transaction is recorded (a refused posting uses up
+            // no id).
+            id: TxId(self.ledger.next_tx_id),
             tx_type,
             account,
             asset,
@@ -383,33 +383,69 @@ impl Engine {
         }
     }
 
-    /// Posts `tx` (moving its user delta against SYSTEM_EXTERNAL), closes it into the window
-    /// and emits its status change from `from`, its `LedgerPosted` and the new balance.
+    /// Posts `tx` (moving its user delta against SYSTEM_EXTERNAL, settling `release` in the
+    /// same step), closes it into the window and emits its status change from `from`, its
+    /// `LedgerPosted` and the new balance. On `Err` nothing has changed.
     fn post_external(
         &mut self,
         mut tx: ExternalTx,
         from: Option<TxStatus>,
+        release: Option<Hold>,
         sink: &mut impl EventSink,
-    ) {
+    ) -> Result<(), LedgerFault> {
         let delta = tx.user_delta();
-        match tx.asset {
+        let mut posting = LedgerTx::new();
+        let mut new_position = None;
+        let cost = match tx.asset {
             Asset::Krw => {
-                let a = self.ledger.account_mut(tx.account).expect("checked");
-                a.cash = Amount(a.cash.0 + delta);
-                debug_assert!(a.cash.0 >= a.cash_hold.0);
-                let ext = &mut self.ledger.system.external_cash;
-                *ext = Amount(ext.0 - delta);
+                posting.line(Holder::UserCash(tx.account), delta).line(
+                    Holder::ExternalCash,
+                    delta.checked_neg().ok_or(LedgerFault::Overflow)?,
+                );
+                None
             }
             Asset::Shares(symbol) => {
-                let slot = self
+                let existing = self.ledger.position_slot(tx.account, symbol);
+                let slot = match existing {
+                    Some(slot) => slot,
+                    None => self
+                        .ledger
+                        .position_slot_or_insert(tx.account, symbol)
+                        .ok_or(LedgerFault::UnknownHolder)?,
+                };
+                new_position = existing.is_none().then_some(slot);
+                let position = self
                     .ledger
-                    .position_slot_or_insert(tx.account, symbol)
-                    .expect("checked: room for the position");
-                let p = &mut self.ledger.positions[slot as usize];
-                p.on_transfer(Qty(delta));
-                debug_assert!(p.qty.0 >= p.hold.0);
-                self.ledger.system_shares[symbol.0 as usize - 1].external -= delta;
+                    .position_at(slot)
+                    .ok_or(LedgerFault::UnknownHolder)?;
+                let cost = after_transfer(position, Qty(delta)).ok_or(LedgerFault::Overflow);
+                posting.line(Holder::UserShares(slot), delta).line(
+                    Holder::ExternalShares(symbol),
+                    delta.checked_neg().ok_or(LedgerFault::Overflow)?,
+                );
+                Some((slot, cost))
             }
+        };
+        if let Some(hold) = release {
+            posting.release(hold);
+        }
+        let posted = match cost {
+            Some((_, Err(fault))) => Err(fault),
+            _ => self.ledger.post(&posting),
+        };
+        if let Err(fault) = posted {
+            if let Some(slot) = new_position {
+                self.ledger.forget_new_position(slot);
+            }
+            return Err(fault);
+        }
+        if let Some((slot, Ok(cost))) = cost
+            && let Some(p) = self.ledger.position_mut(slot)
+        {
+            cost.apply(p);
+        }
+        if from.is_none() {
+            self.take_new_tx_id(&tx);
         }
         tx.status = TxStatus::Posted;
         let business_ref = match (tx.tx_type, tx.linked) {
@@ -424,7 +460,6 @@ impl Engine {
             asset: tx.asset,
             amount: Amount(delta),
         };
-        debug_assert!(posting.transaction(self.now_ts).is_balanced());
         if tx.tx_type != TxType::Reversal {
             self.ledger.external.remember_ref(&tx);
         }
@@ -432,6 +467,34 @@ impl Engine {
         self.emit_status(&tx, from, TxStatus::Posted, false, sink);
         sink.emit(&Event::LedgerPosted { posting });
         self.emit_holder_state(&tx, sink);
+        Ok(())
+    }
+
+    /// Takes the id `new_external` gave `tx` for good, once the transaction is recorded.
+    fn take_new_tx_id(&mut self, tx: &ExternalTx) {
+        let taken = self.ledger.take_tx_id();
+        assert_eq!(
+            taken, tx.id,
+            "no id is taken between building and recording"
+        );
+    }
+
+    /// Rejects a command whose posting or hold the ledger refused: `Overflow` for a limit,
+    /// else `LedgerCheckFailed` with an alarm.
+    fn refuse(
+        &mut self,
+        kind: CommandKind,
+        account: AccountId,
+        fault: LedgerFault,
+        sink: &mut impl EventSink,
+    ) {
+        let reason = if fault.is_bug() {
+            self.ledger_alarm(fault, sink);
+            RejectReason::LedgerCheckFailed
+        } else {
+            RejectReason::Overflow
+        };
+        self.reject_command(kind, account, reason, sink);
     }
 
     /// The account (cash) or position (shares) a transaction touched, after it changed.
@@ -499,8 +562,10 @@ impl Engine {
                 self.reject_command(CommandKind::ConfirmTransaction, account, reason, sink)
             }
             Ok(tx) => {
-                self.release_withdrawal_hold(&tx);
-                self.post_external(tx, Some(tx.status), sink);
+                let hold = Hold::Cash(tx.account, tx.amount);
+                if let Err(fault) = self.post_external(tx, Some(tx.status), Some(hold), sink) {
+                    self.refuse(CommandKind::ConfirmTransaction, tx.account, fault, sink);
+                }
             }
         }
     }
@@ -512,7 +577,9 @@ impl Engine {
                 self.reject_command(CommandKind::FailTransaction, account, reason, sink)
             }
             Ok(mut tx) => {
-                self.release_withdrawal_hold(&tx);
+                if let Err(fault) = self.ledger.release_hold(Hold::Cash(tx.account, tx.amount)) {
+                    return self.refuse(CommandKind::FailTransaction, tx.account, fault, sink);
+                }
                 let from = tx.status;
                 tx.status = TxStatus::Failed;
                 self.ledger.external.close(tx);
@@ -520,16 +587,6 @@ impl Engine {
                 self.emit_account_state(tx.account, sink);
             }
         }
-    }
-
-    fn release_withdrawal_hold(&mut self, tx: &ExternalTx) {
-        debug_assert_eq!(tx.tx_type, TxType::Withdrawal);
-        let a = self
-            .ledger
-            .account_mut(tx.account)
-            .expect("a transaction's account");
-        a.cash_hold = Amount(a.cash_hold.0 - tx.amount.0);
-        debug_assert!(a.cash_hold.0 >= 0);
     }
 
     pub(crate) fn reverse_transaction(&mut self, id: TxId, sink: &mut impl EventSink) {
@@ -541,6 +598,7 @@ impl Engine {
             }
             Ok(orig) => orig,
         };
+        let kind = CommandKind::ReverseTransaction;
         let mut reversal = self.new_external(
             TxType::Reversal,
             orig.account,
@@ -552,10 +610,13 @@ impl Engine {
         let mut reversed = orig;
         reversed.status = TxStatus::Reversed;
         reversed.linked = Some(reversal.id);
+        if let Err(fault) = self.post_external(reversal, None, None, sink) {
+            return self.refuse(kind, orig.account, fault, sink);
+        }
+        // Closing the reversal may have moved the original out of the window.
         if let Some(t) = self.ledger.external.closed.get_mut(&orig.id) {
             *t = reversed;
         }
-        self.post_external(reversal, None, sink);
         self.emit_status(
             &reversed,
             Some(TxStatus::Posted),

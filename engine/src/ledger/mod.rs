@@ -1,12 +1,13 @@
 //! The double-entry ledger: the single source of truth for money and shares.
 //!
-//! Balances live here and change only by balanced postings: a fill posts one TRADE
+//! Balances live here and change only through the entry points of [`balance`] (post a whole
+//! balanced transaction; place or release a hold), which check every posting before they
+//! change anything. A fill posts one TRADE
 //! transaction (notional, shares, commission per user side, each sell-tax component as its
 //! own line); deposits, withdrawals, adjustments and reversals post their principal against
 //! SYSTEM_EXTERNAL (see [`external`]). Events carry postings compactly (`Event::Trade` with
 //! its charges, `Event::LedgerPosted` with its principal) and `Event::transaction` expands
-//! either into the full, balanced list of lines; balances are updated in place, and
-//! `tests/ledger_properties.rs` replays every expanded transaction onto a zeroed ledger and
+//! either into the full, balanced list of lines; `tests/ledger_properties.rs` replays every expanded transaction onto a zeroed ledger and
 //! checks it reproduces the engine's balances exactly.
 //!
 //! **Invariants** (checked by [`crate::Engine::check_invariants`])
@@ -19,85 +20,35 @@
 //! construction.
 //!
 //! **Known limitations**: settlement is immediate (KRX settles cash on T+2); balances are i64
-//! KRW, commands bound single amounts well below overflow (see `AMOUNT_MAX`).
+//! KRW: commands bound single amounts ([`crate::limits`]) and every sum that grows over many
+//! commands is checked by the entry points, which reject what would overflow.
 
+pub mod balance;
 pub mod external;
 pub mod settlement;
 
-use crate::book::order::{NIL, Slot};
-use crate::portfolio::Position;
-use crate::types::{AccountId, Amount, ExternalRef, SymbolId};
+pub use crate::limits::AMOUNT_MAX;
+pub use balance::{
+    Account, Hold, Holder, LedgerFault, LedgerTx, Line, Position, SystemBalances, SystemShares,
+};
+
+use crate::types::{AccountId, ExternalRef, SymbolId};
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 
-/// The largest single amount a deposit, withdrawal or adjustment may move (10^15 KRW), so that
-/// sums of many stay far from i64 overflow.
-pub const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
-
-/// A trading account's cash and bookkeeping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    pub id: AccountId,
-    pub owner: ExternalRef,
-    /// The USER_CASH balance.
-    pub cash: Amount,
-    /// Cash held by live buy orders and open withdrawals.
-    pub cash_hold: Amount,
-    /// The last per-account event sequence number assigned.
-    pub acct_seq: u64,
-    /// Request ids used today.
-    pub keys_today: u32,
-    /// Live orders, oldest first (intrusive list through the order slab).
-    #[serde(skip, default = "nil")]
-    pub orders_head: Slot,
-    #[serde(skip, default = "nil")]
-    pub orders_tail: Slot,
-}
-
-fn nil() -> Slot {
-    NIL
-}
-
-impl Account {
-    #[inline]
-    pub fn available(&self) -> Amount {
-        Amount(self.cash.0 - self.cash_hold.0)
-    }
-
-    /// Assigns the next per-account event sequence number.
-    #[inline]
-    pub fn next_seq(&mut self) -> u64 {
-        self.acct_seq += 1;
-        self.acct_seq
-    }
-}
-
-/// Balances of the system ledger accounts that are not per symbol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SystemBalances {
-    pub fee: Amount,
-    pub tax: Amount,
-    pub market_cash: Amount,
-    pub external_cash: Amount,
-}
-
-/// Per-symbol share balances of the system accounts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SystemShares {
-    pub market: i64,
-    pub external: i64,
-}
-
+/// The ledger: accounts, positions, system balances and open external transactions.
+///
+/// Its tables are private: other modules read them through the accessors below and change
+/// money only through the entry points of [`balance`].
 pub struct Ledger {
-    pub accounts: Vec<Account>,
-    pub accounts_max: u32,
-    pub owners: FxHashMap<ExternalRef, AccountId>,
-    pub positions: Vec<Position>,
-    pub positions_max: u32,
-    pub position_index: FxHashMap<(AccountId, SymbolId), u32>,
-    pub system: SystemBalances,
+    accounts: Vec<Account>,
+    accounts_max: u32,
+    owners: FxHashMap<ExternalRef, AccountId>,
+    positions: Vec<Position>,
+    positions_max: u32,
+    position_index: FxHashMap<(AccountId, SymbolId), u32>,
+    system: SystemBalances,
     /// Indexed by symbol id - 1.
-    pub system_shares: Vec<SystemShares>,
+    system_shares: Vec<SystemShares>,
     pub external: external::ExternalTxs,
     pub next_tx_id: u64,
 }
@@ -135,8 +86,10 @@ impl Ledger {
             .and_then(|i| self.accounts.get(i))
     }
 
+    /// An account's bookkeeping (sequence numbers, request ids, order list); its cash and
+    /// hold change only through the entry points.
     #[inline]
-    pub fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
+    pub(crate) fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
         (id.0 as usize)
             .checked_sub(1)
             .and_then(|i| self.accounts.get_mut(i))
@@ -156,7 +109,7 @@ impl Ledger {
     #[inline]
     pub fn position(&self, account: AccountId, symbol: SymbolId) -> Option<&Position> {
         self.position_slot(account, symbol)
-            .map(|i| &self.positions[i as usize])
+            .and_then(|i| self.positions.get(i as usize))
     }
 
     /// The position's slot, created flat if absent; `None` if the table is full.
@@ -173,6 +126,20 @@ impl Ledger {
         Some(i)
     }
 
+    /// Undoes `position_slot_or_insert` of a position that a refused posting was to create:
+    /// removes it if it is the newest and still flat, so a rejected command leaves the table
+    /// as it was.
+    pub(crate) fn forget_new_position(&mut self, slot: u32) {
+        let newest = self.positions.len().checked_sub(1);
+        if let Some(p) = self.positions.last()
+            && newest == Some(slot as usize)
+            && *p == Position::new(p.account, p.symbol)
+        {
+            self.position_index.remove(&(p.account, p.symbol));
+            self.positions.pop();
+        }
+    }
+
     /// Takes the next transaction id.
     #[inline]
     pub fn take_tx_id(&mut self) -> crate::types::TxId {
@@ -181,13 +148,100 @@ impl Ledger {
         id
     }
 
+    /// Trading accounts, in id order (account id = index + 1).
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+
+    /// The account table's capacity.
+    pub fn accounts_max(&self) -> u32 {
+        self.accounts_max
+    }
+
+    /// The account opened for an owner key.
+    pub fn account_of_owner(&self, owner: &ExternalRef) -> Option<AccountId> {
+        self.owners.get(owner).copied()
+    }
+
+    /// Positions, in the order they were created (their slots).
+    pub fn positions(&self) -> &[Position] {
+        &self.positions
+    }
+
+    /// The position in a slot (orders cache their owner's slot).
+    #[inline]
+    pub fn position_at(&self, slot: u32) -> Option<&Position> {
+        self.positions.get(slot as usize)
+    }
+
+    /// True if another position fits the table.
+    pub fn has_room_for_position(&self) -> bool {
+        self.positions.len() < self.positions_max as usize
+    }
+
+    /// Balances of SYSTEM_FEE, SYSTEM_TAX and the KRW of SYSTEM_MARKET and SYSTEM_EXTERNAL.
+    pub fn system(&self) -> &SystemBalances {
+        &self.system
+    }
+
+    /// Share balances of SYSTEM_MARKET and SYSTEM_EXTERNAL, indexed by symbol id - 1.
+    pub fn system_shares(&self) -> &[SystemShares] {
+        &self.system_shares
+    }
+
+    /// A new trading day: every account may use `orders_per_account_day_max` request ids again.
+    pub(crate) fn reset_keys_today(&mut self) {
+        for a in &mut self.accounts {
+            a.keys_today = 0;
+        }
+    }
+
+    /// A position's bookkeeping (cost basis, realized profit); its shares and hold change only
+    /// through the entry points.
+    #[inline]
+    pub(crate) fn position_mut(&mut self, slot: u32) -> Option<&mut Position> {
+        self.positions.get_mut(slot as usize)
+    }
+
+    /// Adds the system share balances of a newly registered symbol.
+    pub(crate) fn add_symbol(&mut self) {
+        self.system_shares.push(SystemShares::default());
+    }
+
+    /// Rebuilds the tables from a snapshot's (the caller checked capacities).
+    pub(crate) fn restore(
+        &mut self,
+        accounts: &[Account],
+        positions: &[Position],
+        system: SystemBalances,
+        system_shares: &[SystemShares],
+    ) {
+        for a in accounts {
+            let mut a = *a;
+            a.orders_head = crate::book::order::NIL;
+            a.orders_tail = crate::book::order::NIL;
+            self.owners.insert(a.owner, a.id);
+            self.accounts.push(a);
+        }
+        for (i, p) in positions.iter().enumerate() {
+            self.positions.push(*p);
+            self.position_index.insert((p.account, p.symbol), i as u32);
+        }
+        self.system = system;
+        self.system_shares = system_shares.to_vec();
+    }
+
     /// Sums of every asset over all ledger accounts: (KRW, per-symbol shares). Both must be 0.
     pub fn trial_balance(&self) -> (i128, Vec<(SymbolId, i128)>) {
-        let krw = self.accounts.iter().map(|a| a.cash.0 as i128).sum::<i128>()
-            + self.system.fee.0 as i128
-            + self.system.tax.0 as i128
-            + self.system.market_cash.0 as i128
-            + self.system.external_cash.0 as i128;
+        let krw = self
+            .accounts
+            .iter()
+            .map(|a| a.cash().0 as i128)
+            .sum::<i128>()
+            + self.system.fee().0 as i128
+            + self.system.tax().0 as i128
+            + self.system.market_cash().0 as i128
+            + self.system.external_cash().0 as i128;
         let mut shares: Vec<(SymbolId, i128)> = self
             .system_shares
             .iter()
@@ -195,13 +249,14 @@ impl Ledger {
             .map(|(i, s)| {
                 (
                     SymbolId(i as u32 + 1),
-                    s.market as i128 + s.external as i128,
+                    s.market() as i128 + s.external() as i128,
                 )
             })
             .collect();
         for p in &self.positions {
-            if let Some(entry) = shares.get_mut(p.symbol.0 as usize - 1) {
-                entry.1 += p.qty.0 as i128;
+            let i = (p.symbol.0 as usize).wrapping_sub(1);
+            if let Some(entry) = shares.get_mut(i) {
+                entry.1 += p.qty().0 as i128;
             }
         }
         (krw, shares)

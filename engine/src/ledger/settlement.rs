@@ -1,7 +1,16 @@
-//! Settling one fill: the TRADE transaction, balances, holds and positions.
+//! Settling one fill: the TRADE transaction, holds, order figures and positions.
 //!
-//! Lines of a TRADE transaction (zero-amount lines are left out; SYSTEM_MARKET pays no
-//! commission or tax, so a synthetic fill has 4 to 8 lines, a user-to-user KOSPI fill 12):
+//! A fill is planned first ([`plan_fill`]): every new figure (charges, the orders' running
+//! totals and holds, the positions' cost and realized profit) and the netted ledger lines are
+//! computed with checked arithmetic from the state as it is, without changing it. Only when
+//! the plan exists does the ledger post it ([`Ledger::post`], which checks it once more), and
+//! only when that succeeded does the caller apply the plan's order and position figures. So a
+//! fill either happens completely or changes nothing, and a match that stops at a fill that
+//! cannot happen (a figure beyond `i64`) leaves every earlier fill standing and consistent.
+//!
+//! Lines of a TRADE transaction as events and the database report it (zero-amount lines are
+//! left out; SYSTEM_MARKET pays no commission or tax, so a synthetic fill has 4 to 8 lines, a
+//! user-to-user KOSPI fill 12):
 //!
 //! | line | debit (-) | credit (+) |
 //! |---|---|---|
@@ -12,14 +21,23 @@
 //! | Securities transaction tax | seller cash | SYSTEM_TAX |
 //! | Rural special tax | seller cash | SYSTEM_TAX |
 //!
+//! The ledger posts the same transaction netted per balance (at most six lines: buyer cash,
+//! seller cash, fee, tax, seller shares, buyer shares), and releases, in the same step, the
+//! buyer's cash hold and the seller's share hold that the fill settles.
+//!
 //! Each charge is `floor(cumulative notional x rate) - already charged` per order and
-//! component ([`crate::fees`]).
+//! component ([`crate::fees`]), except that one fill never charges a seller more than its
+//! notional: a fill of a few won can meet several components' rounding steps at once, and the
+//! part of a charge that would exceed the notional is left for the order's next fill (waived if
+//! there is none), so a sell never needs cash.
 
 use super::Ledger;
+use super::balance::{Hold, Holder, LedgerTx};
 use crate::book::order::Order;
 use crate::fees::{FeeSchedule, cumulative_charge};
+use crate::portfolio::{CostUpdate, after_buy, after_sell};
 use crate::risk::buy_hold;
-use crate::types::{Amount, Market, Price, Qty};
+use crate::types::{Amount, Market, OrderType, Price, Qty};
 
 /// What a fill charged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,121 +47,146 @@ pub struct FillCharges {
     pub seller_taxes: [Amount; 2],
 }
 
-/// Settles `qty` at `price` between `buyer` and `seller`, whose leaves and filled quantities
-/// the caller has already updated. Updates charges, holds, balances and positions, and
-/// returns the charges (the `Trade` event carries them; `Event::transaction` expands it into
-/// the TRADE transaction's lines).
+/// An order's figures after a fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderAfterFill {
+    pub leaves: Qty,
+    pub filled: Qty,
+    pub cum_notional: Amount,
+    pub commission_charged: Amount,
+    pub taxes_charged: [Amount; 2],
+    pub cash_hold: Amount,
+}
+
+impl OrderAfterFill {
+    /// The quantities only (book-only mode); `None` if the fill exceeds the leaves or the
+    /// filled total overflows.
+    #[inline]
+    pub fn quantities(o: &Order, qty: Qty) -> Option<OrderAfterFill> {
+        let leaves = o.leaves.0.checked_sub(qty.0).filter(|l| *l >= 0)?;
+        Some(OrderAfterFill {
+            leaves: Qty(leaves),
+            filled: Qty(o.filled.0.checked_add(qty.0)?),
+            cum_notional: o.cum_notional,
+            commission_charged: o.commission_charged,
+            taxes_charged: o.taxes_charged,
+            cash_hold: o.cash_hold,
+        })
+    }
+
+    #[inline]
+    pub fn apply(&self, o: &mut Order) {
+        o.leaves = self.leaves;
+        o.filled = self.filled;
+        o.cum_notional = self.cum_notional;
+        o.commission_charged = self.commission_charged;
+        o.taxes_charged = self.taxes_charged;
+        o.cash_hold = self.cash_hold;
+    }
+}
+
+/// Everything one fill changes, computed before anything changes.
+#[derive(Clone, Copy, Debug)]
+pub struct FillPlan {
+    pub charges: FillCharges,
+    pub tx: LedgerTx,
+    pub buyer: OrderAfterFill,
+    pub seller: OrderAfterFill,
+    /// (position slot, new cost figures) of each user side.
+    pub costs: [Option<(u32, CostUpdate)>; 2],
+}
+
+/// Plans a fill of `qty` at `price` between `buyer` and `seller` (neither changed yet).
+/// `band_upper` is the price a MARKET buy holds at. `None` if any figure would overflow.
 #[allow(clippy::too_many_arguments)]
-pub fn settle_fill(
-    ledger: &mut Ledger,
+pub fn plan_fill(
+    ledger: &Ledger,
     fees: &FeeSchedule,
     market: Market,
     band_upper: Price,
-    buyer: &mut Order,
-    seller: &mut Order,
+    buyer: &Order,
+    seller: &Order,
     price: Price,
     qty: Qty,
-) -> FillCharges {
-    let notional = price.0 * qty.0; // <= each order's validated price x qty
+) -> Option<FillPlan> {
+    let notional = price.notional(qty)?;
+    let mut b = OrderAfterFill::quantities(buyer, qty)?;
+    let mut s = OrderAfterFill::quantities(seller, qty)?;
+    b.cum_notional = b.cum_notional.checked_add(notional)?;
+    s.cum_notional = s.cum_notional.checked_add(notional)?;
     let mut charges = FillCharges::default();
+    let mut tx = LedgerTx::new();
+    let mut costs = [None, None];
 
-    buyer.cum_notional = Amount(buyer.cum_notional.0 + notional);
-    seller.cum_notional = Amount(seller.cum_notional.0 + notional);
-    if !buyer.account.is_system_market() {
-        let due = cumulative_charge(buyer.cum_notional, fees.commission_ppm);
-        charges.buyer_commission = Amount(due.0 - buyer.commission_charged.0);
-        buyer.commission_charged = due;
-    }
-    if !seller.account.is_system_market() {
-        let due = cumulative_charge(seller.cum_notional, fees.commission_ppm);
-        charges.seller_commission = Amount(due.0 - seller.commission_charged.0);
-        seller.commission_charged = due;
-        for (k, rate) in fees.taxes(market).as_array().into_iter().enumerate() {
-            let due = cumulative_charge(seller.cum_notional, rate);
-            charges.seller_taxes[k] = Amount(due.0 - seller.taxes_charged[k].0);
-            seller.taxes_charged[k] = due;
-        }
-    }
-    let taxes = charges.seller_taxes[0].0 + charges.seller_taxes[1].0;
-
-    settle_buyer(
-        ledger,
-        fees,
-        band_upper,
-        buyer,
-        qty,
-        notional,
-        charges.buyer_commission,
-    );
-    settle_seller(
-        ledger,
-        seller,
-        qty,
-        notional - charges.seller_commission.0 - taxes,
-    );
-    let sys = &mut ledger.system;
-    sys.fee = Amount(sys.fee.0 + charges.buyer_commission.0 + charges.seller_commission.0);
-    sys.tax = Amount(sys.tax.0 + taxes);
-
-    charges
-}
-
-fn settle_buyer(
-    ledger: &mut Ledger,
-    fees: &FeeSchedule,
-    band_upper: Price,
-    buyer: &mut Order,
-    qty: Qty,
-    notional: i64,
-    commission: Amount,
-) {
     if buyer.account.is_system_market() {
-        ledger.system.market_cash = Amount(ledger.system.market_cash.0 - notional);
-        ledger.system_shares[buyer.symbol.0 as usize - 1].market += qty.0;
-        return;
+        tx.line(Holder::MarketCash, notional.0.checked_neg()?);
+        tx.line(Holder::MarketShares(buyer.symbol), qty.0);
+    } else {
+        let due = cumulative_charge(b.cum_notional, fees.commission_ppm);
+        charges.buyer_commission = due.checked_sub(buyer.commission_charged)?;
+        b.commission_charged = due;
+        // A MARKET buy holds at the band's upper limit.
+        let hold_price = match buyer.order_type {
+            OrderType::Limit => buyer.price,
+            OrderType::Market => band_upper,
+        };
+        b.cash_hold = buy_hold(
+            hold_price,
+            b.leaves,
+            b.cum_notional,
+            b.commission_charged,
+            fees.commission_ppm,
+        )?;
+        let cost = notional.checked_add(charges.buyer_commission)?;
+        tx.line(Holder::UserCash(buyer.account), cost.0.checked_neg()?);
+        tx.line(Holder::UserShares(buyer.position), qty.0);
+        tx.release(Hold::Cash(
+            buyer.account,
+            buyer.cash_hold.checked_sub(b.cash_hold)?,
+        ));
+        let position = ledger.position_at(buyer.position)?;
+        costs[0] = Some((
+            buyer.position,
+            after_buy(position, notional, charges.buyer_commission)?,
+        ));
     }
-    // A MARKET buy holds at the band's upper limit.
-    let hold_price = match buyer.order_type {
-        crate::types::OrderType::Limit => buyer.price,
-        crate::types::OrderType::Market => band_upper,
-    };
-    let new_hold = buy_hold(
-        hold_price,
-        buyer.leaves,
-        buyer.cum_notional,
-        buyer.commission_charged,
-        fees.commission_ppm,
-    )
-    .expect("bounded by the hold validated at acceptance");
-    let account = ledger
-        .account_mut(buyer.account)
-        .expect("a live order's account exists");
-    let cost = notional + commission.0;
-    debug_assert!(
-        buyer.cash_hold.0 >= cost + new_hold.0,
-        "the hold covers the fill"
-    );
-    account.cash = Amount(account.cash.0 - cost);
-    account.cash_hold = Amount(account.cash_hold.0 - buyer.cash_hold.0 + new_hold.0);
-    buyer.cash_hold = new_hold;
-    debug_assert!(account.cash.0 >= 0 && account.cash_hold.0 <= account.cash.0);
-    // A buy reserved its position at acceptance and cached its index.
-    ledger.positions[buyer.position as usize].on_buy(qty, Amount(notional), commission);
-}
 
-fn settle_seller(ledger: &mut Ledger, seller: &mut Order, qty: Qty, net_proceeds: i64) {
     if seller.account.is_system_market() {
-        ledger.system.market_cash = Amount(ledger.system.market_cash.0 + net_proceeds);
-        ledger.system_shares[seller.symbol.0 as usize - 1].market -= qty.0;
-        return;
+        tx.line(Holder::MarketCash, notional.0);
+        tx.line(Holder::MarketShares(seller.symbol), qty.0.checked_neg()?);
+    } else {
+        let mut room = notional;
+        let mut charge = |rate: i64, charged: &mut Amount| -> Option<Amount> {
+            let due = cumulative_charge(s.cum_notional, rate);
+            let increment = due.checked_sub(*charged)?.min(room).max(Amount(0));
+            room = room.checked_sub(increment)?;
+            *charged = charged.checked_add(increment)?;
+            Some(increment)
+        };
+        charges.seller_commission = charge(fees.commission_ppm, &mut s.commission_charged)?;
+        let rates = fees.taxes(market).as_array();
+        for (k, rate) in rates.into_iter().enumerate() {
+            charges.seller_taxes[k] = charge(rate, &mut s.taxes_charged[k])?;
+        }
+        let net = room;
+        tx.line(Holder::UserCash(seller.account), net.0);
+        tx.line(Holder::UserShares(seller.position), qty.0.checked_neg()?);
+        tx.release(Hold::Shares(seller.position, qty));
+        let position = ledger.position_at(seller.position)?;
+        costs[1] = Some((seller.position, after_sell(position, qty, net)?));
     }
-    let account = ledger
-        .account_mut(seller.account)
-        .expect("a live order's account exists");
-    account.cash = Amount(account.cash.0 + net_proceeds);
-    // A sell needs a position; its index is cached in the order.
-    let p = &mut ledger.positions[seller.position as usize];
-    p.hold = Qty(p.hold.0 - qty.0);
-    p.on_sell(qty, Amount(net_proceeds));
-    debug_assert!(p.hold.0 >= 0 && p.qty.0 >= p.hold.0);
+
+    let commissions = charges
+        .buyer_commission
+        .checked_add(charges.seller_commission)?;
+    let taxes = charges.seller_taxes[0].checked_add(charges.seller_taxes[1])?;
+    tx.line(Holder::Fee, commissions.0);
+    tx.line(Holder::Tax, taxes.0);
+    Some(FillPlan {
+        charges,
+        tx,
+        buyer: b,
+        seller: s,
+        costs,
+    })
 }

@@ -178,8 +178,9 @@ pub enum CancelCause {
     Expired,
 }
 
-/// One byte: 1-7 the engine's reasons in declaration order, 8 Expired.
-const CANCEL_CAUSES: [CancelCause; 8] = [
+/// One byte: 1-7 the engine's first reasons in declaration order, 8 Expired, 9-10 the
+/// engine's later reasons (numbers never change meaning).
+const CANCEL_CAUSES: [CancelCause; 10] = [
     CancelCause::Engine(CancelReason::Requested),
     CancelCause::Engine(CancelReason::CancelAll),
     CancelCause::Engine(CancelReason::IocRemainder),
@@ -188,6 +189,8 @@ const CANCEL_CAUSES: [CancelCause; 8] = [
     CancelCause::Engine(CancelReason::SelfTrade),
     CancelCause::Engine(CancelReason::QuoteReplaced),
     CancelCause::Expired,
+    CancelCause::Engine(CancelReason::Overflow),
+    CancelCause::Engine(CancelReason::LedgerCheckFailed),
 ];
 
 impl Field for CancelCause {

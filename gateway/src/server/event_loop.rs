@@ -643,6 +643,13 @@ impl<L: NodeLink> EventLoop<L> {
             Message::AccountQuery(q) => return self.account_query(i, Some(account), q),
             m => self.trading_command(account, m),
         };
+        // Numbers beyond the engine's ranges are refused here, before the journal, with the
+        // code the engine would give them (the request id stays unused).
+        let command = command.and_then(|c| {
+            kuku_engine::limits::check_ranges(&c)
+                .map(|()| c)
+                .map_err(RejectReason::code)
+        });
         let result = command.and_then(|c| {
             self.link.submit(origin, c).map_err(|_| {
                 GatewayStats::add(&self.stats.busy);
@@ -805,8 +812,8 @@ impl<L: NodeLink> EventLoop<L> {
             let report = PositionReport {
                 request_id: q.request_id,
                 symbol: self.mirror.code(p.symbol),
-                qty: p.qty,
-                qty_hold: p.hold,
+                qty: p.qty(),
+                qty_hold: p.hold(),
                 cost_basis: p.cost_basis,
                 realized_pnl: p.realized_pnl,
             };
@@ -848,6 +855,10 @@ impl<L: NodeLink> EventLoop<L> {
             return;
         };
         let origin = s.origin;
+        if let Err(reason) = kuku_engine::limits::check_ranges(&command) {
+            let reply = admin_failure(request_id, ty, reason.code());
+            return self.sessions.send(i, &reply);
+        }
         match self.link.submit(origin, command) {
             Ok(()) => {
                 if let Some(Session {

@@ -213,7 +213,7 @@ impl TestNode {
                 .read()
                 .positions
                 .get(&(account, symbol))
-                .map_or(0, |p| p.qty.0);
+                .map_or(0, |p| p.qty().0);
             if held >= qty {
                 return;
             }
