@@ -42,8 +42,8 @@ if [[ -n "$stray_seeds" ]]; then
 fi
 find . -path ./target -prune -o -path '*/tests/proptest-regressions/*.txt' -print | sort
 
-# The database tests use a real MariaDB/MySQL (DESIGN.md §8): make sure one answers before
-# any test runs. KUKU_MYSQL_URL names it; the default is the local server.
+# The database tests use a real MariaDB/MySQL (docs/architecture.md §10): make sure one
+# answers before any test runs. KUKU_MYSQL_URL names it; the default is the local server.
 export KUKU_MYSQL_URL="${KUKU_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
 mysql_answers() {
     # mysql://[user[:password]@]host[:port]/database
