@@ -15,7 +15,7 @@ BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 RATE=${RATE:-10000}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
-OUT=${1:-$(mktemp -d /tmp/kuku-repl-bench.XXXX)}
+OUT=${1:-$(mktemp -d -t kuku-repl-bench.XXXX)}
 mkdir -p "$OUT"
 SECRET=$(printf '5e%.0s' {1..32})
 ADMIN=$(printf 'ad%.0s' {1..32})

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: every test of the workspace (nextest if present, else cargo test),
-# the doctests, and every benchmark built and run once at smoke size.
+# The one test command: formatting and lints first (fail fast), then every test of the
+# workspace (nextest if present, else cargo test), the doctests, and every benchmark built
+# and run once at smoke size.
 # Exit code is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,37 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The database tests use a real MariaDB/MySQL (DESIGN.md §8): make sure one answers before
-# any test runs. KUKU_MYSQL_URL names it; the default is the local server.
+# Style and determinism, before anything slow. Clippy reads each crate's clippy.toml; the
+# engine's (engine/clippy.toml) bans the clock, RandomState, threads and I/O. fuzz/ is outside
+# the workspace (nightly only) and not linted here.
+step "format (cargo fmt --check)"
+if ! cargo fmt --all --check; then
+    echo "error: the code is not formatted: run 'cargo fmt --all' and commit the result." >&2
+    exit 1
+fi
+
+step "lints (cargo clippy, warnings are errors)"
+if ! cargo clippy --workspace --all-targets --locked -- -D warnings; then
+    echo "error: clippy found problems (above); the engine's bans are in engine/clippy.toml." >&2
+    exit 1
+fi
+
+# Each proptest replays the seeds of earlier failures before any new case, from the file its
+# config names: tests/proptest-regressions/<test file>.txt in its crate. A file named
+# `*.proptest-regressions` is what proptest writes for a test without that config, and its
+# seeds would not be where the other tests' are.
+step "proptest regression seeds"
+stray_seeds="$(find . -path ./target -prune -o -name '*.proptest-regressions' -print)"
+if [[ -n "$stray_seeds" ]]; then
+    echo "error: proptest seed files outside tests/proptest-regressions/:" >&2
+    echo "$stray_seeds" >&2
+    echo "Give the test FileFailurePersistence::Direct(\"tests/proptest-regressions/<file>.txt\") and move the seeds there." >&2
+    exit 1
+fi
+find . -path ./target -prune -o -path '*/tests/proptest-regressions/*.txt' -print | sort
+
+# The database tests use a real MariaDB/MySQL (docs/architecture.md §10): make sure one
+# answers before any test runs. KUKU_MYSQL_URL names it; the default is the local server.
 export KUKU_MYSQL_URL="${KUKU_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
 mysql_answers() {
     # mysql://[user[:password]@]host[:port]/database

@@ -12,7 +12,7 @@
 //!    far beyond what it can hold at once (`FlowStats::qty_op_max` and
 //!    `FlowStats::notional_op_max` bound a single op; a killed FOK asks for more than the
 //!    whole book); the continuous session open. A reject for funds would be a cheap reject
-//!    the peers never do, which makes the comparison unfair (DESIGN.md §9).
+//!    the peers never do, which makes the comparison unfair (docs/architecture.md §9).
 //! 3. `apply`: translate each [`FlowOp`]; map the engine's order ids to flow ids (if the
 //!    engine numbers accepted orders densely from 1 and accepts every `Limit` and `Market`,
 //!    including IOCs and FOKs that do not trade, they are equal); feed every trade in

@@ -1,9 +1,10 @@
 //! What every engine under test must agree on at the end of a flow, and the trade-sequence
 //! hash they all compute the same way.
 //!
-//! A comparison between engines counts only when their [`EndState`]s are equal (DESIGN.md
-//! §9): the same number of live orders and open quantity per book, the same best bid and ask
-//! per book, and the same trade sequence, summarised by count and by an xxh3-64 hash over
+//! A comparison between engines counts only when their [`EndState`]s are equal
+//! (docs/architecture.md §9): the same number of live orders and open quantity per book,
+//! the same best bid and ask per book, and the same trade sequence, summarised by count
+//! and by an xxh3-64 hash over
 //! `(maker flow id, taker flow id, price, qty)` of every trade in execution order, each as
 //! 8 little-endian bytes (`u64`, `u64`, `i64`, `i64`).
 //!

@@ -10,8 +10,8 @@
 //!
 //! After every pass the engine's [`EndState`] is compared with the flow's oracle. An engine
 //! that deviates in any pass is reported as a finding and its numbers are marked not
-//! comparable (DESIGN.md §9: a ratio counts only when both sides did the same work and ended
-//! in the same state).
+//! comparable (docs/architecture.md §9: a ratio counts only when both sides did the same
+//! work and ended in the same state).
 //!
 //! **Invariants**: the flow is identical for every engine and pass; nothing but the steady
 //! ops runs between the two `Instant::now()` calls of a throughput pass (engine construction,

@@ -1,7 +1,7 @@
-//! The journal benchmark behind `kuku-bench journal` (issue K3): append throughput per
+//! The journal benchmark behind `kuku-bench journal`: append throughput per
 //! durability mode and batch size, read + verify, replay (read + decode + apply) against apply
 //! alone, and recovery time with and without a snapshot, each against a baseline measured in the
-//! same run (DESIGN.md §9).
+//! same run (docs/architecture.md §9).
 //!
 //! Passes, interleaved round by round (`--runs`), each on fresh files in a temporary directory
 //! under `--dir` (the file system being measured; its type is printed):

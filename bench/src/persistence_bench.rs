@@ -1,4 +1,4 @@
-//! The persistence benchmark behind `kuku-bench persistence` (issue K6): rows per second the
+//! The persistence benchmark behind `kuku-bench persistence`: rows per second the
 //! database writer commits into MariaDB, against a ceiling measured in the same run, over a
 //! sweep of batch sizes; and the lag at offered rates below and above the writer's capacity.
 //!
@@ -18,9 +18,9 @@
 //! Rows are row writes: inserted rows, upserted rows (coalesced per key within a batch) and the
 //! checkpoint update. Every pass must end with exactly the flow's rows per table (checked), and
 //! the last pass of each kind reconciles with the engine. Floor: each writer >= 0.5x the ceiling
-//! at the same batch size (DESIGN.md §9), judged on the median of paired ratios (each writer
-//! pass over the ceiling pass of the same batch size and round: on a shared machine a slow
-//! spell slows every pass near it, so pairing cancels most of it).
+//! at the same batch size (docs/architecture.md §9), judged on the median of paired ratios
+//! (each writer pass over the ceiling pass of the same batch size and round: on a shared
+//! machine a slow spell slows every pass near it, so pairing cancels most of it).
 //!
 //! Lag: a writer (default batch, default intake) is offered a longer flow of the same mix at a
 //! fixed command rate, 0.5x and 2x the live writer's measured rate, for `--lag-seconds`; lag

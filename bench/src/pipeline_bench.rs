@@ -148,7 +148,7 @@ const SETUPS: [Setup; 9] = [
     ),
 ];
 
-/// Smoke runs (tests, CI) never spin or pin (DESIGN.md §10).
+/// Smoke runs (tests, CI) never spin or pin (docs/architecture.md §10).
 const SMOKE_SETUPS: [Setup; 3] = [
     setup("block_none", Block, Block, None, NoSync, Staged),
     setup("fused_block_none", Block, Block, None, NoSync, Fused),

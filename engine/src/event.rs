@@ -45,7 +45,7 @@ impl EventSink for NullSink {
     fn emit(&mut self, _event: &Event) {}
 }
 
-/// Ledger accounts (DESIGN.md §4).
+/// Ledger accounts (docs/ledger.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum LedgerAccount {
     /// A user's KRW.
@@ -89,7 +89,7 @@ pub struct Entry {
 /// commission 2 x 2, two taxes x 2).
 pub const ENTRIES_MAX: usize = 12;
 
-/// Transaction types (DESIGN.md §4).
+/// Transaction types (docs/ledger.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxType {
     Deposit,

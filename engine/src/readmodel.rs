@@ -19,7 +19,7 @@
 //! come from `BookChanged`.
 //!
 //! **Known limitations**: history (fills, ledger) is not kept here: it is served by the
-//! database ([K6]) or the journal.
+//! query store (kuku-persistence) or the journal.
 
 pub use crate::order_views::OrderViews;
 use crate::portfolio::Position;

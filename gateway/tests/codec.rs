@@ -8,6 +8,7 @@ use kuku_engine::{
 };
 use kuku_gateway::protocol::*;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn code() -> impl Strategy<Value = Code> {
     "[0-9A-Z]{1,6}".prop_map(|s| Code::new(&s).expect("valid"))
@@ -207,7 +208,13 @@ fn message() -> impl Strategy<Value = Message> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/codec.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_message_round_trips_through_its_frame(m in message()) {

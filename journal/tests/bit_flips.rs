@@ -21,6 +21,7 @@ use kuku_journal::{
     WATERMARK_FILE_NAME, frame_bytes,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Records the largest single allocation while armed.
 struct CountingAllocator;
@@ -328,7 +329,13 @@ fn continue_and_check(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/bit_flips.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn a_flipped_bit_is_truncated_after_the_watermark_and_refused_at_or_before_it(

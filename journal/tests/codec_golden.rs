@@ -13,6 +13,7 @@ use kuku_journal::codec::{
     encode_command_to_vec, encode_snapshot, encoded_len,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Parses hex with spaces between fields for readability.
 fn hex(s: &str) -> Vec<u8> {
@@ -341,7 +342,13 @@ fn any_command() -> impl Strategy<Value = Command> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/codec_golden.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_command_round_trips(command in any_command()) {

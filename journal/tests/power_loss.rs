@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use common::{META, SEGMENT_BYTES_SMALL, append_range, check_all_frames, config};
 use kuku_journal::{Durability, Journal, LOCK_FILE_NAME, SyncEvent};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const SECTOR_BYTES: usize = 512;
 
@@ -184,7 +185,13 @@ fn run(batches: &[u64], trailing: u64, survivors: Option<u64>) -> Result<(), Tes
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/power_loss.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn power_loss_keeps_every_seq_commit_reported_durable(

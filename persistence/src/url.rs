@@ -157,9 +157,9 @@ mod tests {
         assert!(!format!("{u:?}").contains("s3cret"));
         let u = DatabaseUrl::parse("mariadb://root@localhost/test?ssl-mode=disabled").unwrap();
         assert_eq!(u.expose(), "mysql://root@localhost/test?ssl-mode=disabled");
-        let u = DatabaseUrl::parse("sqlite:///tmp/x/kuku.sqlite?mode=rwc").unwrap();
+        let u = DatabaseUrl::parse("sqlite:///srv/x/kuku.sqlite?mode=rwc").unwrap();
         assert_eq!(u.backend(), Backend::Sqlite);
-        assert_eq!(u.sqlite_path(), Some(Path::new("/tmp/x/kuku.sqlite")));
+        assert_eq!(u.sqlite_path(), Some(Path::new("/srv/x/kuku.sqlite")));
     }
 
     #[test]

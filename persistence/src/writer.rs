@@ -40,8 +40,8 @@
 //!
 //! **Known limitations**: the journal must keep every segment after the checkpoint (the
 //! journal does not prune segments yet; when it does, it must stay behind
-//! [`WriterMetrics::checkpoint_seq`]); with replication ([K7]) the writer should persist only
-//! up to the replicated watermark, which is not wired yet.
+//! [`WriterMetrics::checkpoint_seq`]). The writer does not know the replicated watermark:
+//! on a replicating node, kuku-server offers it only events up to that watermark.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub struct WriterConfig {
     pub journal_dir: PathBuf,
     /// The engine config the journal was written under.
     pub engine: EngineConfig,
-    /// Stored with the checkpoint (raised by a promotion, [K7]).
+    /// Stored with the checkpoint (raised by a promotion, docs/architecture.md §6).
     pub epoch: u64,
     /// Intake queue capacity, in events.
     pub intake_events_max: usize,

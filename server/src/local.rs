@@ -1,5 +1,5 @@
 //! An in-process client of a node: submits commands under its own origin and waits for their
-//! events (the demo, tests, tools). The TCP gateway ([K5]) is the networked equivalent.
+//! events (the demo, tests, tools). The TCP gateway (kuku-gateway) is the networked equivalent.
 
 use crate::pipeline::{Busy, Origin, OutputHandler, OutputSlot, Submitter};
 use kuku_engine::{Command, Event};

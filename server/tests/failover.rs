@@ -1,4 +1,4 @@
-//! Replication and failover ([K7]) with real `kuku serve` processes on 127.0.0.1: a primary
+//! Replication and failover with real `kuku serve` processes on 127.0.0.1: a primary
 //! and a hot standby in `sync` mode, SIGKILL, `kuku promote` (its library call), rejoin with
 //! truncation, fencing, a cut replication link (through a test proxy), and the handshake's
 //! refusals. Every wait is bounded in time; the tests are `heavy_` (run one at a time).

@@ -243,7 +243,11 @@ fn arbitrary_bytes_never_crash_or_stall_the_server() {
     let token = t.token(AccountId(1));
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 96,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/gateway_hostile.txt",
+            ),
+        )),
         ..ProptestConfig::default()
     });
     let strategy = (

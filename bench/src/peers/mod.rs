@@ -1,4 +1,4 @@
-//! Adapters for the peer engines the issue compares Kuku with: matchcore 0.4.0 and
+//! Adapters for the peer engines Kuku is compared with: matchcore 0.4.0 and
 //! orderbook-rs 0.15.3 (exact versions pinned in `bench/Cargo.toml`).
 //!
 //! Both get one book instance per flow symbol and are driven single-threaded. What their

@@ -8,7 +8,7 @@
 //!   of each batch, commits (group commit: one sync per batch in `every-batch` mode). The
 //!   `disruptor` crate publishes a consumer's progress only after its whole batch, so the
 //!   processor never sees a command before the batch holding it was committed.
-//!   Replication ([K7]) joins this stage.
+//!   Replication (`crate::replication`) joins this stage.
 //! - **Processor** (one thread, optionally pinned): owns the [`Engine`]; applies each
 //!   command and publishes its events to the output ring, tagged with the command's seq, ts
 //!   and origin, the command's last event flagged. It never does I/O.

@@ -8,7 +8,7 @@
 //!   slack lowered, the sleep is close to its nominal length).
 //! - `Block`: spin briefly, then sleep on a futex until the stage feeding this thread signals
 //!   new work ([`Signal`]); an idle thread uses no CPU and wakes as soon as work arrives. The
-//!   default for every thread (DESIGN.md §10: no spinning in tests).
+//!   default for every thread (docs/architecture.md §10: no spinning in tests).
 //!
 //! **Performance**: `Backoff` adds at most about `BACKOFF_SLEEP` of latency to the first event
 //! after an idle period, and its spinning, yielding and 50 µs timer wake-ups cost CPU that a

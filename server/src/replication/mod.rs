@@ -1,4 +1,4 @@
-//! Replication to hot standbys and failover ([K7], DESIGN.md §6, ADR-009).
+//! Replication to hot standbys and failover (docs/architecture.md §6, ADR-009).
 //!
 //! Roles. A **primary** journals each command, ships the batch's frames to every connected
 //! standby at the end of the batch (the journaller stage, [`ReplicatedLog`]) and, in `sync`
