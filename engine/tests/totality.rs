@@ -259,8 +259,8 @@ fn cases() -> u32 {
 proptest! {
     #![proptest_config(Config {
         cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/totality.txt",
         ))),
         ..Config::default()
     })]
