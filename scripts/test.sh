@@ -121,6 +121,11 @@ else
     cargo test --workspace --locked --no-fail-fast -- --test-threads=2
 fi
 
+step "ledger entry-point checks in a release build"
+# The ledger refuses unbalanced postings and over-holds with plain code, not debug asserts:
+# prove it where debug assertions are off.
+cargo test --release --locked -p kuku-engine --lib ledger::balance
+
 step "doctests"
 cargo test --workspace --locked --doc
 

@@ -303,6 +303,9 @@ pub struct SnapshotWritten {
     /// The snapshot the state was rebuilt from (`None`: genesis).
     pub base: Option<SnapshotBase>,
     pub commands_replayed: u64,
+    /// `Engine::check_invariants` on the state written: an `Err` is a bug the operator must
+    /// hear of (the snapshot is written all the same, as evidence).
+    pub invariants: Result<(), String>,
 }
 
 /// Recovers the engine of the journal in `dir`: newest usable snapshot + every frame after it.
@@ -368,6 +371,7 @@ pub fn write_snapshot_at(
         use_snapshots: true,
     };
     let (engine, info) = recover_engine_with(dir, config, options)?;
+    let invariants = engine.check_invariants();
     let snapshot = engine.snapshot();
     let meta = SnapshotMeta {
         seq,
@@ -387,6 +391,7 @@ pub fn write_snapshot_at(
         payload_bytes: payload.len() as u64,
         base: info.base,
         commands_replayed: info.commands_replayed,
+        invariants,
     })
 }
 

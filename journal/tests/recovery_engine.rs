@@ -87,6 +87,11 @@ fn snapshots_that_do_not_belong_are_passed_over() {
     // not hold (written from frames a power loss then took); a stored hash that does not match
     // the payload; a payload of another seq; a payload that does not decode.
     let real = write_snapshot_at(dir.path(), &config, 1_200).unwrap();
+    assert_eq!(
+        real.invariants,
+        Ok(()),
+        "the snapshotter checks the state it writes"
+    );
     assert_eq!(real.base.map(|b| b.meta.seq), Some(s1));
     let real = store.read(&real.path).unwrap();
     let wrong_hash = SnapshotMeta {

@@ -5,6 +5,7 @@
 //! What this crate must never do: touch the engine's state from any thread but the
 //! processor's, or block the processor on I/O.
 
+pub mod alarms;
 pub mod config;
 pub mod database;
 pub mod demo;

@@ -25,6 +25,7 @@ use std::time::Duration;
 /// What the endpoint reports.
 pub struct MetricsSources {
     pub pipeline: Arc<PipelineStatus>,
+    pub alarms: Arc<crate::alarms::Alarms>,
     pub database: Option<Arc<WriterMetrics>>,
     pub gateway: Option<Arc<GatewayStats>>,
     /// Replication role, epoch, acks and alarms (`None`: replication off).
@@ -36,6 +37,7 @@ impl MetricsSources {
     pub fn of(node: &Node, gateway: Option<&GatewayHandle>) -> MetricsSources {
         MetricsSources {
             pipeline: Arc::clone(&node.status),
+            alarms: Arc::clone(&node.alarms),
             database: node.database_metrics().cloned(),
             gateway: gateway.map(GatewayHandle::stats_handle),
             replication: node.replication.clone(),
@@ -154,6 +156,18 @@ pub fn render(s: &MetricsSources) -> String {
         "kuku_pipeline_halted",
         "1 if the command log failed and the node halted.",
         f64::from(u8::from(p.halted.load(Ordering::Relaxed))),
+    );
+    counter(
+        &mut out,
+        "kuku_ledger_alarms_total",
+        "Postings or holds the engine admitted and its ledger refused (a bug; see the log).",
+        s.alarms.ledger_total() as f64,
+    );
+    counter(
+        &mut out,
+        "kuku_invariant_failures_total",
+        "Snapshots whose state broke an engine invariant (a bug; see the log).",
+        s.alarms.invariants_total() as f64,
     );
     if let Some(w) = &s.database {
         let st = w.status(now_ns());

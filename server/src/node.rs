@@ -10,6 +10,7 @@
 //! so the pipeline drains every accepted command, close the journal (a final commit), let the
 //! snapshotter finish, and let the database writer catch up (`crate::database`).
 
+use crate::alarms::Alarms;
 use crate::config::NodeConfig;
 use crate::feed::{Conflator, QuoteSim};
 use crate::pipeline::fold::{self, ReadModelFolder, SharedReadModel};
@@ -124,6 +125,8 @@ pub struct Node {
     pub submitter: Submitter,
     pub read_model: SharedReadModel,
     pub status: Arc<PipelineStatus>,
+    /// Ledger alarms and invariant failures (logged, counted, exported in /metrics).
+    pub alarms: Arc<Alarms>,
     pub pollers: Vec<OutputPoller>,
     pub startup: StartupReport,
     stop: Arc<AtomicBool>,
@@ -200,14 +203,19 @@ impl Node {
             (Some(r), Some(h)) => Some(gate_at_replicated_watermark(Arc::clone(r), h)),
             (_, h) => h,
         };
-        let (snapshot_tx, snapshotter) =
-            spawn_snapshotter(journal_dir.clone(), config.engine, repl.clone());
+        let alarms = Arc::new(Alarms::default());
+        let (snapshot_tx, snapshotter) = spawn_snapshotter(
+            journal_dir.clone(),
+            config.engine,
+            repl.clone(),
+            Arc::clone(&alarms),
+        );
         let mut handlers: Vec<(&'static str, OutputHandler)> = vec![
             // One consumer thread for the read model and the snapshot markers: on two cores
             // every thread woken per output batch costs latency (docs/benchmarks.md §4).
             (
                 "kuku-readmodel",
-                read_model_handler(Arc::clone(&read_model), snapshot_tx),
+                read_model_handler(Arc::clone(&read_model), snapshot_tx, Arc::clone(&alarms)),
             ),
         ];
         handlers.extend(database_handler.map(|h| ("kuku-db-writer", h)));
@@ -230,6 +238,7 @@ impl Node {
             submitter: pipeline.submitter.clone(),
             read_model,
             status: Arc::clone(&pipeline.status),
+            alarms,
             pollers: Vec::new(),
             startup,
             stop: Arc::new(AtomicBool::new(false)),
@@ -454,12 +463,21 @@ pub fn submit_retrying(
 }
 
 /// Folds output events into the shared read model ([`ReadModelFolder`]: one lock per output
-/// batch) and hands each `TakeSnapshot` marker's seq to the snapshot thread.
-fn read_model_handler(read_model: SharedReadModel, snapshots: mpsc::Sender<u64>) -> OutputHandler {
+/// batch), hands each `TakeSnapshot` marker's seq to the snapshot thread and reports ledger
+/// alarms.
+fn read_model_handler(
+    read_model: SharedReadModel,
+    snapshots: mpsc::Sender<u64>,
+    alarms: Arc<Alarms>,
+) -> OutputHandler {
     let mut folder = ReadModelFolder::new(read_model);
     Box::new(move |slot: &OutputSlot, _, end_of_batch| {
-        if matches!(slot.event, Event::SnapshotMarker) {
-            let _ = snapshots.send(slot.seq);
+        match slot.event {
+            Event::SnapshotMarker => {
+                let _ = snapshots.send(slot.seq);
+            }
+            Event::LedgerAlarm { command, fault } => alarms.ledger(slot.seq, command, fault),
+            _ => {}
         }
         folder.fold(slot, end_of_batch);
     })
@@ -471,6 +489,7 @@ fn spawn_snapshotter(
     dir: PathBuf,
     config: EngineConfig,
     repl: Option<Arc<Replication>>,
+    alarms: Arc<Alarms>,
 ) -> (mpsc::Sender<u64>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<u64>();
     let handle = spawn("kuku-snapshotter", move || {
@@ -479,7 +498,13 @@ fn spawn_snapshotter(
         // order-to-ack p99; docs/benchmarks.md §4). It still gets every idle cycle.
         lower_this_thread_priority();
         while let Ok(seq) = rx.recv() {
-            match kuku_journal::state::write_snapshot_at(&dir, &config, seq) {
+            let written = kuku_journal::state::write_snapshot_at(&dir, &config, seq);
+            if let Ok(w) = &written
+                && let Err(violation) = &w.invariants
+            {
+                alarms.invariants(seq, violation);
+            }
+            match written {
                 Ok(w) if repl.is_some() => {
                     tracing::info!(
                         seq,
@@ -617,4 +642,44 @@ pub fn describe(engine: &Engine) -> String {
         engine.live_order_count(),
         engine.day_open()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Origin;
+    use kuku_engine::CommandKind;
+    use kuku_engine::ledger::LedgerFault;
+
+    #[test]
+    fn a_ledger_alarm_on_the_output_ring_is_counted_and_exported() {
+        let alarms = Arc::new(Alarms::default());
+        let (snapshots, _rx) = mpsc::channel();
+        let read_model = fold::share(ReadModel::default());
+        let mut handler = read_model_handler(read_model, snapshots, Arc::clone(&alarms));
+        let slot = OutputSlot {
+            seq: 42,
+            ts: 0,
+            origin: Origin::INTERNAL,
+            event: Event::LedgerAlarm {
+                command: CommandKind::PlaceOrder,
+                fault: LedgerFault::Unbalanced,
+            },
+            last: true,
+        };
+        handler(&slot, 0, true);
+        alarms.invariants(43, "KRW sums to 1, not 0");
+        let text = crate::metrics::render(&crate::metrics::MetricsSources {
+            pipeline: Arc::default(),
+            alarms: Arc::clone(&alarms),
+            database: None,
+            gateway: None,
+            replication: None,
+        });
+        assert!(text.contains("\nkuku_ledger_alarms_total 1\n"), "{text}");
+        assert!(
+            text.contains("\nkuku_invariant_failures_total 1\n"),
+            "{text}"
+        );
+    }
 }

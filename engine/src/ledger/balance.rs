@@ -660,3 +660,179 @@ fn same_balance(hold: &Hold, holder: Holder) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! These checks are plain code, not `debug_assert!`: they hold in release builds too
+    //! (scripts/test.sh runs this module once with `--release`).
+    use super::*;
+
+    /// Two accounts, one position each in symbol 1; account 1 holds 1,000 KRW and 10 shares.
+    fn ledger() -> (Ledger, [AccountId; 2], [u32; 2]) {
+        let mut l = Ledger::new(4, 8, 2, 4, 4);
+        l.add_symbol();
+        let a = l.open_account(ExternalRef::new("a").unwrap()).unwrap();
+        let b = l.open_account(ExternalRef::new("b").unwrap()).unwrap();
+        let pa = l.position_slot_or_insert(a, SymbolId(1)).unwrap();
+        let pb = l.position_slot_or_insert(b, SymbolId(1)).unwrap();
+        let mut fund = LedgerTx::new();
+        fund.line(Holder::UserCash(a), 1_000)
+            .line(Holder::ExternalCash, -1_000)
+            .line(Holder::UserShares(pa), 10)
+            .line(Holder::ExternalShares(SymbolId(1)), -10);
+        l.post(&fund).expect("a balanced deposit");
+        (l, [a, b], [pa, pb])
+    }
+
+    /// Every balance and hold, to compare before and after a refused call.
+    fn state(
+        l: &Ledger,
+    ) -> (
+        Vec<Account>,
+        Vec<Position>,
+        SystemBalances,
+        Vec<SystemShares>,
+    ) {
+        (
+            l.accounts.clone(),
+            l.positions.clone(),
+            l.system,
+            l.system_shares.clone(),
+        )
+    }
+
+    fn refused(l: &mut Ledger, tx: &LedgerTx, fault: LedgerFault) {
+        let before = state(l);
+        assert_eq!(l.post(tx), Err(fault));
+        assert_eq!(state(l), before, "a refused posting changes nothing");
+    }
+
+    /// Compiled only without debug assertions: its presence in a run shows the checks below
+    /// were exercised in a release-like build.
+    #[cfg(not(debug_assertions))]
+    #[test]
+    fn this_build_has_no_debug_assertions() {
+        assert!(!cfg!(debug_assertions));
+    }
+
+    #[test]
+    fn an_unbalanced_transaction_is_refused_and_changes_nothing() {
+        let (mut l, [a, b], _) = ledger();
+        let mut tx = LedgerTx::new();
+        tx.line(Holder::UserCash(a), -100)
+            .line(Holder::UserCash(b), 99);
+        refused(&mut l, &tx, LedgerFault::Unbalanced);
+        // Balanced in KRW but not in shares.
+        let mut tx = LedgerTx::new();
+        tx.line(Holder::UserCash(a), -100)
+            .line(Holder::UserCash(b), 100)
+            .line(Holder::MarketShares(SymbolId(1)), 1);
+        refused(&mut l, &tx, LedgerFault::Unbalanced);
+    }
+
+    #[test]
+    fn a_user_balance_never_goes_negative_or_below_its_hold() {
+        let (mut l, [a, b], [pa, pb]) = ledger();
+        let mut tx = LedgerTx::new();
+        tx.line(Holder::UserCash(a), -1_001)
+            .line(Holder::UserCash(b), 1_001);
+        refused(&mut l, &tx, LedgerFault::NegativeBalance(a));
+        let mut tx = LedgerTx::new();
+        tx.line(Holder::UserShares(pb), -1)
+            .line(Holder::UserShares(pa), 1);
+        refused(&mut l, &tx, LedgerFault::NegativeBalance(b));
+        l.place_hold(Hold::Cash(a, Amount(600))).unwrap();
+        let mut tx = LedgerTx::new();
+        tx.line(Holder::UserCash(a), -401).line(Holder::Fee, 401);
+        refused(&mut l, &tx, LedgerFault::BelowHold(a));
+        // Settling the hold in the same step is what a fill does: allowed.
+        tx.release(Hold::Cash(a, Amount(401)));
+        l.post(&tx).expect("the hold it settles is released first");
+        assert_eq!(
+            (l.accounts[0].cash, l.accounts[0].cash_hold),
+            (Amount(599), Amount(199))
+        );
+    }
+
+    #[test]
+    fn holds_never_exceed_balances_nor_go_negative() {
+        let (mut l, [a, _], [pa, _]) = ledger();
+        let before = state(&l);
+        let fault = Err(LedgerFault::InvalidHold(a));
+        assert_eq!(l.place_hold(Hold::Cash(a, Amount(1_001))), fault);
+        assert_eq!(l.place_hold(Hold::Shares(pa, Qty(11))), fault);
+        assert_eq!(l.place_hold(Hold::Cash(a, Amount(-1))), fault);
+        assert_eq!(l.release_hold(Hold::Cash(a, Amount(1))), fault);
+        assert_eq!(state(&l), before);
+        l.place_hold(Hold::Cash(a, Amount(1_000)))
+            .expect("exactly the balance");
+        l.place_hold(Hold::Shares(pa, Qty(10)))
+            .expect("exactly the shares");
+        assert_eq!(l.release_hold(Hold::Shares(pa, Qty(11))), fault);
+        let mut settle_too_much = LedgerTx::new();
+        settle_too_much
+            .line(Holder::UserCash(a), -10)
+            .line(Holder::Fee, 10)
+            .release(Hold::Cash(a, Amount(1_001)));
+        refused(&mut l, &settle_too_much, LedgerFault::InvalidHold(a));
+    }
+
+    #[test]
+    fn malformed_unknown_and_overflowing_postings_are_refused() {
+        let (mut l, [a, b], _) = ledger();
+        let mut twice = LedgerTx::new();
+        twice
+            .line(Holder::UserCash(a), -1)
+            .line(Holder::UserCash(a), -1)
+            .line(Holder::UserCash(b), 2);
+        refused(&mut l, &twice, LedgerFault::Malformed);
+        let mut crowded = LedgerTx::new();
+        for _ in 0..=LINES_MAX {
+            crowded.line(Holder::Fee, 1);
+        }
+        refused(&mut l, &crowded, LedgerFault::Malformed);
+        let mut ghost = LedgerTx::new();
+        ghost
+            .line(Holder::UserCash(AccountId(9)), 1)
+            .line(Holder::Fee, -1);
+        refused(&mut l, &ghost, LedgerFault::UnknownHolder);
+        let mut ghost = LedgerTx::new();
+        ghost
+            .line(Holder::UserShares(99), 1)
+            .line(Holder::MarketShares(SymbolId(1)), -1);
+        refused(&mut l, &ghost, LedgerFault::UnknownHolder);
+        let mut huge = LedgerTx::new();
+        huge.line(Holder::UserCash(a), i64::MAX)
+            .line(Holder::Tax, -i64::MAX);
+        refused(&mut l, &huge, LedgerFault::Overflow);
+        assert!(!LedgerFault::Overflow.is_bug() && LedgerFault::Unbalanced.is_bug());
+    }
+
+    #[test]
+    fn a_fill_posts_and_settles_its_holds_in_one_step() {
+        let (mut l, [a, b], [pa, pb]) = ledger();
+        let mut fund_b = LedgerTx::new();
+        fund_b
+            .line(Holder::UserCash(b), 500)
+            .line(Holder::ExternalCash, -500);
+        l.post(&fund_b).unwrap();
+        // b buys 2 of a's shares at 100; commission 1 each side, tax 2 on the sell.
+        l.place_hold(Hold::Cash(b, Amount(201))).unwrap();
+        l.place_hold(Hold::Shares(pa, Qty(2))).unwrap();
+        let mut fill = LedgerTx::new();
+        fill.line(Holder::UserCash(b), -201)
+            .line(Holder::UserCash(a), 197)
+            .line(Holder::Fee, 2)
+            .line(Holder::Tax, 2)
+            .line(Holder::UserShares(pa), -2)
+            .line(Holder::UserShares(pb), 2)
+            .release(Hold::Cash(b, Amount(201)))
+            .release(Hold::Shares(pa, Qty(2)));
+        l.post(&fill).expect("a balanced fill");
+        let (krw, shares) = l.trial_balance();
+        assert_eq!((krw, shares), (0, vec![(SymbolId(1), 0)]));
+        assert_eq!(l.accounts[1].cash, Amount(299));
+        assert_eq!((l.positions[0].qty, l.positions[0].hold), (Qty(8), Qty(0)));
+        assert_eq!(l.positions[1].qty, Qty(2));
+    }
+}

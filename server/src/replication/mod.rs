@@ -667,6 +667,7 @@ mod tests {
         let status = Arc::new(crate::pipeline::PipelineStatus::default());
         let text = crate::metrics::render(&crate::metrics::MetricsSources {
             pipeline: status,
+            alarms: Arc::default(),
             database: None,
             gateway: None,
             replication: Some(Arc::clone(&repl)),
