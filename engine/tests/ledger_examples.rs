@@ -588,3 +588,43 @@ fn per_account_event_sequence_is_dense() {
         );
     }
 }
+
+/// docs/ledger.md: at a cumulative notional of 20,000 KRW on KOSPI, a 1-won fill meets the
+/// rounding step of the commission and of both sell taxes at once: 3 won of charges on 1 won
+/// of proceeds. A fill never charges a seller more than its notional; the rest moves to the
+/// order's next fill.
+#[test]
+fn a_fill_never_charges_a_seller_more_than_its_notional() {
+    let mut d = Driver::krx_market(EngineConfig::small(), &[("PENNY1", Market::Kospi, 1)]);
+    let buyer = d.funded_account("buyer", 1_000_000);
+    let seller = d.funded_account("seller", 0);
+    give_shares(&mut d, seller, 1, 20_001);
+    d.apply(cmd::limit(seller, 1, 1, Side::Sell, 1, 20_001));
+    let seller_charges = |e: &[Event]| -> (i64, i64) {
+        let tx = posted(e)[0];
+        let paid = [
+            LineKind::Commission,
+            LineKind::SecuritiesTransactionTax,
+            LineKind::RuralSpecialTax,
+        ]
+        .iter()
+        .map(|k| -line(&tx, LedgerAccount::UserCash(seller), *k))
+        .sum();
+        (
+            line(&tx, LedgerAccount::UserCash(seller), LineKind::Notional),
+            paid,
+        )
+    };
+    // 19,999 won: commission floor(2.99985) = 2, taxes floor(9.9995) = 9, floor(29.9985) = 29.
+    let e = d.apply(cmd::limit(buyer, 1, 1, Side::Buy, 1, 19_999));
+    assert_eq!(seller_charges(&e), (19_999, 40));
+    // The 20,000th won: every component steps up by 1 (3, 10, 30), but 1 won covers only the
+    // commission.
+    let e = d.apply(cmd::limit(buyer, 2, 1, Side::Buy, 1, 1));
+    assert_eq!(seller_charges(&e), (1, 1));
+    assert_eq!(cash(&d, seller), 19_999 - 40);
+    // At 20,001 the floors are still (3, 10, 30): 2 won are owed, and this 1-won fill pays 1.
+    let e = d.apply(cmd::limit(buyer, 3, 1, Side::Buy, 1, 1));
+    assert_eq!(seller_charges(&e), (1, 1));
+    d.engine.check_invariants().unwrap();
+}
