@@ -8,6 +8,8 @@
 pub mod config;
 pub mod database;
 pub mod demo;
+pub mod failpoint;
+pub mod failstop;
 pub mod feed;
 pub mod gateway;
 pub mod local;
