@@ -691,3 +691,69 @@ impl CommandLog for MemoryLog {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seqs of everything the poller can read now.
+    fn published(poller: &mut OutputPoller) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        if let Ok(mut guard) = poller.take(u64::MAX) {
+            for slot in &mut guard {
+                seqs.push(slot.seq);
+            }
+        }
+        seqs
+    }
+
+    /// Emits `events` events for `seq` through a sink as `Processor::apply` builds it.
+    fn emit(
+        output: &mut Output,
+        buffer: &mut Vec<OutputSlot>,
+        signal: &Signal,
+        seq: u64,
+        events: usize,
+    ) {
+        let mut flushes = 0;
+        let mut sink = BufferSink {
+            command_start: buffer.len(),
+            buffer,
+            output,
+            signal,
+            flushes: &mut flushes,
+            seq,
+            ts: 0,
+            origin: Origin::INTERNAL,
+        };
+        for _ in 0..events {
+            sink.emit(&Event::SnapshotMarker);
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_publishes_only_the_commands_that_returned() {
+        let signal = Arc::new(Signal::default());
+        let (mut output, mut pollers) =
+            build_output(&PipelineConfig::default(), Vec::new(), 1, &signal);
+        let poller = &mut pollers[0];
+        let mut buffer = Vec::with_capacity(OUTPUT_BUFFER_SLOTS);
+        // Command 1 returned with 126 events; command 2 fills the buffer and goes on.
+        emit(&mut output, &mut buffer, &signal, 1, OUTPUT_BUFFER_SLOTS - 2);
+        assert!(published(poller).is_empty());
+        emit(&mut output, &mut buffer, &signal, 2, 5);
+        assert_eq!(
+            published(poller),
+            vec![1; OUTPUT_BUFFER_SLOTS - 2],
+            "command 1's events, and none of command 2's (it has not returned)"
+        );
+        assert_eq!(buffer.iter().map(|s| s.seq).collect::<Vec<_>>(), [2; 5]);
+        // A command with more events than the buffer holds: its first ones must go out.
+        emit(&mut output, &mut buffer, &signal, 3, OUTPUT_BUFFER_SLOTS + 10);
+        let seqs = published(poller);
+        assert_eq!(&seqs[..5], [2; 5]);
+        assert_eq!(seqs[5..], vec![3; OUTPUT_BUFFER_SLOTS]);
+        assert_eq!(buffer.len(), 10);
+        assert!(buffer.iter().all(|s| s.seq == 3));
+    }
+}
