@@ -34,8 +34,8 @@
 //! **Known limitations**
 //! - A command emitting more events than the processor's buffer holds (128) publishes its
 //!   first ones before it returns; if it panics after that, consumers may have seen part of
-//!   its events. No command in the engine comes close except a sweep through more than about
-//!   sixty resting orders.
+//!   its events: in practice an order that sweeps many resting orders or a cancel-all of many
+//!   orders (each fill or cancel emits several events).
 //! - The hook aborts on every panic, including one a library would have caught
 //!   (`catch_unwind`, e.g. a tokio task behind the metrics endpoint): in this process a panic is
 //!   always a bug, and a bug in any thread stops the node.

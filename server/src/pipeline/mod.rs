@@ -739,7 +739,13 @@ mod tests {
         let poller = &mut pollers[0];
         let mut buffer = Vec::with_capacity(OUTPUT_BUFFER_SLOTS);
         // Command 1 returned with 126 events; command 2 fills the buffer and goes on.
-        emit(&mut output, &mut buffer, &signal, 1, OUTPUT_BUFFER_SLOTS - 2);
+        emit(
+            &mut output,
+            &mut buffer,
+            &signal,
+            1,
+            OUTPUT_BUFFER_SLOTS - 2,
+        );
         assert!(published(poller).is_empty());
         emit(&mut output, &mut buffer, &signal, 2, 5);
         assert_eq!(
@@ -749,7 +755,13 @@ mod tests {
         );
         assert_eq!(buffer.iter().map(|s| s.seq).collect::<Vec<_>>(), [2; 5]);
         // A command with more events than the buffer holds: its first ones must go out.
-        emit(&mut output, &mut buffer, &signal, 3, OUTPUT_BUFFER_SLOTS + 10);
+        emit(
+            &mut output,
+            &mut buffer,
+            &signal,
+            3,
+            OUTPUT_BUFFER_SLOTS + 10,
+        );
         let seqs = published(poller);
         assert_eq!(&seqs[..5], [2; 5]);
         assert_eq!(seqs[5..], vec![3; OUTPUT_BUFFER_SLOTS]);
