@@ -1,28 +1,35 @@
-//! Failpoints for child-process crash tests, compiled in only with the `failpoints` feature.
+//! Failpoints for child-process fault tests, compiled in only with the `failpoints` feature.
 //!
-//! `KUKU_FAILPOINT=<name>=<n>` makes the process SIGKILL itself the n-th time (1-based) it
-//! passes the failpoint `<name>`; SIGKILL, not `abort`, because it is exactly what an operator's
-//! `kill -9` or the OOM killer does: no unwinding, no destructors, no core file. The page cache
-//! survives, so these tests prove recovery after a process crash; power loss is simulated
-//! separately through [`crate::SyncHook`].
-//!
-//! Points (see [`FAILPOINTS`]): `journal::after_append`, `journal::commit_before_sync`,
-//! `journal::commit_after_sync`, `journal::commit_after_watermark`, `journal::after_roll`,
-//! `snapshot::before_rename`.
+//! `KUKU_FAILPOINT=<name>=<n>` arms the failpoint `<name>`: the n-th time (1-based) the process
+//! passes it, it fires. Firing first writes one line to stderr, `failpoint <name> fired (pass
+//! <n>)`, so a parent test can time what follows; then what it does depends on the point:
+//! - **Crash points** SIGKILL the process: `journal::after_append`,
+//!   `journal::commit_before_sync`, `journal::commit_after_sync`,
+//!   `journal::commit_after_watermark`, `journal::after_roll`, `snapshot::before_rename`.
+//!   SIGKILL, not `abort`, because it is exactly what an operator's `kill -9` or the OOM killer
+//!   does: no unwinding, no destructors, no core file. The page cache survives, so these tests
+//!   prove recovery after a process crash; power loss is simulated separately through
+//!   [`crate::SyncHook`].
+//! - **Error points** make the operation return an I/O error, as a failing device would:
+//!   `journal::append_fails` (an append, before it writes anything) and
+//!   `journal::commit_sync_fails` (the msync of an `every-batch` commit that has frames to
+//!   sync; the journal is poisoned exactly as after a real failed msync). They test what the
+//!   journal's user does with a failed write (the node stops at once: ADR-012).
 //!
 //! A hand-written hook rather than the `fail` crate: the tests need one point armed per process,
 //! chosen by the parent through the environment, which is twenty lines; `fail` would add a
 //! dependency and a global registry behind a lock.
 //!
-//! **Performance**: without the feature, a failpoint is an empty inline function. With it, an
-//! unarmed process pays one `OnceLock` load per hit.
+//! **Performance**: without the feature, a failpoint is an empty inline function (an error
+//! point returns a constant `Ok`). With it, an unarmed process pays one `OnceLock` load per
+//! hit.
 //!
 //! **Known limitations**: one armed failpoint per process; a malformed `KUKU_FAILPOINT` panics
 //! at the first hit (it is test configuration, and a loud failure beats a silently unarmed
 //! test). Test builds of this crate enable the feature through a dev-dependency on itself, so a
 //! workspace-wide test or bench build compiles the (unarmed) hooks into every user of the crate.
 
-/// Every failpoint name this crate defines.
+/// Every failpoint name this crate defines (crash points, then error points).
 pub const FAILPOINTS: &[&str] = &[
     "journal::after_append",
     "journal::commit_before_sync",
@@ -30,17 +37,52 @@ pub const FAILPOINTS: &[&str] = &[
     "journal::commit_after_watermark",
     "journal::after_roll",
     "snapshot::before_rename",
+    "journal::append_fails",
+    "journal::commit_sync_fails",
 ];
 
 /// The environment variable that arms a failpoint.
 pub const FAILPOINT_ENV: &str = "KUKU_FAILPOINT";
 
+/// A crash point: SIGKILLs the process when it fires.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn hit(_name: &'static str) {}
 
+/// An error point: returns an I/O error when it fires.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn fail(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A crash point: SIGKILLs the process when it fires.
 #[cfg(feature = "failpoints")]
 pub(crate) fn hit(name: &'static str) {
+    if fires(name) {
+        // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
+        // preconditions; SIGKILL does not return.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
+
+/// An error point: returns an I/O error when it fires.
+#[cfg(feature = "failpoints")]
+pub(crate) fn fail(name: &'static str) -> std::io::Result<()> {
+    if fires(name) {
+        return Err(std::io::Error::other(format!(
+            "failpoint {name}: an injected I/O error"
+        )));
+    }
+    Ok(())
+}
+
+/// Counts a pass of `name`; true on the armed pass (after writing the line that says so).
+#[cfg(feature = "failpoints")]
+fn fires(name: &'static str) -> bool {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,16 +110,10 @@ pub(crate) fn hit(name: &'static str) {
             hits: AtomicU64::new(0),
         })
     });
-    let Some(armed) = armed else { return };
-    if armed.name != name {
-        return;
+    let Some(armed) = armed else { return false };
+    if armed.name != name || armed.hits.fetch_add(1, Ordering::Relaxed) + 1 != armed.hit_at {
+        return false;
     }
-    if armed.hits.fetch_add(1, Ordering::Relaxed) + 1 == armed.hit_at {
-        // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
-        // preconditions; SIGKILL does not return.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-        std::process::abort();
-    }
+    eprintln!("failpoint {name} fired (pass {})", armed.hit_at);
+    true
 }

@@ -430,6 +430,11 @@ impl Journal {
                 cause: cause.clone(),
             });
         }
+        failpoint::fail("journal::append_fails").map_err(|source| JournalError::Io {
+            op: "write",
+            path: self.active.path.clone(),
+            source,
+        })?;
         if seq != self.seq_next {
             return Err(JournalError::SeqMismatch {
                 expected: self.seq_next,
@@ -491,6 +496,15 @@ impl Journal {
             return Ok(self.seq_durable);
         }
         failpoint::hit("journal::commit_before_sync");
+        if let Err(source) = failpoint::fail("journal::commit_sync_fails") {
+            // Handled as a failed msync in `sync_active` is: the journal is poisoned.
+            self.poisoned = Some(source.to_string());
+            return Err(JournalError::Io {
+                op: "msync",
+                path: self.active.path.clone(),
+                source,
+            });
+        }
         self.sync_active(self.write_offset)?;
         failpoint::hit("journal::commit_after_sync");
         let seq_last = self.seq_next - 1;

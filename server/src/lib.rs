@@ -9,6 +9,8 @@ pub mod alarms;
 pub mod config;
 pub mod database;
 pub mod demo;
+pub mod failpoint;
+pub mod failstop;
 pub mod feed;
 pub mod gateway;
 pub mod local;

@@ -33,7 +33,8 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         feed_interval_ms: u64,
     },
-    /// Run a node until SIGINT or SIGTERM.
+    /// Run a node until SIGINT or SIGTERM. It fail-stops: a panic aborts it (SIGABRT), a
+    /// journal failure ends it with status 74 (docs/operations.md, Fail-stop).
     Serve(ServeArgs),
     /// Compare the database with the engine state rebuilt from the journal (trial balance,
     /// balances, positions, open orders). Exit status 2 on any difference.
@@ -154,6 +155,10 @@ struct HistoryArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A node fail-stops: a panic in any of its threads aborts the process (ADR-012).
+    if matches!(cli.command, Cmd::Serve(_) | Cmd::Demo { .. }) {
+        kuku_server::failstop::install_panic_hook();
+    }
     // The demo's transcript is the output; its logs stay quiet unless asked for.
     let default_log = if matches!(
         cli.command,

@@ -154,7 +154,7 @@ pub fn render(s: &MetricsSources) -> String {
     gauge(
         &mut out,
         "kuku_pipeline_halted",
-        "1 if the command log failed and the node halted.",
+        "1 if the command log refused a command (fenced) and the node halted.",
         f64::from(u8::from(p.halted.load(Ordering::Relaxed))),
     );
     counter(

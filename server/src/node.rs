@@ -60,14 +60,14 @@ impl CommandLog for JournalLog {
         let journal = self
             .journal
             .as_mut()
-            .ok_or_else(|| LogError("closed".into()))?;
+            .ok_or_else(|| LogError::Failed("closed".into()))?;
         let len = codec::encoded_len(command);
         journal
             .append_with(seq, ts, len, |buf| {
                 codec::encode_command(command, buf).unwrap_or(0)
             })
             .map(|_| ())
-            .map_err(|e| LogError(e.to_string()))
+            .map_err(|e| LogError::Failed(e.to_string()))
     }
 
     #[inline]
@@ -75,11 +75,11 @@ impl CommandLog for JournalLog {
         let journal = self
             .journal
             .as_mut()
-            .ok_or_else(|| LogError("closed".into()))?;
+            .ok_or_else(|| LogError::Failed("closed".into()))?;
         journal
             .commit()
             .map(|_| ())
-            .map_err(|e| LogError(e.to_string()))
+            .map_err(|e| LogError::Failed(e.to_string()))
     }
 
     fn commit_blocks(&self) -> bool {

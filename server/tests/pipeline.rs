@@ -286,17 +286,18 @@ fn a_fused_layout_journals_on_the_processor_unless_the_log_commit_blocks_on_io()
     }
 }
 
-/// Fails the append of the `fail_at`-th command it sees.
-struct FailingLog {
+/// Refuses the `refuse_at`-th command it sees, as a fenced node's log refuses (a log
+/// *failure* ends the process instead: `failstop.rs` tests that on a real node).
+struct RefusingLog {
     appended: u64,
-    fail_at: u64,
+    refuse_at: u64,
 }
 
-impl CommandLog for FailingLog {
+impl CommandLog for RefusingLog {
     fn append(&mut self, _: u64, _: u64, _: &Command) -> Result<(), LogError> {
         self.appended += 1;
-        if self.appended == self.fail_at {
-            return Err(LogError("disk on fire".into()));
+        if self.appended == self.refuse_at {
+            return Err(LogError::Refused("a newer epoch exists".into()));
         }
         Ok(())
     }
@@ -307,7 +308,7 @@ impl CommandLog for FailingLog {
 }
 
 #[test]
-fn a_failing_log_halts_the_pipeline_and_what_was_applied_before_is_still_answered() {
+fn a_refusing_log_halts_the_pipeline_and_what_was_applied_before_is_still_answered() {
     for layout in [Layout::Staged, Layout::Fused] {
         let (engine, alice) = market(1_000_000_000);
         let base = engine.last_seq();
@@ -316,9 +317,9 @@ fn a_failing_log_halts_the_pipeline_and_what_was_applied_before_is_still_answere
             layout,
             ..small_config()
         };
-        let log = FailingLog {
+        let log = RefusingLog {
             appended: 0,
-            fail_at: 50,
+            refuse_at: 50,
         };
         let p = pipeline::start(config, engine, Box::new(log), outputs);
         let mut s = p.submitter.clone();
@@ -346,7 +347,7 @@ fn a_failing_log_halts_the_pipeline_and_what_was_applied_before_is_still_answere
         );
         assert!(
             applied < base + 50,
-            "{layout:?}: nothing from the failed append on"
+            "{layout:?}: nothing from the refused append on"
         );
     }
 }

@@ -119,7 +119,7 @@ impl CommandLog for EncodingLog {
     fn append(&mut self, _: u64, _: u64, command: &Command) -> Result<(), LogError> {
         let len = kuku_journal::codec::encoded_len(command);
         let written = kuku_journal::codec::encode_command(command, &mut self.buffer[..len])
-            .map_err(|e| LogError(e.to_string()))?;
+            .map_err(|e| LogError::Failed(e.to_string()))?;
         self.bytes += written as u64;
         Ok(())
     }

@@ -18,9 +18,15 @@
 //!
 //! **Invariants**
 //! - `seq` = the recovered base + ring sequence + 1: dense from 1 across restarts.
-//! - The processor applies only commands the journaller committed; if the log fails, the
-//!   pipeline halts (nothing more is applied or acknowledged) and reports it.
+//! - The processor applies only commands the journaller committed. If the log fails
+//!   ([`LogError::Failed`]), the process ends at once (fail-stop, `crate::failstop`): the
+//!   failed command and everything after it are never applied or acknowledged. If the log
+//!   refuses commands by design ([`LogError::Refused`]), the pipeline halts: nothing more is
+//!   applied or acknowledged, and [`PipelineStatus::halted`] says so.
 //! - Every command yields events; exactly one of them has `last = true`.
+//! - A command's events are published only after it returned from the engine (unless it
+//!   emits more than the processor's buffer holds), so a panic while applying it publishes
+//!   none of them.
 //!
 //! **Performance**: no allocation per command on the journaller or processor (a
 //! `StartOfDay`'s base-price list is the only heap data a command carries); one output slot
@@ -89,9 +95,17 @@ pub trait CommandLog: Send + 'static {
     }
 }
 
+/// Why the command log did not take a command.
 #[derive(Debug, thiserror::Error)]
-#[error("command log failed: {0}")]
-pub struct LogError(pub String);
+pub enum LogError {
+    /// The log could not store it (an I/O error, a poisoned journal): the node fail-stops.
+    #[error("the command log failed: {0}")]
+    Failed(String),
+    /// The log takes no more commands by design (the node is fenced, or it shuts down with a
+    /// `sync` batch no standby acknowledged): the pipeline halts, the node stays up.
+    #[error("the command log refused the command: {0}")]
+    Refused(String),
+}
 
 /// Called once per output batch by the processor (e.g. wakes a mio loop).
 pub trait Notify: Send + Sync {
@@ -117,7 +131,8 @@ pub struct PipelineStatus {
     pub busy: CachePadded<AtomicU64>,
     /// Journal batches committed (commands journaled / batches = the group-commit size).
     pub batches: CachePadded<AtomicU64>,
-    /// Set when the command log failed: nothing after `journaled_seq` is applied.
+    /// Set when the command log refused a command ([`LogError::Refused`]): nothing after
+    /// `journaled_seq` is applied. (A log failure ends the process instead.)
     pub halted: CachePadded<AtomicBool>,
 }
 
@@ -430,8 +445,11 @@ fn journal_one(
         return;
     }
     let seq = base_seq + ring_seq as u64 + 1;
+    crate::failstop::note_command(seq, slot.command.kind());
+    // The processor has seen nothing after the last committed batch.
+    let unapplied_from = || status.journaled_seq.load(Ordering::Relaxed) + 1;
     if let Err(e) = log.append(seq, slot.ts, &slot.command) {
-        halt(status, seq, &e);
+        stop_or_halt(status, seq, unapplied_from(), e);
         return;
     }
     if end_of_batch {
@@ -440,18 +458,23 @@ fn journal_one(
                 status.batches.fetch_add(1, Ordering::Relaxed);
                 status.journaled_seq.store(seq, Ordering::Release);
             }
-            Err(e) => halt(status, seq, &e),
+            Err(e) => stop_or_halt(status, seq, unapplied_from(), e),
         }
     }
 }
 
-fn halt(status: &PipelineStatus, seq: u64, e: &LogError) {
+/// A log failure ends the process (fail-stop); a refusal halts the pipeline.
+#[cold]
+fn stop_or_halt(status: &PipelineStatus, seq: u64, unapplied_from: u64, e: LogError) {
+    if let LogError::Failed(_) = e {
+        crate::failstop::log_failed(seq, unapplied_from, &e);
+    }
     status.halted.store(true, Ordering::Release);
     tracing::error!(
         seq,
         error = %e,
-        "The command log failed, so the node halts: nothing after the last durable command \
-         is applied or acknowledged. Restart the node to recover from the journal."
+        "The command log refused a command, so the node halts: nothing after the last \
+         journaled command is applied or acknowledged. Stop the node and act on the reason."
     );
 }
 
@@ -491,11 +514,12 @@ struct Processor {
 impl Processor {
     fn on_command(&mut self, slot: &InputSlot, ring_seq: Sequence, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64 + 1;
+        crate::failstop::note_command(seq, slot.command.kind());
         if self.journal_fused(seq, slot) && seq <= self.status.journaled_seq.load(Ordering::Acquire)
         {
             self.apply(seq, slot);
         } else {
-            // Only after a log failure: the command was never made durable.
+            // Only after the log refused a command: this one was never made durable.
             debug_assert!(self.status.halted.load(Ordering::Relaxed));
         }
         if end_of_batch {
@@ -513,7 +537,7 @@ impl Processor {
             return false;
         }
         if let Err(e) = log.append(seq, slot.ts, &slot.command) {
-            halt(&self.status, seq, &e);
+            stop_or_halt(&self.status, seq, self.applied + 1, e);
             return false;
         }
         self.status.journaled_seq.store(seq, Ordering::Release);
@@ -521,7 +545,9 @@ impl Processor {
     }
 
     fn apply(&mut self, seq: u64, slot: &InputSlot) {
+        crate::failpoint::before_apply(&slot.command);
         let mut sink = BufferSink {
+            command_start: self.buffer.len(),
             buffer: &mut self.buffer,
             output: &mut self.output,
             signal: &self.output_signal,
@@ -541,7 +567,7 @@ impl Processor {
     }
 
     /// Commits (fused), then publishes the batch's events and wakes the consumers, if any
-    /// command of the batch was applied; also when a log failure cut the batch short, so the
+    /// command of the batch was applied; also when a log refusal cut the batch short, so the
     /// commands applied before it are still answered.
     fn end_batch(&mut self, seq: u64) {
         if let Some(log) = self.log.as_deref_mut()
@@ -551,13 +577,14 @@ impl Processor {
                 Ok(()) => {
                     self.status.batches.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => halt(&self.status, seq, &e),
+                Err(e) => stop_or_halt(&self.status, seq, self.applied + 1, e),
             }
         }
         if self.applied == self.status.applied_seq.load(Ordering::Relaxed) {
             return;
         }
-        flush(&mut self.output, &mut self.buffer, &self.output_signal);
+        let n = self.buffer.len();
+        flush(&mut self.output, &mut self.buffer, n, &self.output_signal);
         self.output_signal.notify();
         self.flushes = 0;
         self.status
@@ -569,19 +596,19 @@ impl Processor {
     }
 }
 
-/// Publishes the buffered events in one batch; while the output ring lacks room (a consumer
-/// lags), wakes the consumers (one may sleep: mid-batch flushes do not all wake them) and
-/// yields the core instead of spinning, so on a small machine the consumer can run. The
-/// slots are written with streaming stores, which keep the ring out of the processor's caches
-/// (`stream`, ADR-006).
-fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>, signal: &Signal) {
-    if buffer.is_empty() {
+/// Publishes the first `n` buffered events in one batch and removes them from the buffer
+/// (the others move to its front); while the output ring lacks room (a consumer lags), wakes
+/// the consumers (one may sleep: mid-batch flushes do not all wake them) and yields the core
+/// instead of spinning, so on a small machine the consumer can run. The slots are written
+/// with streaming stores, which keep the ring out of the processor's caches (`stream`,
+/// ADR-006).
+fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>, n: usize, signal: &Signal) {
+    if n == 0 {
         return;
     }
     loop {
-        let n = buffer.len();
         let published = output.try_batch_publish(n, |slots| {
-            for (slot, event) in slots.zip(buffer.iter()) {
+            for (slot, event) in slots.zip(buffer[..n].iter()) {
                 stream::copy_slot(slot, event);
             }
             // The cursor is published when this closure returns: the streamed slots first.
@@ -593,13 +620,17 @@ fn flush(output: &mut Output, buffer: &mut Vec<OutputSlot>, signal: &Signal) {
         signal.notify();
         std::thread::yield_now();
     }
-    buffer.clear();
+    buffer.drain(..n);
 }
 
 /// Buffers a command's events for the output ring. A command's last event is flagged once it
-/// returns; a command with more events than the buffer holds has its earlier ones published
-/// before it ends (unflagged), so the flag still marks its last one.
+/// returns. A full buffer publishes only the events of the commands before this one, so a
+/// command's events stay private until it returns (a panic while it is applied publishes
+/// none of them: fail-stop). Only a command with more events than the buffer holds has its
+/// earlier ones published before it ends (unflagged), so the flag still marks its last one.
 struct BufferSink<'a> {
+    /// Where this command's events begin in the buffer.
+    command_start: usize,
     buffer: &'a mut Vec<OutputSlot>,
     output: &'a mut Output,
     signal: &'a Signal,
@@ -614,7 +645,13 @@ impl EventSink for BufferSink<'_> {
     #[inline]
     fn emit(&mut self, event: &Event) {
         if self.buffer.len() == OUTPUT_BUFFER_SLOTS {
-            flush(self.output, self.buffer, self.signal);
+            let done = if self.command_start > 0 {
+                self.command_start
+            } else {
+                OUTPUT_BUFFER_SLOTS
+            };
+            flush(self.output, self.buffer, done, self.signal);
+            self.command_start = 0;
             *self.flushes += 1;
             if self.flushes.is_multiple_of(FLUSHES_PER_WAKE) {
                 self.signal.notify();
@@ -641,7 +678,7 @@ impl CommandLog for MemoryLog {
         let mut frames = self
             .frames
             .lock()
-            .map_err(|_| LogError("poisoned".into()))?;
+            .map_err(|_| LogError::Failed("poisoned".into()))?;
         frames.push(kuku_engine::Envelope {
             seq,
             ts,
@@ -652,5 +689,83 @@ impl CommandLog for MemoryLog {
 
     fn commit(&mut self) -> Result<(), LogError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seqs of everything the poller can read now.
+    fn published(poller: &mut OutputPoller) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        if let Ok(mut guard) = poller.take(u64::MAX) {
+            for slot in &mut guard {
+                seqs.push(slot.seq);
+            }
+        }
+        seqs
+    }
+
+    /// Emits `events` events for `seq` through a sink as `Processor::apply` builds it.
+    fn emit(
+        output: &mut Output,
+        buffer: &mut Vec<OutputSlot>,
+        signal: &Signal,
+        seq: u64,
+        events: usize,
+    ) {
+        let mut flushes = 0;
+        let mut sink = BufferSink {
+            command_start: buffer.len(),
+            buffer,
+            output,
+            signal,
+            flushes: &mut flushes,
+            seq,
+            ts: 0,
+            origin: Origin::INTERNAL,
+        };
+        for _ in 0..events {
+            sink.emit(&Event::SnapshotMarker);
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_publishes_only_the_commands_that_returned() {
+        let signal = Arc::new(Signal::default());
+        let (mut output, mut pollers) =
+            build_output(&PipelineConfig::default(), Vec::new(), 1, &signal);
+        let poller = &mut pollers[0];
+        let mut buffer = Vec::with_capacity(OUTPUT_BUFFER_SLOTS);
+        // Command 1 returned with 126 events; command 2 fills the buffer and goes on.
+        emit(
+            &mut output,
+            &mut buffer,
+            &signal,
+            1,
+            OUTPUT_BUFFER_SLOTS - 2,
+        );
+        assert!(published(poller).is_empty());
+        emit(&mut output, &mut buffer, &signal, 2, 5);
+        assert_eq!(
+            published(poller),
+            vec![1; OUTPUT_BUFFER_SLOTS - 2],
+            "command 1's events, and none of command 2's (it has not returned)"
+        );
+        assert_eq!(buffer.iter().map(|s| s.seq).collect::<Vec<_>>(), [2; 5]);
+        // A command with more events than the buffer holds: its first ones must go out.
+        emit(
+            &mut output,
+            &mut buffer,
+            &signal,
+            3,
+            OUTPUT_BUFFER_SLOTS + 10,
+        );
+        let seqs = published(poller);
+        assert_eq!(&seqs[..5], [2; 5]);
+        assert_eq!(seqs[5..], vec![3; OUTPUT_BUFFER_SLOTS]);
+        assert_eq!(buffer.len(), 10);
+        assert!(buffer.iter().all(|s| s.seq == 3));
     }
 }

@@ -7,6 +7,10 @@
 //! the committed seq to the primary. A raised epoch (promotion) is picked up at the next append:
 //! the journal continues in a new segment carrying it.
 //!
+//! Errors: a local journal failure is [`LogError::Failed`] (the node fail-stops, ADR-012); a
+//! fenced node's commit, and a `sync` wait that shutdown ends without a standby's ack, are
+//! [`LogError::Refused`] (the pipeline halts; the node stays up to be inspected and stopped).
+//!
 //! **Invariants**: frames are shipped in seq order, each batch after its local append; a seq is
 //! acked by a standby only after its local commit.
 //!
@@ -88,9 +92,9 @@ impl CommandLog for ReplicatedLog {
         if epoch > self.epoch {
             self.local
                 .journal_mut()
-                .ok_or_else(|| LogError("closed".into()))?
+                .ok_or_else(|| LogError::Failed("closed".into()))?
                 .raise_epoch(epoch)
-                .map_err(|e| LogError(e.to_string()))?;
+                .map_err(|e| LogError::Failed(e.to_string()))?;
             tracing::info!(
                 epoch,
                 seq,
@@ -103,7 +107,7 @@ impl CommandLog for ReplicatedLog {
             let frame = self
                 .local
                 .journal()
-                .ok_or_else(|| LogError("closed".into()))?
+                .ok_or_else(|| LogError::Failed("closed".into()))?
                 .last_frame();
             self.batch.extend_from_slice(frame);
             let padded = frame.len().next_multiple_of(FRAME_ALIGN_BYTES);
@@ -130,12 +134,12 @@ impl CommandLog for ReplicatedLog {
             Role::Primary => {
                 self.ship();
                 if self.repl.mode() == super::Mode::Sync {
-                    self.repl.wait_acked(seq).map_err(LogError)?;
+                    self.repl.wait_acked(seq).map_err(LogError::Refused)?;
                 }
             }
             Role::Standby | Role::Promoting => self.ack_upstream(seq),
             Role::Fenced => {
-                return Err(LogError(
+                return Err(LogError::Refused(
                     "this node is fenced (a newer epoch exists): it applies nothing more".into(),
                 ));
             }
