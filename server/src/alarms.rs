@@ -32,7 +32,7 @@ impl Alarms {
             fault = ?fault,
             "LEDGER ALARM: the ledger refused a posting the engine had admitted; the command \
              was rejected and nothing changed. This is a bug: keep the journal and report it \
-             (kuku-replay dump --from {seq} --to {seq} shows the command)."
+             (kuku-replay dump --seq {seq} shows the command)."
         );
     }
 

@@ -397,7 +397,7 @@ fn journal_seq_last(config: &NodeConfig) -> u64 {
         .unwrap_or(0)
 }
 
-/// `kuku-replay dump DIR --from SEQ --to SEQ`, as the operator runs it.
+/// `kuku-replay dump DIR --seq SEQ` (the same as `--from SEQ --to SEQ`), as the operator runs it.
 fn dump_one(config: &NodeConfig, seq: u64) -> String {
     let mut out = Vec::new();
     let filter = DumpFilter {

@@ -69,6 +69,9 @@ enum Command {
 struct DumpArgs {
     /// Journal directory.
     dir: PathBuf,
+    /// Only this seq (the command a FAIL-STOP or alarm line names); same as --from N --to N.
+    #[arg(long, value_name = "SEQ", conflicts_with_all = ["from", "to"])]
+    seq: Option<u64>,
     /// First seq to print.
     #[arg(long, value_name = "SEQ")]
     from: Option<u64>,
@@ -125,8 +128,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dump(args) => {
             let config = optional_config(&args.dir, config_file)?;
             let filter = DumpFilter {
-                seq_from: args.from,
-                seq_to: args.to,
+                seq_from: args.seq.or(args.from),
+                seq_to: args.seq.or(args.to),
                 ts_since: args.since_ts,
                 ts_until: args.until_ts,
                 account: args.account,
