@@ -17,31 +17,30 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use std::path::Path;
 
-fn i64_field(plausible: impl Strategy<Value = i64> + Clone + 'static) -> BoxedStrategy<i64> {
+/// A field's value: mostly plausible (so that orders rest, trade and settle), often an edge
+/// where rules change, sometimes anything its type holds.
+fn field<T>(plausible: impl Strategy<Value = T> + 'static, edges: &'static [T]) -> BoxedStrategy<T>
+where
+    T: Arbitrary + Clone + std::fmt::Debug + 'static,
+{
     prop_oneof![
         4 => plausible,
-        2 => proptest::sample::select(EDGE_I64),
-        1 => any::<i64>(),
+        2 => proptest::sample::select(edges),
+        1 => any::<T>(),
     ]
     .boxed()
+}
+
+fn i64_field(plausible: impl Strategy<Value = i64> + 'static) -> BoxedStrategy<i64> {
+    field(plausible, EDGE_I64)
 }
 
 fn u64_field(plausible: impl Strategy<Value = u64> + 'static) -> BoxedStrategy<u64> {
-    prop_oneof![
-        4 => plausible,
-        2 => proptest::sample::select(EDGE_U64),
-        1 => any::<u64>(),
-    ]
-    .boxed()
+    field(plausible, EDGE_U64)
 }
 
 fn u32_field(plausible: impl Strategy<Value = u32> + 'static) -> BoxedStrategy<u32> {
-    prop_oneof![
-        6 => plausible,
-        2 => proptest::sample::select(EDGE_U32),
-        1 => any::<u32>(),
-    ]
-    .boxed()
+    field(plausible, EDGE_U32)
 }
 
 /// A price near 005930's (tick 100), 247540's (tick 1 and 5) or the fixed-tick symbol's.

@@ -60,13 +60,18 @@ pub(crate) fn fail(_name: &'static str) -> std::io::Result<()> {
 #[cfg(feature = "failpoints")]
 pub(crate) fn hit(name: &'static str) {
     if fires(name) {
-        // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
-        // preconditions; SIGKILL does not return.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-        std::process::abort();
+        kill_self();
     }
+}
+
+/// Ends the process with SIGKILL, as `kill -9` would: no unwinding, no destructors.
+pub fn kill_self() -> ! {
+    // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
+    // preconditions; SIGKILL does not return.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort();
 }
 
 /// An error point: returns an I/O error when it fires.
@@ -83,37 +88,49 @@ pub(crate) fn fail(name: &'static str) -> std::io::Result<()> {
 /// Counts a pass of `name`; true on the armed pass (after writing the line that says so).
 #[cfg(feature = "failpoints")]
 fn fires(name: &'static str) -> bool {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    static ARMED: std::sync::OnceLock<Option<Armed>> = std::sync::OnceLock::new();
+    ARMED
+        .get_or_init(|| Armed::from_env(FAILPOINT_ENV, FAILPOINTS))
+        .as_ref()
+        .is_some_and(|armed| armed.pass(name))
+}
 
-    struct Armed {
-        name: String,
-        hit_at: u64,
-        hits: AtomicU64,
-    }
+/// The one failpoint a process armed through its environment: `<ENV>=<name>=<n>` fires
+/// `<name>` on its n-th pass. Shared by every crate's failpoints (each keeps its own variable
+/// and names), so the parsing and the line a parent test waits for are the same everywhere.
+pub struct Armed {
+    name: String,
+    hit_at: u64,
+    hits: std::sync::atomic::AtomicU64,
+}
 
-    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
-    let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var(FAILPOINT_ENV).ok()?;
+impl Armed {
+    /// The failpoint armed in `env`, if any. A malformed value panics: it is test
+    /// configuration, and a loud failure beats a silently unarmed test.
+    pub fn from_env(env: &str, names: &[&str]) -> Option<Armed> {
+        let spec = std::env::var(env).ok()?;
         let parsed = spec
             .rsplit_once('=')
             .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
-            .filter(|(name, n)| FAILPOINTS.contains(name) && *n >= 1);
+            .filter(|(name, n)| names.contains(name) && *n >= 1);
         let Some((name, hit_at)) = parsed else {
-            panic!(
-                "{FAILPOINT_ENV}={spec:?}: expected <name>=<n>, n >= 1, name one of {FAILPOINTS:?}"
-            );
+            panic!("{env}={spec:?}: expected <name>=<n>, n >= 1, name one of {names:?}");
         };
         Some(Armed {
             name: name.to_owned(),
             hit_at,
-            hits: AtomicU64::new(0),
+            hits: std::sync::atomic::AtomicU64::new(0),
         })
-    });
-    let Some(armed) = armed else { return false };
-    if armed.name != name || armed.hits.fetch_add(1, Ordering::Relaxed) + 1 != armed.hit_at {
-        return false;
     }
-    eprintln!("failpoint {name} fired (pass {})", armed.hit_at);
-    true
+
+    /// Counts a pass of `name`; true on the armed pass, after writing `failpoint <name> fired
+    /// (pass <n>)` to stderr.
+    pub fn pass(&self, name: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.name != name || self.hits.fetch_add(1, Ordering::Relaxed) + 1 != self.hit_at {
+            return false;
+        }
+        eprintln!("failpoint {name} fired (pass {})", self.hit_at);
+        true
+    }
 }

@@ -25,35 +25,10 @@ pub(crate) fn hit(_name: &'static str) {}
 
 #[cfg(feature = "failpoints")]
 pub(crate) fn hit(name: &'static str) {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    static ARMED: OnceLock<Option<(String, u64, AtomicU64)>> = OnceLock::new();
-    let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var(FAILPOINT_ENV).ok()?;
-        let parsed = spec
-            .rsplit_once('=')
-            .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
-            .filter(|(name, n)| FAILPOINTS.contains(name) && *n >= 1);
-        let Some((name, hit_at)) = parsed else {
-            panic!(
-                "{FAILPOINT_ENV}={spec:?}: expected <name>=<n>, n >= 1, name one of {FAILPOINTS:?}"
-            );
-        };
-        Some((name.to_owned(), hit_at, AtomicU64::new(0)))
-    });
-    let Some((armed_name, hit_at, hits)) = armed else {
-        return;
-    };
-    if armed_name != name {
-        return;
-    }
-    if hits.fetch_add(1, Ordering::Relaxed) + 1 == *hit_at {
-        // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
-        // preconditions; SIGKILL does not return.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-        std::process::abort();
+    use kuku_journal::failpoint::Armed;
+    static ARMED: std::sync::OnceLock<Option<Armed>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| Armed::from_env(FAILPOINT_ENV, FAILPOINTS));
+    if armed.as_ref().is_some_and(|a| a.pass(name)) {
+        kuku_journal::failpoint::kill_self();
     }
 }

@@ -44,29 +44,10 @@ pub(crate) fn before_apply(command: &Command) {
 /// Counts a pass of `name`; true on the armed pass (after writing the line that says so).
 #[cfg(feature = "failpoints")]
 fn fires(name: &'static str) -> bool {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    static ARMED: OnceLock<Option<(String, u64, AtomicU64)>> = OnceLock::new();
-    let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var(FAILPOINT_ENV).ok()?;
-        let parsed = spec
-            .rsplit_once('=')
-            .and_then(|(name, n)| Some((name, n.parse::<u64>().ok()?)))
-            .filter(|(name, n)| FAILPOINTS.contains(name) && *n >= 1);
-        let Some((name, hit_at)) = parsed else {
-            panic!(
-                "{FAILPOINT_ENV}={spec:?}: expected <name>=<n>, n >= 1, name one of {FAILPOINTS:?}"
-            );
-        };
-        Some((name.to_owned(), hit_at, AtomicU64::new(0)))
-    });
-    let Some((armed_name, hit_at, hits)) = armed else {
-        return false;
-    };
-    if armed_name != name || hits.fetch_add(1, Ordering::Relaxed) + 1 != *hit_at {
-        return false;
-    }
-    eprintln!("failpoint {name} fired (pass {hit_at})");
-    true
+    use kuku_journal::failpoint::Armed;
+    static ARMED: std::sync::OnceLock<Option<Armed>> = std::sync::OnceLock::new();
+    ARMED
+        .get_or_init(|| Armed::from_env(FAILPOINT_ENV, FAILPOINTS))
+        .as_ref()
+        .is_some_and(|armed| armed.pass(name))
 }

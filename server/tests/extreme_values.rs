@@ -162,16 +162,7 @@ fn extremes_in_every_field_get_rejects_and_the_node_keeps_serving_and_replays() 
     }
 
     // Past the gateway: the same extremes go into the journal, and the engine rejects them.
-    let samsung = t
-        .node
-        .as_ref()
-        .unwrap()
-        .read_model
-        .read()
-        .symbol_by_code(SAMSUNG)
-        .expect("listed")
-        .symbol
-        .id;
+    let samsung = t.samsung();
     let node = t.node.as_mut().unwrap();
     let order = |price, qty| {
         Command::PlaceOrder(NewOrder {

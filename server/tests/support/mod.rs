@@ -189,17 +189,22 @@ pub fn accepted(m: &Message) -> kuku_gateway::protocol::OrderAccepted {
 }
 
 impl TestNode {
-    /// Gives `account` shares of Samsung (an operator adjustment through the input ring) and
-    /// waits until the read model shows them.
-    pub fn give_shares(&mut self, account: AccountId, qty: i64) {
-        let node = self.node.as_mut().expect("running");
-        let symbol = node
-            .read_model
-            .read()
+    /// Samsung's symbol id on this node.
+    pub fn samsung(&self) -> kuku_engine::SymbolId {
+        let node = self.node.as_ref().expect("running");
+        let read_model = node.read_model.read();
+        read_model
             .symbol_by_code(SAMSUNG)
             .expect("listed")
             .symbol
-            .id;
+            .id
+    }
+
+    /// Gives `account` shares of Samsung (an operator adjustment through the input ring) and
+    /// waits until the read model shows them.
+    pub fn give_shares(&mut self, account: AccountId, qty: i64) {
+        let symbol = self.samsung();
+        let node = self.node.as_mut().expect("running");
         node.submit_blocking(kuku_engine::Command::Adjust {
             account,
             asset: kuku_engine::Asset::Shares(symbol),
