@@ -32,8 +32,8 @@ use crate::command::NewOrder;
 use crate::engine::Engine;
 use crate::event::{CancelReason, Event, EventSink, OrderInfo, RequestKind};
 use crate::idempotency::{KeyCheck, KeyRecord, Outcome, RequestContent};
-use crate::ledger::settlement::{FillCharges, OrderAfterFill, plan_fill};
-use crate::ledger::{Hold, LedgerFault};
+use crate::ledger::settlement::{FillCharges, plan_fill};
+use crate::ledger::{Hold, LedgerFault, LedgerTx};
 use crate::limits::{PRICE_MAX, QTY_MAX};
 use crate::reject::RejectReason;
 use crate::risk::buy_hold;
@@ -69,6 +69,8 @@ struct Admitted {
     /// The price holds are computed at (limit, or the band limit for MARKET).
     hold_price: Price,
     cash_hold: Amount,
+    /// The owner's position slot in the symbol, if it has one (accounting mode).
+    position: Option<u32>,
 }
 
 #[inline]
@@ -168,11 +170,12 @@ impl Engine {
             return Err(RejectReason::LevelsFull);
         }
         let mut cash_hold = Amount(0);
+        let mut position = None;
         if self.config.accounting {
             let account = self.ledger.account(o.account).expect("checked in step 1");
             match o.side {
                 Side::Buy => {
-                    let position = self.ledger.position_slot(o.account, o.symbol);
+                    position = self.ledger.position_slot(o.account, o.symbol);
                     if position.is_none() && !self.ledger.has_room_for_position() {
                         return Err(RejectReason::PositionsFull);
                     }
@@ -189,9 +192,9 @@ impl Engine {
                     }
                 }
                 Side::Sell => {
-                    let available = self
-                        .ledger
-                        .position(o.account, o.symbol)
+                    position = self.ledger.position_slot(o.account, o.symbol);
+                    let available = position
+                        .and_then(|slot| self.ledger.position_at(slot))
                         .map_or(Qty(0), |p| p.available());
                     if o.qty > available {
                         return Err(RejectReason::InsufficientShares);
@@ -202,6 +205,7 @@ impl Engine {
         Ok(Admitted {
             hold_price,
             cash_hold,
+            position,
         })
     }
 
@@ -340,7 +344,7 @@ impl Engine {
         let id = OrderId(self.next_order_id);
         let mut position = NIL;
         if self.config.accounting {
-            match self.place_order_hold(o, admitted.cash_hold) {
+            match self.place_order_hold(o, &admitted) {
                 Ok(slot) => position = slot,
                 Err(fault) => {
                     self.ledger_alarm(fault, sink);
@@ -397,28 +401,28 @@ impl Engine {
     /// Places an accepted order's hold (cash for a buy, shares for a sell) and returns its
     /// position slot (a buy creates the flat position it settles into). On `Err` nothing has
     /// changed.
-    fn place_order_hold(&mut self, o: &NewOrder, cash_hold: Amount) -> Result<u32, LedgerFault> {
-        match o.side {
-            Side::Buy => {
-                if self.ledger.position_slot(o.account, o.symbol).is_none()
-                    && !self.ledger.has_room_for_position()
+    fn place_order_hold(&mut self, o: &NewOrder, admitted: &Admitted) -> Result<u32, LedgerFault> {
+        match (o.side, admitted.position) {
+            (Side::Buy, position) => {
+                self.ledger
+                    .place_hold(Hold::Cash(o.account, admitted.cash_hold))?;
+                match position.or_else(|| self.ledger.position_slot_or_insert(o.account, o.symbol))
                 {
-                    return Err(LedgerFault::UnknownHolder);
+                    Some(slot) => Ok(slot),
+                    None => {
+                        // Admission checked the room; undo the hold if it was wrong.
+                        let _ = self
+                            .ledger
+                            .release_hold(Hold::Cash(o.account, admitted.cash_hold));
+                        Err(LedgerFault::UnknownHolder)
+                    }
                 }
-                self.ledger.place_hold(Hold::Cash(o.account, cash_hold))?;
-                Ok(self
-                    .ledger
-                    .position_slot_or_insert(o.account, o.symbol)
-                    .expect("room checked above"))
             }
-            Side::Sell => {
-                let slot = self
-                    .ledger
-                    .position_slot(o.account, o.symbol)
-                    .ok_or(LedgerFault::UnknownHolder)?;
+            (Side::Sell, Some(slot)) => {
                 self.ledger.place_hold(Hold::Shares(slot, o.qty))?;
                 Ok(slot)
             }
+            (Side::Sell, None) => Err(LedgerFault::UnknownHolder),
         }
     }
 
@@ -567,10 +571,17 @@ impl Engine {
             tx = self.ledger.take_tx_id();
         } else {
             let (taker, maker) = self.orders.get2_mut(taker_slot, maker_slot);
-            let t = OrderAfterFill::quantities(taker, qty).ok_or(MatchStop::Overflow)?;
-            let m = OrderAfterFill::quantities(maker, qty).ok_or(MatchStop::Overflow)?;
-            t.apply(taker);
-            m.apply(maker);
+            let (Some(taker_filled), Some(maker_filled)) = (
+                taker.filled.0.checked_add(qty.0),
+                maker.filled.0.checked_add(qty.0),
+            ) else {
+                return Err(MatchStop::Overflow);
+            };
+            // `qty` is the smaller of the two leaves (match_order).
+            taker.leaves = Qty(taker.leaves.0 - qty.0);
+            maker.leaves = Qty(maker.leaves.0 - qty.0);
+            taker.filled = Qty(taker_filled);
+            maker.filled = Qty(maker_filled);
         }
         let trade_id = TradeId(self.next_trade_id);
         self.next_trade_id += 1;
@@ -642,7 +653,7 @@ impl Engine {
             qty,
         )
         .ok_or(MatchStop::Overflow)?;
-        if let Err(fault) = self.ledger.post(&plan.tx) {
+        if let Err(fault) = self.ledger.post(&LedgerTx::fill(plan.fill)) {
             if !fault.is_bug() {
                 return Err(MatchStop::Overflow);
             }

@@ -78,40 +78,83 @@ impl TickRule {
         match self {
             TickRule::Fixed(t) => price.0 / t,
             TickRule::Krx => {
-                let mut start = 0i64;
-                let mut base_index = 0i64;
-                for &(end, tick) in KRX_TICKS.iter() {
-                    if price.0 < end {
-                        return base_index + (price.0 - start) / tick;
-                    }
-                    base_index += (end - start) / tick;
-                    start = end;
-                }
-                unreachable!("the last KRX row is unbounded")
+                let row = krx_row_of(|row| price.0 < row.end);
+                // `price >= row.start` for every price of the row but the first row's
+                // negative ones, and the difference of two i64 >= 0 fits (a negative price
+                // of the first row has a negative index; it is never on the grid).
+                row.index + (price.0 - row.start) / row.tick
             }
         }
     }
 
-    /// Inverse of [`TickRule::tick_index`].
+    /// Inverse of [`TickRule::tick_index`] (saturating far beyond any price).
     #[inline]
     pub fn price_at_index(self, index: i64) -> Price {
         match self {
-            TickRule::Fixed(t) => Price(index * t),
+            TickRule::Fixed(t) => Price(index.saturating_mul(t)),
             TickRule::Krx => {
-                let mut start = 0i64;
-                let mut base_index = 0i64;
-                for &(end, tick) in KRX_TICKS.iter() {
-                    let rows = (end - start) / tick;
-                    if index < base_index + rows || end == i64::MAX {
-                        return Price(start + (index - base_index) * tick);
-                    }
-                    base_index += rows;
-                    start = end;
-                }
-                unreachable!("the last KRX row is unbounded")
+                let row = krx_row_of(|row| index < row.index_end);
+                Price(
+                    row.start
+                        .saturating_add(index.saturating_sub(row.index).saturating_mul(row.tick)),
+                )
             }
         }
     }
+}
+
+/// A row of the KRX table with its place on the dense tick index.
+#[derive(Clone, Copy)]
+struct KrxRow {
+    /// The row's prices: `start..end` (the last row: `start..`).
+    start: i64,
+    end: i64,
+    tick: i64,
+    /// The index of `start`, and of the next row's start.
+    index: i64,
+    index_end: i64,
+}
+
+/// `KRX_TICKS` with each row's start and index, computed once at compile time.
+const KRX_ROWS: [KrxRow; 7] = {
+    let mut rows = [KrxRow {
+        start: 0,
+        end: 0,
+        tick: 1,
+        index: 0,
+        index_end: 0,
+    }; 7];
+    let (mut i, mut start, mut index) = (0, 0i64, 0i64);
+    while i < KRX_TICKS.len() {
+        let (end, tick) = KRX_TICKS[i];
+        let last = i + 1 == KRX_TICKS.len();
+        let index_end = if last {
+            i64::MAX
+        } else {
+            index + (end - start) / tick
+        };
+        rows[i] = KrxRow {
+            start,
+            end,
+            tick,
+            index,
+            index_end,
+        };
+        start = end;
+        index = index_end;
+        i += 1;
+    }
+    rows
+};
+
+/// The first row `inside` accepts, else the last (unbounded) row.
+#[inline]
+fn krx_row_of(inside: impl Fn(&KrxRow) -> bool) -> KrxRow {
+    let last = KRX_ROWS[KRX_ROWS.len() - 1];
+    *KRX_ROWS[..KRX_ROWS.len() - 1]
+        .iter()
+        .find(|row| inside(row))
+        .unwrap_or(&last)
 }
 
 /// The daily price limits of a symbol.
@@ -253,6 +296,14 @@ mod tests {
         }
         assert_eq!(TickRule::Krx.tick_at(Price(i64::MAX)), 1_000);
         assert_eq!(TickRule::Krx.tick_at(Price(i64::MIN)), 1);
+        for p in [i64::MAX, i64::MIN, 0, -1] {
+            let i = TickRule::Krx.tick_index(Price(p));
+            let _ = TickRule::Krx.price_at_index(i);
+        }
+        for i in [i64::MAX, i64::MIN, -1] {
+            let _ = TickRule::Krx.price_at_index(i);
+            let _ = TickRule::Fixed(7).price_at_index(i);
+        }
         assert!(PriceBand::krx(TickRule::Krx, Price(i64::MAX - 807)).is_none());
     }
 

@@ -29,7 +29,8 @@ pub mod settlement;
 
 pub use crate::limits::AMOUNT_MAX;
 pub use balance::{
-    Account, Hold, Holder, LedgerFault, LedgerTx, Line, Position, SystemBalances, SystemShares,
+    Account, Fill, Hold, Holder, LedgerFault, LedgerTx, Line, Party, Position, SystemBalances,
+    SystemShares,
 };
 
 use crate::types::{AccountId, ExternalRef, SymbolId};

@@ -32,7 +32,7 @@
 //! there is none), so a sell never needs cash.
 
 use super::Ledger;
-use super::balance::{Hold, Holder, LedgerTx};
+use super::balance::{Fill, Party};
 use crate::book::order::Order;
 use crate::fees::{FeeSchedule, cumulative_charge};
 use crate::portfolio::{CostUpdate, after_buy, after_sell};
@@ -89,7 +89,8 @@ impl OrderAfterFill {
 #[derive(Clone, Copy, Debug)]
 pub struct FillPlan {
     pub charges: FillCharges,
-    pub tx: LedgerTx,
+    /// The TRADE transaction in its fixed shape (`LedgerTx::fill`).
+    pub fill: Fill,
     pub buyer: OrderAfterFill,
     pub seller: OrderAfterFill,
     /// (position slot, new cost figures) of each user side.
@@ -99,6 +100,7 @@ pub struct FillPlan {
 /// Plans a fill of `qty` at `price` between `buyer` and `seller` (neither changed yet).
 /// `band_upper` is the price a MARKET buy holds at. `None` if any figure would overflow.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn plan_fill(
     ledger: &Ledger,
     fees: &FeeSchedule,
@@ -115,13 +117,21 @@ pub fn plan_fill(
     b.cum_notional = b.cum_notional.checked_add(notional)?;
     s.cum_notional = s.cum_notional.checked_add(notional)?;
     let mut charges = FillCharges::default();
-    let mut tx = LedgerTx::new();
+    let mut fill = Fill {
+        symbol: buyer.symbol,
+        qty: qty.0,
+        buyer: Party::Market,
+        seller: Party::Market,
+        buyer_cash: notional.0.checked_neg()?,
+        seller_cash: notional.0,
+        fee: 0,
+        tax: 0,
+        buyer_release: 0,
+        seller_release: 0,
+    };
     let mut costs = [None, None];
 
-    if buyer.account.is_system_market() {
-        tx.line(Holder::MarketCash, notional.0.checked_neg()?);
-        tx.line(Holder::MarketShares(buyer.symbol), qty.0);
-    } else {
+    if !buyer.account.is_system_market() {
         let due = cumulative_charge(b.cum_notional, fees.commission_ppm);
         charges.buyer_commission = due.checked_sub(buyer.commission_charged)?;
         b.commission_charged = due;
@@ -138,12 +148,12 @@ pub fn plan_fill(
             fees.commission_ppm,
         )?;
         let cost = notional.checked_add(charges.buyer_commission)?;
-        tx.line(Holder::UserCash(buyer.account), cost.0.checked_neg()?);
-        tx.line(Holder::UserShares(buyer.position), qty.0);
-        tx.release(Hold::Cash(
-            buyer.account,
-            buyer.cash_hold.checked_sub(b.cash_hold)?,
-        ));
+        fill.buyer = Party::User {
+            account: buyer.account,
+            position: buyer.position,
+        };
+        fill.buyer_cash = cost.0.checked_neg()?;
+        fill.buyer_release = buyer.cash_hold.checked_sub(b.cash_hold)?.0;
         let position = ledger.position_at(buyer.position)?;
         costs[0] = Some((
             buyer.position,
@@ -151,10 +161,7 @@ pub fn plan_fill(
         ));
     }
 
-    if seller.account.is_system_market() {
-        tx.line(Holder::MarketCash, notional.0);
-        tx.line(Holder::MarketShares(seller.symbol), qty.0.checked_neg()?);
-    } else {
+    if !seller.account.is_system_market() {
         let mut room = notional;
         let mut charge = |rate: i64, charged: &mut Amount| -> Option<Amount> {
             let due = cumulative_charge(s.cum_notional, rate);
@@ -169,22 +176,26 @@ pub fn plan_fill(
             charges.seller_taxes[k] = charge(rate, &mut s.taxes_charged[k])?;
         }
         let net = room;
-        tx.line(Holder::UserCash(seller.account), net.0);
-        tx.line(Holder::UserShares(seller.position), qty.0.checked_neg()?);
-        tx.release(Hold::Shares(seller.position, qty));
+        fill.seller = Party::User {
+            account: seller.account,
+            position: seller.position,
+        };
+        fill.seller_cash = net.0;
+        fill.seller_release = qty.0;
         let position = ledger.position_at(seller.position)?;
         costs[1] = Some((seller.position, after_sell(position, qty, net)?));
     }
 
-    let commissions = charges
+    fill.fee = charges
         .buyer_commission
-        .checked_add(charges.seller_commission)?;
-    let taxes = charges.seller_taxes[0].checked_add(charges.seller_taxes[1])?;
-    tx.line(Holder::Fee, commissions.0);
-    tx.line(Holder::Tax, taxes.0);
+        .checked_add(charges.seller_commission)?
+        .0;
+    fill.tax = charges.seller_taxes[0]
+        .checked_add(charges.seller_taxes[1])?
+        .0;
     Some(FillPlan {
         charges,
-        tx,
+        fill,
         buyer: b,
         seller: s,
         costs,
