@@ -74,7 +74,7 @@ pub type Hook = Arc<
 pub fn unique_nonce() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = crate::machine::unix_now().as_nanos() as u64;
-    (std::process::id() as u64) << 40 ^ nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed) << 32
+    ((std::process::id() as u64) << 40) ^ nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
 /// The strategies.
