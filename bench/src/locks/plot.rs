@@ -33,6 +33,14 @@ fn color(strategy: &str) -> &'static str {
     }
 }
 
+/// Strategies that are in the experiment to show how they fail are dashed.
+fn dash(strategy: &str) -> &'static str {
+    match strategy {
+        "naive-rc" | "naive-rr" | "redis-lock-unfenced" => " stroke-dasharray=\"5,4\"",
+        _ => "",
+    }
+}
+
 /// One point: concurrency and the value.
 type Series = BTreeMap<String, Vec<(f64, f64)>>;
 
@@ -137,7 +145,8 @@ fn panel(
             .collect();
         let _ = writeln!(
             svg,
-            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\"{} points=\"{}\"/>",
+            dash(name),
             pts.join(" ")
         );
         for p in &pts {
@@ -227,9 +236,10 @@ pub fn svg(summary: &Value) -> String {
         let ly = MARGIN_TOP + 20.0 + 18.0 * i as f64;
         let _ = writeln!(
             svg,
-            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"3\"/>\n<text x=\"{}\" y=\"{}\">{name}</text>",
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"3\"{}/>\n<text x=\"{}\" y=\"{}\">{name}</text>",
             lx + 22.0,
             color(name),
+            dash(name),
             lx + 28.0,
             ly + 4.0
         );

@@ -30,7 +30,8 @@
 //!
 //! Deadlocks (1213) roll the transaction back and are retried like a version conflict; a lock
 //! wait timeout (1205) gives the order up. Connections come from a pool of at most
-//! `pool_max`; a client waits for one inside its measured latency.
+//! `pool_max`; a client waits for one inside its measured latency and keeps it for all the
+//! attempts of its order (a retry does not queue for the pool again).
 //!
 //! **Invariants**: an order is accepted only after its `COMMIT` returned; every accepted order
 //! has exactly one `orders` row (the check counts them).
@@ -575,21 +576,20 @@ impl SqlPlacer {
 
     async fn attempt(
         &self,
+        c: &mut Conn,
         order: &Order,
         rng: &mut Rng,
         counters: &mut Counters,
     ) -> anyhow::Result<Attempt> {
-        let mut c = self.pool.acquire().await.context("pool acquire")?;
         match self.kind {
             SqlKind::NaiveReadCommitted | SqlKind::NaiveRepeatableRead => {
-                self.read_modify_write(&mut c, order, false).await
+                self.read_modify_write(c, order, false).await
             }
-            SqlKind::Pessimistic => self.read_modify_write(&mut c, order, true).await,
-            SqlKind::Optimistic => self.optimistic(&mut c, order).await,
-            SqlKind::Atomic => self.atomic(&mut c, order).await,
+            SqlKind::Pessimistic => self.read_modify_write(c, order, true).await,
+            SqlKind::Optimistic => self.optimistic(c, order).await,
+            SqlKind::Atomic => self.atomic(c, order).await,
             SqlKind::RedisLock { fenced } => {
-                self.redis_locked(&mut c, order, fenced, rng, counters)
-                    .await
+                self.redis_locked(c, order, fenced, rng, counters).await
             }
         }
     }
@@ -598,10 +598,12 @@ impl SqlPlacer {
 impl Placer for SqlPlacer {
     async fn place(&self, order: Order, counters: &mut Counters) -> anyhow::Result<Outcome> {
         let mut rng = Rng::new(self.rng_seed.fetch_add(1, Ordering::Relaxed) ^ order.key());
+        // The connection is kept across retries: a retry does not queue for the pool again
+        // behind every waiting client.
+        let mut c = self.pool.acquire().await.context("pool acquire")?;
         let mut retries = 0u32;
         loop {
-            // The connection goes back to the pool before any backoff.
-            let give_up = match self.attempt(&order, &mut rng, counters).await {
+            let give_up = match self.attempt(&mut c, &order, &mut rng, counters).await {
                 Ok(Attempt::Done(outcome)) => return Ok(outcome),
                 Ok(Attempt::Stale) => Conflict::RetriesExhausted,
                 Err(e) => match error_number(&e) {
