@@ -88,11 +88,14 @@ pub enum Strategy {
     RedisLockUnfenced,
     Atomic,
     Kuku,
+    /// Kuku with one trading session per client on the hot account, as each database client
+    /// has its own connection (every session of an account hears all its acknowledgements).
+    KukuSessionPerClient,
     KukuNone,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 9] = [
+    pub const ALL: [Strategy; 10] = [
         Strategy::NaiveRc,
         Strategy::NaiveRr,
         Strategy::Pessimistic,
@@ -101,10 +104,23 @@ impl Strategy {
         Strategy::RedisLockUnfenced,
         Strategy::Atomic,
         Strategy::Kuku,
+        Strategy::KukuSessionPerClient,
         Strategy::KukuNone,
     ];
     /// What `kuku-bench locks` runs unless told otherwise.
-    pub const DEFAULT: [Strategy; 7] = [
+    pub const DEFAULT: [Strategy; 9] = [
+        Strategy::NaiveRc,
+        Strategy::NaiveRr,
+        Strategy::Pessimistic,
+        Strategy::Optimistic,
+        Strategy::RedisLock,
+        Strategy::Atomic,
+        Strategy::Kuku,
+        Strategy::KukuSessionPerClient,
+        Strategy::KukuNone,
+    ];
+    /// The six strategies (both naive variants), once each: the smoke run.
+    pub const SMOKE: [Strategy; 7] = [
         Strategy::NaiveRc,
         Strategy::NaiveRr,
         Strategy::Pessimistic,
@@ -124,6 +140,7 @@ impl Strategy {
             Strategy::RedisLockUnfenced => "redis-lock-unfenced",
             Strategy::Atomic => "atomic",
             Strategy::Kuku => "kuku",
+            Strategy::KukuSessionPerClient => "kuku-session-per-client",
             Strategy::KukuNone => "kuku-none",
         }
     }
@@ -149,7 +166,7 @@ impl Strategy {
             Strategy::RedisLock => RedisLock { fenced: true },
             Strategy::RedisLockUnfenced => RedisLock { fenced: false },
             Strategy::Atomic => Atomic,
-            Strategy::Kuku | Strategy::KukuNone => return None,
+            Strategy::Kuku | Strategy::KukuSessionPerClient | Strategy::KukuNone => return None,
         })
     }
 
@@ -174,8 +191,9 @@ fn parse_scenario(s: &str) -> Result<Scenario, String> {
 /// `kuku-bench locks` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LocksBenchArgs {
-    /// Strategies to run [default: naive-rc,naive-rr,pessimistic,optimistic,redis-lock,atomic,kuku];
-    /// also redis-lock-unfenced and kuku-none.
+    /// Strategies to run [default: naive-rc,naive-rr,pessimistic,optimistic,redis-lock,atomic,
+    /// kuku,kuku-session-per-client,kuku-none; the first seven with --smoke]; also
+    /// redis-lock-unfenced.
     #[arg(long, value_delimiter = ',', value_parser = parse_strategy)]
     pub strategies: Option<Vec<Strategy>>,
     /// Scenarios: buy and sell (one hot account), mix (many accounts) [default: all].
@@ -390,10 +408,13 @@ pub fn run(args: &LocksBenchArgs, out: &mut impl Write) -> anyhow::Result<Value>
         return Ok(summary);
     }
     let smoke = args.smoke;
-    let strategies = args
-        .strategies
-        .clone()
-        .unwrap_or_else(|| Strategy::DEFAULT.to_vec());
+    let strategies = args.strategies.clone().unwrap_or_else(|| {
+        if smoke {
+            Strategy::SMOKE.to_vec()
+        } else {
+            Strategy::DEFAULT.to_vec()
+        }
+    });
     let scenarios = args
         .scenarios
         .clone()
@@ -560,6 +581,17 @@ pub fn run(args: &LocksBenchArgs, out: &mut impl Write) -> anyhow::Result<Value>
                                 &spec,
                                 round,
                             )?,
+                            Strategy::KukuSessionPerClient => {
+                                let settings = kuku_node::KukuSettings {
+                                    // The mix's clients spread over every account already.
+                                    sessions_per_account: match scenario {
+                                        Scenario::Mix => 1,
+                                        Scenario::Buy | Scenario::Sell => clients,
+                                    },
+                                    ..kuku_settings("every-batch")
+                                };
+                                run_kuku(&rt, &settings, strategy, &spec, round)?
+                            }
                             Strategy::KukuNone => {
                                 run_kuku(&rt, &kuku_settings("none"), strategy, &spec, round)?
                             }
@@ -909,7 +941,16 @@ fn hypothesis(medians: &[Value], _runs: usize) -> Value {
             let kr = k["accepted_per_s"].as_f64().unwrap_or(0.0);
             let br = b["accepted_per_s"].as_f64().unwrap_or(0.0);
             let ratio = if br > 0.0 { kr / br } else { 0.0 };
+            let per_client = at("kuku-session-per-client").map(|p| {
+                let pr = p["accepted_per_s"].as_f64().unwrap_or(0.0);
+                json!({
+                    "accepted_per_s": pr,
+                    "ratio": if br > 0.0 { (pr / br * 100.0).round() / 100.0 } else { 0.0 },
+                    "retries": p["counters_total"]["retries"],
+                })
+            });
             json!({
+                "kuku_session_per_client": per_client,
                 "kuku_accepted_per_s": kr,
                 "best_database_strategy": b["strategy"],
                 "best_database_accepted_per_s": br,
@@ -1035,7 +1076,7 @@ mod tests {
     fn heavy_locks_smoke_run_checks_every_strategy() {
         let summary = smoke().expect("the smoke run completes");
         let medians = summary["medians"].as_array().unwrap();
-        for s in Strategy::DEFAULT {
+        for s in Strategy::SMOKE {
             for sc in ["buy", "mix"] {
                 let m = medians
                     .iter()

@@ -28,6 +28,7 @@ fn color(strategy: &str) -> &'static str {
         "redis-lock-unfenced" => "#c5b0d5",
         "atomic" => "#2ca02c",
         "kuku" => "#d62728",
+        "kuku-session-per-client" => "#e377c2",
         "kuku-none" => "#f4a3a3",
         _ => "#17becf",
     }
