@@ -274,7 +274,8 @@ pub struct LocksBenchArgs {
     /// Where summary.json, report.md and locks.svg go [default: target/kuku-bench/locks-<unix time>].
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Only redraw the plot from this summary.json (into --out-dir or next to it).
+    /// Only redraw the plot and the tables from this summary.json (into --out-dir or next to
+    /// it).
     #[arg(long)]
     pub plot_from: Option<PathBuf>,
     /// Tiny sizes: every strategy once, for CI.
@@ -404,7 +405,13 @@ pub fn run(args: &LocksBenchArgs, out: &mut impl Write) -> anyhow::Result<Value>
             .or_else(|| from.parent().map(|p| p.to_owned()))
             .unwrap_or_default();
         std::fs::write(dir.join("locks.svg"), plot::svg(&summary))?;
-        writeln!(out, "plot: {}", dir.join("locks.svg").display())?;
+        std::fs::write(dir.join("report.md"), report_markdown(&summary))?;
+        writeln!(
+            out,
+            "plot and tables: {} {}",
+            dir.join("locks.svg").display(),
+            dir.join("report.md").display()
+        )?;
         return Ok(summary);
     }
     let smoke = args.smoke;
@@ -975,6 +982,45 @@ pub fn report_markdown(summary: &Value) -> String {
         .filter_map(|m| m["scenario"].as_str())
         .collect();
     scenarios.dedup();
+    let mut clients: Vec<u64> = medians
+        .iter()
+        .filter_map(|m| m["clients"].as_u64())
+        .collect();
+    clients.sort_unstable();
+    clients.dedup();
+    // The overview: accepted orders/s and p99 per strategy and concurrency.
+    for sc in &scenarios {
+        s += &format!("\n### `{sc}`: accepted orders/s (p99 latency)\n\n| strategy |");
+        for c in &clients {
+            s += &format!(" {c} client{} |", if *c == 1 { "" } else { "s" });
+        }
+        s += "\n|---|";
+        s += &"---:|".repeat(clients.len());
+        s += "\n";
+        let mut strategies: Vec<&str> = medians
+            .iter()
+            .filter(|m| m["scenario"] == *sc)
+            .filter_map(|m| m["strategy"].as_str())
+            .collect();
+        strategies.dedup();
+        for st in strategies {
+            s += &format!("| {st} |");
+            for c in &clients {
+                let cell = medians
+                    .iter()
+                    .find(|m| m["scenario"] == *sc && m["strategy"] == st && m["clients"] == *c)
+                    .map_or_else(String::new, |m| {
+                        format!(
+                            "{} ({})",
+                            thousands(m["accepted_per_s"].as_f64().unwrap_or(0.0)),
+                            duration_us(m["p99_us"].as_f64().unwrap_or(0.0))
+                        )
+                    });
+                s += &format!(" {cell} |");
+            }
+            s += "\n";
+        }
+    }
     for sc in scenarios {
         s += &format!(
             "\n### scenario `{sc}`\n\n| strategy | clients | conns | accepted/s (median) | min..max | p50 µs | p99 µs | max µs | retries | conflicts | deadlocks | lock timeouts | InnoDB lock waits | fsyncs/order | check |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
@@ -1030,6 +1076,32 @@ pub fn report_markdown(summary: &Value) -> String {
     s
 }
 
+/// `1234567.8` as `1,234,568`.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Microseconds as `850 µs`, `12.3 ms` or `4.2 s`.
+fn duration_us(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{:.1} s", us / 1e6)
+    } else if us >= 1e4 {
+        format!("{:.0} ms", us / 1e3)
+    } else if us >= 1e3 {
+        format!("{:.1} ms", us / 1e3)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
 /// The bench at smoke size (CI).
 pub fn smoke() -> anyhow::Result<Value> {
     let args = LocksBenchArgs {
@@ -1061,6 +1133,16 @@ mod tests {
         assert!(Strategy::parse("mutex").is_err());
         assert_eq!(Strategy::Kuku.sql_kind(), None);
         assert!(!Strategy::NaiveRr.is_correct_by_design());
+    }
+
+    #[test]
+    fn numbers_print_for_people() {
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(duration_us(850.0), "850 µs");
+        assert_eq!(duration_us(1_240.0), "1.2 ms");
+        assert_eq!(duration_us(123_456.0), "123 ms");
+        assert_eq!(duration_us(4_200_000.0), "4.2 s");
     }
 
     #[test]
