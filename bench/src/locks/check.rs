@@ -12,6 +12,11 @@
 //!
 //! **Invariants**: the check reads only the target's state after every client has its last
 //! outcome; it never trusts the strategy's own counters.
+//!
+//! **Performance**: one pass over the rows (one SQL query, or one `AccountQuery` per account).
+//!
+//! **Known limitations**: Kuku's orders are not counted one by one (its holds are), so for
+//! Kuku the check compares reservations, not order counts.
 
 use super::workload::{Asset, ClientView};
 use serde::Serialize;

@@ -23,6 +23,9 @@
 //! order counts as accepted only after `OrderAccepted` arrived, which the node sends after the
 //! command is journaled (`every-batch`: synced) and applied.
 //!
+//! **Performance**: a session's writer coalesces whatever frames are queued into one write (at
+//! most 64 KiB); its reader hands replies out by key from one map.
+//!
 //! **Known limitations**: the node, its query-store writer (SQLite, as `kuku serve` runs by
 //! default) and the clients share the machine's cores. `Busy` (input ring full) is resent
 //! with the same key after a short backoff and counted as a retry.

@@ -4,6 +4,12 @@
 //! Both axes are logarithmic (concurrency 1..1,000; orders/s and microseconds span several
 //! decades). Points are the medians the summary holds; a strategy without a point at some
 //! concurrency is drawn through the points it has.
+//!
+//! **Invariants**: a strategy keeps its color in every plot; strategies that are in the
+//! experiment to show how they fail are dashed.
+//!
+//! **Known limitations**: values of 0 (a strategy that accepted nothing) cannot be drawn on a
+//! log axis and are left out.
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -14,6 +14,9 @@
 //! **Invariants**: a token is unique per acquisition (a per-process nonce and a counter);
 //! the fence counter never decreases; the lock key expires by itself after `ttl`.
 //!
+//! **Performance**: two scripts, loaded once (EVALSHA); a few multiplexed connections shared
+//! by all clients; a waiter polls, so a released lock stays free until the next poll.
+//!
 //! **Known limitations**: one Redis server (no Redlock quorum): if it restarts without
 //! persistence, a lock is lost and the fence counter restarts, so the database would accept
 //! an old token again (the database column keeps the highest token seen, which bounds the
