@@ -12,6 +12,8 @@
 //!   against raw baselines.
 //! - [`kuku`]: Kuku's adapter for the engine comparison.
 //! - [`machine`]: the date and CPU every report states.
+//! - [`locks`]: `kuku-bench locks`: the lock-strategy experiment (one hot account, six ways,
+//!   on MariaDB, Redis and a Kuku node).
 //!
 //! What it must never do: time anything but the operations it reports, compare engines that
 //! did not end in the same state without saying so, or let a dependency's version change a
@@ -24,6 +26,7 @@ pub mod engines;
 pub mod flow;
 pub mod journal_bench;
 pub mod kuku;
+pub mod locks;
 pub mod machine;
 pub mod model;
 #[cfg(feature = "peers")]

@@ -2,7 +2,9 @@
 //! the config, calls the library; nothing else lives here.
 //!
 //! Exit status: 0 on success, 1 on an error, 3 when an engine ended in a different state than
-//! the oracle (its numbers are then not comparable; the report says which and how).
+//! the oracle (its numbers are then not comparable; the report says which and how), 4 when
+//! the tcp run had more than 1% errors, 5 when a locking strategy meant to be correct failed
+//! its correctness check.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +38,10 @@ enum Command {
     /// Order-to-ack latency over the TCP gateway, open loop at a fixed rate, beside a mio
     /// echo server (`--echo-baseline`); against `--addr` or an in-process node.
     Tcp(kuku_bench::tcp_bench::TcpBenchArgs),
+    /// The lock-strategy experiment: concurrent orders reserving cash or shares from one hot
+    /// account (or many), naive / pessimistic / optimistic / Redis lock / atomic update on
+    /// MariaDB against Kuku's single writer.
+    Locks(kuku_bench::locks::LocksBenchArgs),
     // Later subcommands slot in here: Pipeline, Tcp, Persistence.
 }
 
@@ -124,6 +130,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{json}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Locks(args) => {
+            let summary = kuku_bench::locks::run(&args, &mut std::io::stdout())?;
+            // Exit 5 when a strategy that is meant to be correct failed its check.
+            let failed = summary["medians"].as_array().is_some_and(|m| {
+                m.iter().any(|m| {
+                    kuku_bench::locks::Strategy::parse(m["strategy"].as_str().unwrap_or(""))
+                        .is_ok_and(|s| s.is_correct_by_design())
+                        && m["checks_ok"] != m["runs"]
+                })
+            });
+            Ok(if failed {
+                ExitCode::from(5)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Journal(args) => {
             let json = kuku_bench::journal_bench::run(&args)?;
