@@ -93,11 +93,14 @@ pub fn check_ranges(command: &Command) -> Result<(), RejectReason> {
             }
             false
         }
-        Command::Adjust { amount, .. } => {
+        Command::Adjust {
+            amount, cost_price, ..
+        } => {
             if !amount_in_range(*amount) {
                 return Err(RejectReason::InvalidAmount);
             }
-            false
+            // Shares that carry a cost are a transfer in: a quantity and a price.
+            cost_price.0 != 0 && too_big(*cost_price, Qty(amount.0))
         }
         Command::SetFeeSchedule(f) => {
             if !f.is_valid() {

@@ -216,6 +216,7 @@ fn extremes_in_every_field_get_rejects_and_the_node_keeps_serving_and_replays() 
             asset: Asset::Shares(samsung),
             amount: Amount(MIN),
             external_ref: xref("adj-min"),
+            cost_price: kuku_engine::Price(0),
         },
         Command::Deposit {
             account: AccountId(u32::MAX),

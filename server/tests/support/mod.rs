@@ -205,6 +205,7 @@ impl TestNode {
             asset: kuku_engine::Asset::Shares(symbol),
             amount: Amount(qty),
             external_ref: ExternalRef::new(&format!("shares-{}-{qty}", account.0)).unwrap(),
+            cost_price: kuku_engine::Price(0),
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
