@@ -18,7 +18,7 @@ pub mod client;
 pub mod error;
 pub mod history;
 pub mod protocol;
-pub mod ratelimit;
 pub mod server;
+pub mod translate;
 
 pub use error::GatewayError;
