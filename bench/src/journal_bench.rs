@@ -263,6 +263,7 @@ impl Flow {
                     amount: Amount(100_000_000),
                     external_ref: ExternalRef::new(&format!("seed{a}-{s}"))
                         .expect("a short reference"),
+                    cost_price: kuku_engine::Price(0),
                 });
             }
             accounts.push(account);

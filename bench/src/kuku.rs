@@ -153,6 +153,7 @@ pub fn set_up_commands(flow: &Flow, full: bool) -> Vec<Command> {
                     asset: Asset::Shares(SymbolId(s)),
                     amount: Amount(SHARES_PER_ACCOUNT),
                     external_ref: ExternalRef::new(&format!("bench-shares-{s}")).expect("short"),
+                    cost_price: kuku_engine::Price(0),
                 });
             }
         }

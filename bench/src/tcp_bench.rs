@@ -38,7 +38,8 @@ use kuku_engine::{
 use kuku_gateway::auth::{Credentials, Token, decode_hex32, encode_hex, random_bytes32};
 use kuku_gateway::client::AdminClient;
 use kuku_gateway::protocol::{
-    Cancel, Code, FLAG_NO_REPLAY, Login, Message, NewOrder, code_name, split_frame,
+    Cancel, Code, FLAG_NO_REPLAY, Login, Message, NewOrder, PROTOCOL_VERSION, code_name,
+    split_frame,
 };
 use mio::{Events, Interest, Poll, Token as MioToken};
 use serde_json::json;
@@ -384,6 +385,7 @@ fn login(addr: SocketAddr, account: AccountId, token: Token) -> anyhow::Result<T
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     let login = Login {
+        version: PROTOCOL_VERSION,
         account,
         flags: FLAG_NO_REPLAY,
         last_seen_acct_seq: 0,

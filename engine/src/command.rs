@@ -110,12 +110,17 @@ pub enum Command {
         amount: Amount,
         external_ref: ExternalRef,
     },
-    /// An operator's correction, posted at once against SYSTEM_EXTERNAL (signed amount).
+    /// An operator's correction or a share transfer, posted at once against SYSTEM_EXTERNAL
+    /// (signed amount: KRW, or shares of one symbol).
     Adjust {
         account: AccountId,
         asset: Asset,
         amount: Amount,
         external_ref: ExternalRef,
+        /// What each added share cost (KRW): shares transferred in carry `cost_price x amount`
+        /// into the position's cost basis. 0 for cash and for removals (removed shares take
+        /// their average cost along); a transfer in may also carry no cost.
+        cost_price: Price,
     },
     ConfirmTransaction {
         tx: TxId,

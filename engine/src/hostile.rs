@@ -225,6 +225,7 @@ impl Harness {
                         asset: Asset::Shares(SymbolId(symbol)),
                         amount: Amount(1_000),
                         external_ref: ExternalRef::new(&format!("seed-{symbol}")).expect("short"),
+                        cost_price: Price(0),
                     });
                 }
             }
@@ -467,6 +468,8 @@ impl Iterator for ByteCommands<'_> {
                 asset: self.asset(),
                 amount: Amount(self.i64()),
                 external_ref: self.text(),
+                // Half the adjustments carry a cost price: a transfer in, or a misuse of one.
+                cost_price: Price(if self.flag() { 0 } else { self.i64() }),
             },
             9 => Command::ConfirmTransaction {
                 tx: TxId(self.u64()),

@@ -3,10 +3,11 @@
 //! The engine checks them first, before any rule that computes with the value (a tick lookup,
 //! a notional, a hold), and rejects what lies outside with a stable code
 //! ([`RejectReason::OutOfRange`] for prices and quantities, [`RejectReason::InvalidAmount`]
-//! for amounts). Every door (the TCP gateway, the admin session, the scheduler, the quote
-//! feed) imports the same constants and refuses such values before anything is journaled, so
-//! a client learns of its mistake without using up a request id; the engine's own check stays,
-//! because the journal must be safe to replay whatever wrote it.
+//! for amounts). Every door (the gateway's translation layer for trading and admin requests,
+//! the scheduler, the quote feed) imports the same constants and refuses such values before
+//! anything is journaled, so a client learns of its mistake without using up a request id;
+//! the engine's own check stays, because the journal must be safe to replay whatever wrote
+//! it.
 //!
 //! **Why these bounds**: a price x quantity of at most `PRICE_MAX * QTY_MAX` = 10^18 fits an
 //! `i64` (about 9.2 x 10^18) with room for the commission on top (rates are at most 100%), so
@@ -93,11 +94,14 @@ pub fn check_ranges(command: &Command) -> Result<(), RejectReason> {
             }
             false
         }
-        Command::Adjust { amount, .. } => {
+        Command::Adjust {
+            amount, cost_price, ..
+        } => {
             if !amount_in_range(*amount) {
                 return Err(RejectReason::InvalidAmount);
             }
-            false
+            // Shares that carry a cost are a transfer in: a quantity and a price.
+            cost_price.0 != 0 && too_big(*cost_price, Qty(amount.0))
         }
         Command::SetFeeSchedule(f) => {
             if !f.is_valid() {

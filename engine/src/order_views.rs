@@ -14,7 +14,7 @@
 //!
 //! **Performance**: O(1) per operation; advancing `newest` by `k` ids visits `min(k, WINDOW)`
 //! slots (ids are dense, so `k` is 1 in steady state). Memory: `WINDOW` slots of
-//! `Option<OrderView>` (88 bytes each, about 23 MiB) plus the open orders older than the window.
+//! `Option<OrderView>` (96 bytes each, about 25 MiB) plus the open orders older than the window.
 
 use crate::readmodel::{OrderState, OrderView};
 use crate::types::OrderId;
@@ -149,6 +149,7 @@ mod tests {
             price: Price(1_000),
             leaves: Qty(10),
             filled: Qty(0),
+            cancelled: Qty(0),
             state: OrderState::New,
             seq: id,
         }

@@ -13,7 +13,7 @@
 
 pub use crate::ledger::balance::Position;
 
-use crate::types::{Amount, Qty};
+use crate::types::{Amount, Price, Qty};
 
 /// A position's cost basis and realized profit after a change of its shares, computed before
 /// the ledger posts the change (from the position as it is), applied after it posted.
@@ -56,17 +56,21 @@ pub fn after_sell(p: &Position, qty: Qty, net_proceeds: Amount) -> Option<CostUp
     })
 }
 
-/// After shares are added (`qty` > 0) or removed outside trading (an adjustment or its
-/// reversal): added shares carry no cost; removed ones take their proportional cost along.
+/// After shares are added (`qty` > 0) or removed outside trading (a transfer, an adjustment
+/// or its reversal): added shares carry `cost_price` each into the cost basis (no commission:
+/// the shares were not bought here); removed ones take their proportional (average) cost
+/// along, whatever they cost when they came in.
 #[inline]
-pub fn after_transfer(p: &Position, qty: Qty) -> Option<CostUpdate> {
-    let removed = if qty.0 < 0 {
-        p.cost_removed(Qty(qty.0.checked_neg()?))
+pub fn after_transfer(p: &Position, qty: Qty, cost_price: Price) -> Option<CostUpdate> {
+    let cost_basis = if qty.0 < 0 {
+        let removed = p.cost_removed(Qty(qty.0.checked_neg()?));
+        p.cost_basis.checked_sub(removed)?
     } else {
-        Amount(0)
+        p.cost_basis
+            .checked_add(Amount(cost_price.0.checked_mul(qty.0)?))?
     };
     Some(CostUpdate {
-        cost_basis: p.cost_basis.checked_sub(removed)?,
+        cost_basis,
         realized_pnl: p.realized_pnl,
     })
 }
@@ -94,14 +98,39 @@ mod tests {
     }
 
     #[test]
+    fn shares_transferred_in_carry_their_cost_and_leave_at_average_cost() {
+        let p = Position::for_test(Qty(10), Amount(1_000_000));
+        let added = after_transfer(&p, Qty(10), Price(50_000)).unwrap();
+        assert_eq!(added.cost_basis, Amount(1_500_000));
+        assert_eq!(added.realized_pnl, Amount(0));
+        let free = after_transfer(&p, Qty(10), Price(0)).unwrap();
+        assert_eq!(free.cost_basis, Amount(1_000_000), "shares without a cost");
+        // 20 shares costing 1,500,000: taking 10 out removes half, whatever they cost.
+        let p = Position::for_test(Qty(20), added.cost_basis);
+        let out = after_transfer(&p, Qty(-10), Price(0)).unwrap();
+        assert_eq!(out.cost_basis, Amount(750_000));
+    }
+
+    #[test]
     fn cost_updates_refuse_overflow() {
         let p = Position::for_test(Qty(1), Amount(i64::MAX - 1));
         assert!(after_buy(&p, Amount(1), Amount(1)).is_none());
         assert!(
-            after_transfer(&p, Qty(i64::MIN)).is_none(),
+            after_transfer(&p, Qty(i64::MIN), Price(0)).is_none(),
             "a removal that cannot be negated"
         );
-        assert_eq!(after_transfer(&p, Qty(-5)).unwrap().cost_basis, Amount(0));
+        assert_eq!(
+            after_transfer(&p, Qty(-5), Price(0)).unwrap().cost_basis,
+            Amount(0)
+        );
+        assert!(
+            after_transfer(&p, Qty(2), Price(1)).is_none(),
+            "a cost that overflows the basis"
+        );
+        assert!(
+            after_transfer(&p, Qty(i64::MAX), Price(2)).is_none(),
+            "a cost that overflows its product"
+        );
         let mut rich = Position::for_test(Qty(1), Amount(0));
         rich.realized_pnl = Amount(i64::MAX);
         assert!(after_sell(&rich, Qty(1), Amount(1)).is_none());

@@ -36,15 +36,32 @@ pub enum OrderState {
     Expired,
 }
 
+/// One order's state. The quantities mean the same thing everywhere (docs/protocol.md,
+/// "Quantities"): `filled + leaves + cancelled` is the order's size (`qty()`), which a modify
+/// changes (it sets `leaves`); an order that left the book without filling (a cancel, an
+/// IOC/FOK/MARKET remainder, self-trade prevention, an expiry) has `leaves` 0 and the
+/// quantity that left in `cancelled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OrderView {
+    /// The order as accepted (`info.qty` is the size it was accepted with).
     pub info: OrderInfo,
+    /// The current limit price (a modify changes it).
     pub price: Price,
+    /// Open quantity: what may still fill (0 once the order is finished).
     pub leaves: Qty,
     pub filled: Qty,
+    /// What left the book unfilled when the order was cancelled or expired (else 0).
+    pub cancelled: Qty,
     pub state: OrderState,
     /// Seq of the command that last changed it.
     pub seq: u64,
+}
+
+impl OrderView {
+    /// The order's size now: `filled + leaves + cancelled` (after a modify, the new total).
+    pub fn qty(&self) -> Qty {
+        Qty(self.filled.0 + self.leaves.0 + self.cancelled.0)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -410,9 +427,16 @@ impl ReadModel {
                 self.on_fill(seq, taker_order, qty, taker_leaves);
             }
             Event::OrderCancelled {
-                order_id, reason, ..
-            } => self.finish(seq, order_id, OrderState::Cancelled(reason)),
-            Event::OrderExpired { order_id, .. } => self.finish(seq, order_id, OrderState::Expired),
+                order_id,
+                reason,
+                qty_cancelled,
+                ..
+            } => self.close(seq, order_id, OrderState::Cancelled(reason), qty_cancelled),
+            Event::OrderExpired {
+                order_id,
+                qty_expired,
+                ..
+            } => self.close(seq, order_id, OrderState::Expired, qty_expired),
             Event::OrderModified {
                 order_id,
                 price,
@@ -474,6 +498,7 @@ impl ReadModel {
             price: order.price,
             leaves: order.qty,
             filled: Qty(0),
+            cancelled: Qty(0),
             state: OrderState::New,
             seq,
         });
@@ -498,6 +523,15 @@ impl ReadModel {
         } else {
             o.state = OrderState::PartiallyFilled;
         }
+    }
+
+    /// An order left the book unfilled: `qty` (its leaves) moves to `cancelled`.
+    fn close(&mut self, seq: u64, order_id: OrderId, state: OrderState, qty: Qty) {
+        if let Some(o) = self.orders.get_mut(order_id) {
+            o.cancelled = Qty(o.cancelled.0 + qty.0);
+            o.leaves = Qty(0);
+        }
+        self.finish(seq, order_id, state);
     }
 
     fn finish(&mut self, seq: u64, order_id: OrderId, state: OrderState) {

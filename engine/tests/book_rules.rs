@@ -19,6 +19,7 @@ fn market() -> (Driver, AccountId, AccountId, AccountId) {
             asset: Asset::Shares(SymbolId(SAMSUNG)),
             amount: Amount(10_000),
             external_ref: ExternalRef::new(&format!("seed-{acct}")).unwrap(),
+            cost_price: Price(0),
         });
     }
     (d, a, b, c)

@@ -22,6 +22,7 @@ fn give_shares(d: &mut Driver, account: AccountId, symbol: u32, qty: i64) {
         asset: Asset::Shares(SymbolId(symbol)),
         amount: Amount(qty),
         external_ref: ExternalRef::new(&format!("shares-{account}-{symbol}")).unwrap(),
+        cost_price: Price(0),
     });
     assert!(reject_reason(&e).is_none());
 }
@@ -465,6 +466,7 @@ fn adjustments_post_against_external_and_cannot_overdraw() {
         asset: Asset::Krw,
         amount: Amount(-1_001),
         external_ref: ExternalRef::new("fix-1").unwrap(),
+        cost_price: Price(0),
     });
     assert_eq!(
         reject_reason(&e),
@@ -475,6 +477,7 @@ fn adjustments_post_against_external_and_cannot_overdraw() {
         asset: Asset::Krw,
         amount: Amount(-400),
         external_ref: ExternalRef::new("fix-2").unwrap(),
+        cost_price: Price(0),
     });
     let tx = posted(&e)[0];
     assert_eq!(tx.tx_type, TxType::Adjustment);
@@ -483,6 +486,73 @@ fn adjustments_post_against_external_and_cannot_overdraw() {
         400
     );
     assert_eq!(cash(&d, a), 600);
+    d.engine.check_invariants().unwrap();
+}
+
+/// Shares transferred in carry the cost they name; a sale realizes profit against it; a
+/// resend is recognized, a different price under the same reference is refused; the reversal
+/// takes the shares and their (average) cost back out.
+#[test]
+fn a_transfer_in_carries_its_cost_basis_and_its_reversal_removes_it() {
+    let mut d = Driver::krx_market(EngineConfig::small(), &[("005930", Market::Kospi, 71_000)]);
+    let bob = d.funded_account("bob", 0);
+    let alice = d.funded_account("alice", 1_000_000);
+    let transfer = |qty: i64, price: i64, r: &str| Command::Adjust {
+        account: bob,
+        asset: Asset::Shares(SymbolId(1)),
+        amount: Amount(qty),
+        external_ref: ExternalRef::new(r).unwrap(),
+        cost_price: Price(price),
+    };
+    let position = |d: &Driver| *d.engine.ledger().position(bob, SymbolId(1)).unwrap();
+    let e = d.apply(transfer(10, 50_000, "in-1"));
+    let tx = posted(&e)[0];
+    assert_eq!(tx.tx_type, TxType::Adjustment);
+    assert_eq!(
+        line(
+            &tx,
+            LedgerAccount::UserSecurities(bob, SymbolId(1)),
+            LineKind::Principal
+        ),
+        10
+    );
+    assert_eq!(position(&d).cost_basis, Amount(500_000));
+    // The same request again: recognized, nothing more; another price: refused.
+    let again = d.apply(transfer(10, 50_000, "in-1"));
+    assert!(
+        again
+            .iter()
+            .any(|e| matches!(e, Event::TransactionStatusChanged { resent: true, .. }))
+    );
+    assert_eq!(position(&d).qty(), Qty(10));
+    let other = d.apply(transfer(10, 60_000, "in-1"));
+    assert_eq!(reject_reason(&other), Some(RejectReason::ExternalRefReused));
+    // A cost price on cash or on a removal is not a transfer in.
+    let e = d.apply(Command::Adjust {
+        account: bob,
+        asset: Asset::Krw,
+        amount: Amount(5),
+        external_ref: ExternalRef::new("cash").unwrap(),
+        cost_price: Price(1),
+    });
+    assert_eq!(reject_reason(&e), Some(RejectReason::InvalidPrice));
+    let e = d.apply(transfer(-1, 50_000, "out-1"));
+    assert_eq!(reject_reason(&e), Some(RejectReason::InvalidPrice));
+    // Bob sells 4 at 71,000: notional 284,000, commission 42, taxes 142 + 426; the sale
+    // removes floor(500,000 x 4 / 10) = 200,000 of cost and realizes 283,390 - 200,000.
+    d.apply(cmd::limit(alice, 1, 1, Side::Buy, 71_000, 4));
+    d.apply(cmd::limit(bob, 1, 1, Side::Sell, 71_000, 4));
+    let p = position(&d);
+    assert_eq!((p.qty(), p.cost_basis), (Qty(6), Amount(300_000)));
+    assert_eq!(p.realized_pnl, Amount(284_000 - 42 - 142 - 426 - 200_000));
+    // Reversing the transfer needs 10 available shares: only 6 are left.
+    let e = d.apply(Command::ReverseTransaction { tx: tx.id });
+    assert_eq!(reject_reason(&e), Some(RejectReason::ReversalWouldOverdraw));
+    d.apply(transfer(4, 0, "gift"));
+    let e = d.apply(Command::ReverseTransaction { tx: tx.id });
+    assert!(reject_reason(&e).is_none(), "{e:?}");
+    let p = position(&d);
+    assert_eq!((p.qty(), p.cost_basis), (Qty(0), Amount(0)));
     d.engine.check_invariants().unwrap();
 }
 

@@ -98,6 +98,7 @@ fn command() -> impl Strategy<Value = Command> {
             asset,
             amount: Amount(amt),
             external_ref: r,
+            cost_price: Price(0),
         });
     let tx = (0u64..60).prop_map(TxId);
     let tx_cmd = (0u8..4, tx, 0u64..2_000_000_000).prop_map(|(k, tx, cutoff)| match k {

@@ -145,6 +145,7 @@ fn read_model_tracks_the_engine_exactly() {
                     asset: Asset::Shares(SymbolId(s)),
                     amount: Amount(5_000),
                     external_ref: ExternalRef::new(&format!("sh{i}-{s}")).unwrap(),
+                    cost_price: Price(0),
                 },
             );
         }
@@ -227,4 +228,56 @@ fn read_model_tracks_the_engine_exactly() {
     }
     check(&d.engine, &rm);
     assert!(d.engine.live_order_count() > 10);
+}
+
+/// The quantities of an order mean one thing through its life: `qty()` is filled + leaves +
+/// cancelled, a modify sets leaves (so it changes the size), and an order that leaves the
+/// book unfilled has leaves 0 and the rest in `cancelled`.
+#[test]
+fn order_quantities_after_fills_modifies_and_cancels() {
+    let mut d = Driver::krx_market(EngineConfig::small(), &[("005930", Market::Kospi, 71_000)]);
+    let mut rm = ReadModel::default();
+    let feed = |d: &mut Driver, rm: &mut ReadModel, c: Command| {
+        for e in d.apply(c) {
+            rm.apply(d.seq, d.ts, &e);
+        }
+    };
+    let alice = d.funded_account("alice", 10_000_000);
+    let bob = d.funded_account("bob", 10_000_000);
+    feed(
+        &mut d,
+        &mut rm,
+        cmd::limit(alice, 1, 1, Side::Buy, 71_000, 2),
+    );
+    let order = OrderId(1);
+    feed(
+        &mut d,
+        &mut rm,
+        Command::Adjust {
+            account: bob,
+            asset: Asset::Shares(SymbolId(1)),
+            amount: Amount(1),
+            external_ref: ExternalRef::new("one").unwrap(),
+            cost_price: Price(0),
+        },
+    );
+    feed(
+        &mut d,
+        &mut rm,
+        cmd::limit(bob, 1, 1, Side::Sell, 71_000, 1),
+    );
+    feed(&mut d, &mut rm, cmd::modify(alice, 2, order.0, 5, 71_000));
+    let view = |rm: &ReadModel| *rm.orders.get(order).expect("known");
+    let v = view(&rm);
+    assert_eq!(v.info.qty, Qty(2), "the size it was accepted with");
+    assert_eq!((v.filled, v.leaves, v.cancelled), (Qty(1), Qty(5), Qty(0)));
+    assert_eq!(v.qty(), Qty(6), "after a modify: the new total");
+    feed(&mut d, &mut rm, cmd::cancel(alice, 3, order.0));
+    let v = view(&rm);
+    assert_eq!(
+        v.state,
+        readmodel::OrderState::Cancelled(CancelReason::Requested)
+    );
+    assert_eq!((v.filled, v.leaves, v.cancelled), (Qty(1), Qty(0), Qty(5)));
+    assert_eq!(v.qty(), Qty(6), "a cancel does not change the size");
 }

@@ -189,14 +189,22 @@ fn money() -> impl Strategy<Value = Command> {
             amount: Amount(a),
             external_ref,
         }),
-        (account(), asset, amount(), text()).prop_map(|(account, asset, a, external_ref)| {
-            Command::Adjust {
-                account,
-                asset,
-                amount: Amount(a),
-                external_ref,
-            }
-        }),
+        (
+            account(),
+            asset,
+            amount(),
+            text(),
+            prop_oneof![Just(0i64), price()]
+        )
+            .prop_map(|(account, asset, a, external_ref, cost)| {
+                Command::Adjust {
+                    account,
+                    asset,
+                    amount: Amount(a),
+                    external_ref,
+                    cost_price: Price(cost),
+                }
+            }),
         tx().prop_map(|tx| Command::ConfirmTransaction { tx }),
         tx().prop_map(|tx| Command::FailTransaction { tx }),
         tx().prop_map(|tx| Command::ReverseTransaction { tx }),
@@ -293,12 +301,14 @@ fn extreme_cases() -> Vec<(Command, RejectReason)> {
         key += 1;
         cmd::limit(a, key, 1, Side::Buy, price, qty)
     };
-    let adjust = |amount: i64| Command::Adjust {
+    let transfer = |amount: i64, cost: i64| Command::Adjust {
         account: a,
         asset: Asset::Shares(SymbolId(1)),
         amount: Amount(amount),
         external_ref: ExternalRef::new("x").unwrap(),
+        cost_price: Price(cost),
     };
+    let adjust = |amount: i64| transfer(amount, 0);
     let quote = |bp: i64, bq: i64, ap: i64, aq: i64| cmd::quote(1, bp, bq, ap, aq);
     let register = |base: i64, tick: TickRule, lot: i64| {
         Command::RegisterSymbol(RegisterSymbol {
@@ -368,6 +378,14 @@ fn extreme_cases() -> Vec<(Command, RejectReason)> {
         ),
         (adjust(i64::MAX), RejectReason::InvalidAmount),
         (adjust(i64::MIN), RejectReason::InvalidAmount),
+        (transfer(10, i64::MAX), RejectReason::OutOfRange),
+        (transfer(10, i64::MIN), RejectReason::InvalidPrice),
+        (transfer(i64::MAX, 71_000), RejectReason::InvalidAmount),
+        (
+            transfer(limits::QTY_MAX + 1, 71_000),
+            RejectReason::OutOfRange,
+        ),
+        (transfer(-10, 71_000), RejectReason::InvalidPrice),
         (
             register(i64::MAX, TickRule::Krx, 1),
             RejectReason::OutOfRange,

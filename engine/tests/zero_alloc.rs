@@ -154,6 +154,7 @@ fn a_million_mixed_commands_allocate_nothing_after_warm_up() {
                 asset: Asset::Shares(SymbolId(s)),
                 amount: Amount(100_000_000),
                 external_ref: ExternalRef::new(&format!("seed{a}-{s}")).unwrap(),
+                cost_price: Price(0),
             });
         }
     }

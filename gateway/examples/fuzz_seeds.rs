@@ -21,6 +21,7 @@ fn main() -> std::io::Result<()> {
         std::fs::write(bodies.join(format!("type-{:02x}", m.msg_type)), &f[2..])?;
     }
     let login = Message::from(Login {
+        version: PROTOCOL_VERSION,
         account: AccountId(1),
         flags: FLAG_CANCEL_ON_DISCONNECT,
         last_seen_acct_seq: 3,

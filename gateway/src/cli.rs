@@ -6,7 +6,9 @@
 //! the file `kuku serve` wrote (`--secrets`, default `kuku-data/gateway-secrets.toml`).
 
 use crate::auth::{Credentials, decode_hex32, encode_hex};
-use crate::client::{AccountView, AdminClient, LoginOptions, OrderSpec, TradingClient};
+use crate::client::{
+    AccountView, AdminClient, LoginOptions, OrderSpec, ReferenceView, TradingClient,
+};
 use crate::protocol::*;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -76,7 +78,8 @@ pub enum ClientCmd {
     /// Set an order's open quantity and/or price.
     Modify {
         order_id: u64,
-        /// The new open quantity (default: unchanged).
+        /// The new open quantity, what may still fill (default: unchanged); the order's size
+        /// becomes what filled plus this.
         #[arg(long)]
         qty: Option<i64>,
         /// The new price (default: unchanged).
@@ -91,6 +94,12 @@ pub enum ClientCmd {
     Balance,
     /// Positions.
     Positions,
+    /// The trading day, phase, fees, and the listed symbols with their market, base price,
+    /// band, tick rule and lot size.
+    Symbols {
+        /// Only this symbol.
+        symbol: Option<String>,
+    },
     /// Stream the account's messages (executions, cancels, ...).
     Watch {
         /// Replay from after this per-account sequence number (default: live only).
@@ -154,8 +163,33 @@ pub enum AdminCmd {
     Confirm { tx: u64 },
     /// Fail a PENDING or UNKNOWN transaction.
     Fail { tx: u64 },
-    /// Reverse a POSTED deposit, withdrawal or adjustment.
+    /// Reverse a POSTED deposit, withdrawal, adjustment or transfer of shares.
     Reverse { tx: u64 },
+    /// Shares arrive from outside (e.g. another broker), carrying their cost basis.
+    TransferIn {
+        account: u32,
+        /// The symbol's code, e.g. 005930.
+        symbol: String,
+        /// Shares.
+        qty: i64,
+        /// What each share cost, in KRW (0: no cost); the position's cost basis grows by
+        /// price x qty.
+        #[arg(long)]
+        price: i64,
+        /// The transfer's reference, unique per account (default: a fresh one).
+        #[arg(long = "ref")]
+        external_ref: Option<String>,
+    },
+    /// Shares leave to outside (they take their average cost out of the cost basis).
+    TransferOut {
+        account: u32,
+        symbol: String,
+        qty: i64,
+        #[arg(long = "ref")]
+        external_ref: Option<String>,
+    },
+    /// The trading day, phase, fees, and the listed symbols.
+    Symbols { symbol: Option<String> },
     /// List a symbol.
     RegisterSymbol {
         code: String,
@@ -297,6 +331,10 @@ pub fn run_client(args: ClientArgs, out: &mut impl Write) -> anyhow::Result<()> 
         }
         ClientCmd::Balance => print_balance(&client.account()?, out)?,
         ClientCmd::Positions => print_positions(&client.account()?, out)?,
+        ClientCmd::Symbols { symbol } => {
+            let symbol = symbol.as_deref().map(code_arg).transpose()?;
+            print_reference(&client.reference(symbol)?, out)?;
+        }
         ClientCmd::Watch { seconds, count, .. } => watch(&mut client, seconds, count, out)?,
     }
     Ok(())
@@ -371,6 +409,19 @@ fn print_balance(v: &AccountView, out: &mut impl Write) -> anyhow::Result<()> {
         krw(s.available.0),
         s.acct_seq
     )?;
+    Ok(())
+}
+
+fn print_reference(v: &ReferenceView, out: &mut impl Write) -> anyhow::Result<()> {
+    if let Some(m) = &v.market {
+        writeln!(out, "{}", describe(&(*m).into()))?;
+    }
+    for s in &v.symbols {
+        writeln!(out, "{}", describe(&(*s).into()))?;
+    }
+    if v.code != 0 {
+        bail!("{}", describe_code(v.code));
+    }
     Ok(())
 }
 
@@ -508,7 +559,7 @@ pub fn describe(m: &Message) -> String {
             describe_code(c.reason)
         ),
         Message::OrderReport(r) => format!(
-            "order {} (client id {}): {} {} {:?}/{:?} @ {} KRW, qty {}, filled {}, leaves {}, {:?}",
+            "order {} (client id {}): {} {} {:?}/{:?} @ {} KRW, qty {}, filled {}, leaves {}, cancelled {}, {:?}",
             r.order_id,
             r.client_order_id,
             side(r.side),
@@ -519,8 +570,46 @@ pub fn describe(m: &Message) -> String {
             krw(r.qty.0),
             krw(r.filled.0),
             krw(r.leaves.0),
+            krw(r.cancelled.0),
             r.state
         ),
+        Message::MarketReport(m) => format!(
+            "trading day {}, {:?}; commission {} ppm; sell taxes KOSPI {} + {} ppm, KOSDAQ {} + {} ppm, other {} + {} ppm",
+            m.trading_day,
+            m.phase,
+            m.commission_ppm,
+            m.kospi_securities_transaction_ppm,
+            m.kospi_rural_special_ppm,
+            m.kosdaq_securities_transaction_ppm,
+            m.kosdaq_rural_special_ppm,
+            m.other_securities_transaction_ppm,
+            m.other_rural_special_ppm
+        ),
+        Message::SymbolReport(s) => {
+            let tick = match s.tick_rule.kind {
+                TickKind::Krx => "KRX ticks".to_owned(),
+                TickKind::Fixed => format!("tick {}", krw(s.tick_rule.tick)),
+            };
+            let band = if s.banded {
+                format!("band {}..{}", krw(s.lower_limit.0), krw(s.upper_limit.0))
+            } else {
+                "no band".to_owned()
+            };
+            let last = if s.last_price.0 == 0 {
+                "no trade yet".to_owned()
+            } else {
+                format!("last {}", krw(s.last_price.0))
+            };
+            format!(
+                "{} {:?} ({:?}, id {}): base {} KRW, {band}, {tick}, lot {}, {last}",
+                symbol(&s.code),
+                s.name.as_str(),
+                s.market,
+                s.symbol_id,
+                krw(s.base_price.0),
+                krw(s.lot_size.0)
+            )
+        }
         Message::PositionReport(p) => format!(
             "{}: {} shares ({} held), cost {} KRW, realized {} KRW",
             symbol(&p.symbol),
@@ -568,6 +657,40 @@ pub fn run_admin(args: AdminArgs, out: &mut impl Write) -> anyhow::Result<()> {
         AdminCmd::Confirm { tx } => admin.confirm(TxId(tx))?,
         AdminCmd::Fail { tx } => admin.fail(TxId(tx))?,
         AdminCmd::Reverse { tx } => admin.reverse(TxId(tx))?,
+        AdminCmd::TransferIn {
+            account,
+            symbol,
+            qty,
+            price,
+            external_ref,
+        } => {
+            let r = external_ref.unwrap_or_else(fresh_ref);
+            admin.transfer_in(
+                AccountId(account),
+                code_arg(&symbol)?,
+                Qty(qty),
+                Price(price),
+                text::<32>(&r, "ref")?,
+            )?
+        }
+        AdminCmd::TransferOut {
+            account,
+            symbol,
+            qty,
+            external_ref,
+        } => {
+            let r = external_ref.unwrap_or_else(fresh_ref);
+            admin.transfer_out(
+                AccountId(account),
+                code_arg(&symbol)?,
+                Qty(qty),
+                text::<32>(&r, "ref")?,
+            )?
+        }
+        AdminCmd::Symbols { symbol } => {
+            let symbol = symbol.as_deref().map(code_arg).transpose()?;
+            return print_reference(&admin.reference(symbol)?, out);
+        }
         AdminCmd::RegisterSymbol {
             code,
             name,
@@ -644,6 +767,8 @@ pub fn describe_admin(r: &AdminResult) -> String {
         RegisterSymbol::TYPE => "register-symbol",
         SetFeeSchedule::TYPE => "set-fees",
         IssueToken::TYPE => "issue-token",
+        TransferIn::TYPE => "transfer-in",
+        TransferOut::TYPE => "transfer-out",
         _ => "request",
     };
     if r.code != 0 {

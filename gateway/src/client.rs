@@ -353,6 +353,7 @@ impl TradingClient {
             flags |= FLAG_NO_REPLAY;
         }
         conn.send(Login {
+            version: PROTOCOL_VERSION,
             account,
             flags,
             last_seen_acct_seq: options.last_seen_acct_seq,
@@ -559,6 +560,13 @@ impl TradingClient {
         }
     }
 
+    /// The reference data: trading day, phase, fees, and the listed symbols (or one).
+    pub fn reference(&mut self, symbol: Option<Code>) -> Result<ReferenceView, GatewayError> {
+        let request_id = self.next_key().0;
+        self.send(ReferenceQuery { request_id, symbol })?;
+        collect_reference(request_id, |pick| self.wait_for(pick))
+    }
+
     /// Balances, holds and positions of the session's account.
     pub fn account(&mut self) -> Result<AccountView, GatewayError> {
         let request_id = self.next_key().0;
@@ -637,6 +645,44 @@ fn collect_account(
     }
 }
 
+/// A ReferenceQuery's answer.
+#[derive(Clone, Debug)]
+pub struct ReferenceView {
+    /// `None` when the query was refused (an unknown symbol: see `code`).
+    pub market: Option<MarketReport>,
+    pub symbols: Vec<SymbolReport>,
+    /// QueryDone's code (0: complete).
+    pub code: u16,
+}
+
+fn collect_reference(
+    request_id: u64,
+    mut wait: impl FnMut(Pick<'_, Message>) -> Result<Message, GatewayError>,
+) -> Result<ReferenceView, GatewayError> {
+    let mut view = ReferenceView {
+        market: None,
+        symbols: Vec::new(),
+        code: 0,
+    };
+    loop {
+        let m = wait(Box::new(move |m: &Message| match m {
+            Message::MarketReport(r) if r.request_id == request_id => Some(*m),
+            Message::SymbolReport(r) if r.request_id == request_id => Some(*m),
+            Message::QueryDone(d) if d.request_id == request_id => Some(*m),
+            _ => None,
+        }))?;
+        match m {
+            Message::MarketReport(r) => view.market = Some(r),
+            Message::SymbolReport(r) => view.symbols.push(r),
+            Message::QueryDone(d) => {
+                view.code = d.code;
+                return Ok(view);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// An admin session.
 pub struct AdminClient {
     conn: Connection,
@@ -667,6 +713,7 @@ impl AdminClient {
     ) -> Result<AdminClient, GatewayError> {
         let mut conn = Connection::connect(addr)?;
         conn.send(Login {
+            version: PROTOCOL_VERSION,
             account: AccountId(0),
             flags: 0,
             last_seen_acct_seq: 0,
@@ -784,7 +831,7 @@ impl AdminClient {
                 code,
                 name,
                 market,
-                tick_rule,
+                tick_rule: tick_rule.into(),
                 base_price,
                 banded,
                 lot_size,
@@ -809,6 +856,65 @@ impl AdminClient {
                 other_rural_special_ppm: schedule.other.rural_special_ppm,
             }
             .into()
+        })
+    }
+
+    /// Shares of `symbol` arrive in `account` from outside, at a cost of `price` each.
+    pub fn transfer_in(
+        &mut self,
+        account: AccountId,
+        symbol: Code,
+        qty: Qty,
+        price: Price,
+        external_ref: ExternalRef,
+    ) -> Result<AdminResult, GatewayError> {
+        self.result(|request_id| {
+            TransferIn {
+                request_id,
+                account,
+                symbol,
+                qty,
+                price,
+                external_ref,
+            }
+            .into()
+        })
+    }
+
+    /// Shares of `symbol` leave `account` to outside (at their average cost).
+    pub fn transfer_out(
+        &mut self,
+        account: AccountId,
+        symbol: Code,
+        qty: Qty,
+        external_ref: ExternalRef,
+    ) -> Result<AdminResult, GatewayError> {
+        self.result(|request_id| {
+            TransferOut {
+                request_id,
+                account,
+                symbol,
+                qty,
+                external_ref,
+            }
+            .into()
+        })
+    }
+
+    /// The reference data (any session may ask).
+    pub fn reference(&mut self, symbol: Option<Code>) -> Result<ReferenceView, GatewayError> {
+        let request_id = self.next_id();
+        self.conn.send(ReferenceQuery { request_id, symbol })?;
+        let conn = &mut self.conn;
+        collect_reference(request_id, |mut pick| {
+            let deadline = Instant::now() + REPLY_TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let m = conn.recv(left)?;
+                if let Some(m) = pick(&m) {
+                    return Ok(m);
+                }
+            }
         })
     }
 

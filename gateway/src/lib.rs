@@ -1,7 +1,8 @@
 //! kuku-gateway: Kuku's front door. The binary order-entry and admin protocol
-//! ([`protocol`], specified in docs/protocol.md), the mio TCP server that speaks it
-//! ([`server`]), the Rust client library ([`client`]) and the `kuku client` / `kuku admin`
-//! command lines ([`cli`]).
+//! ([`protocol`], specified in docs/protocol.md), the translation layer every door shares
+//! between protocol requests and engine commands, events and codes ([`translate`], ADR-016),
+//! the mio TCP server that speaks the protocol ([`server`]), the Rust client library
+//! ([`client`]) and the `kuku client` / `kuku admin` command lines ([`cli`]).
 //!
 //! The gateway never touches the engine: it submits commands through a [`server::NodeLink`]
 //! (the node's input ring), reads their events from the node's output ring, and answers
@@ -18,7 +19,7 @@ pub mod client;
 pub mod error;
 pub mod history;
 pub mod protocol;
-pub mod ratelimit;
 pub mod server;
+pub mod translate;
 
 pub use error::GatewayError;

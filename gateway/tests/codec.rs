@@ -1,10 +1,11 @@
 //! The codec: every message round-trips through its frame (property tests over every
 //! field's domain), decoding is total and canonical on arbitrary bytes, split frames
-//! reassemble, and docs/protocol.md carries exactly the layouts the code defines.
+//! reassemble, and docs/protocol.md carries exactly the layouts, codes and hex examples the
+//! code defines (server/tests/conformance.rs checks the same document against a live node).
 
 use kuku_engine::{
-    AccountId, Amount, ClientOrderId, InlineStr, Market, OrderId, OrderType, Price, Qty,
-    RejectReason, Side, TickRule, TimeInForce, TradeId, TxId, TxStatus, TxType,
+    AccountId, Amount, ClientOrderId, InlineStr, Market, MarketPhase, OrderId, OrderType, Price,
+    Qty, RejectReason, Side, TimeInForce, TradeId, TxId, TxStatus, TxType,
 };
 use kuku_gateway::protocol::*;
 use proptest::prelude::*;
@@ -50,6 +51,7 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (any::<u32>(), any::<u8>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(a, f, s, t)| {
             Message::from(Login {
+                version: (a % 4) as u16,
                 account: AccountId(a),
                 flags: f,
                 last_seen_acct_seq: s,
@@ -164,10 +166,13 @@ fn message() -> impl Strategy<Value = Message> {
                     code,
                     name,
                     market: Market::Kosdaq,
-                    tick_rule: if tick % 2 == 0 {
-                        TickRule::Krx
-                    } else {
-                        TickRule::Fixed(tick)
+                    tick_rule: WireTickRule {
+                        kind: if tick % 2 == 0 {
+                            TickKind::Krx
+                        } else {
+                            TickKind::Fixed
+                        },
+                        tick: tick / 3,
                     },
                     base_price: Price(p),
                     banded,
@@ -204,6 +209,110 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         Just(Message::from(Heartbeat {})),
         any::<u16>().prop_map(|code| Logout { code }.into()),
+        version_2_message(),
+    ]
+}
+
+/// The messages protocol version 2 added or changed.
+fn version_2_message() -> impl Strategy<Value = Message> {
+    let ids = (any::<u64>(), any::<u64>(), any::<i64>(), any::<i64>());
+    let state = prop_oneof![
+        Just(WireOrderState::New),
+        Just(WireOrderState::PartiallyFilled),
+        Just(WireOrderState::Filled),
+        Just(WireOrderState::Cancelled),
+        Just(WireOrderState::Expired)
+    ];
+    let phase = prop_oneof![
+        Just(MarketPhase::Closed),
+        Just(MarketPhase::PreOpen),
+        Just(MarketPhase::Continuous),
+        Just(MarketPhase::ClosingCall),
+        Just(MarketPhase::AfterHours)
+    ];
+    prop_oneof![
+        (ids, opt_code(), side(), state).prop_map(|((r, o, p, q), symbol, side, state)| {
+            OrderReport {
+                request_id: r,
+                order_id: OrderId(o),
+                client_order_id: ClientOrderId(r ^ o),
+                symbol,
+                side,
+                order_type: OrderType::Limit,
+                tif: TimeInForce::Ioc,
+                state,
+                price: Price(p),
+                qty: Qty(q),
+                leaves: Qty(q / 3),
+                filled: Qty(q / 5),
+                cancelled: Qty(q / 7),
+            }
+            .into()
+        }),
+        (any::<u64>(), opt_code())
+            .prop_map(|(request_id, symbol)| { ReferenceQuery { request_id, symbol }.into() }),
+        (ids, any::<u32>(), phase).prop_map(|((r, _, p, q), day, phase)| {
+            MarketReport {
+                request_id: r,
+                trading_day: day,
+                phase,
+                commission_ppm: p,
+                kospi_securities_transaction_ppm: q,
+                kospi_rural_special_ppm: p / 2,
+                kosdaq_securities_transaction_ppm: q / 2,
+                kosdaq_rural_special_ppm: p / 3,
+                other_securities_transaction_ppm: q / 3,
+                other_rural_special_ppm: -p,
+            }
+            .into()
+        }),
+        (ids, opt_code(), text::<48>(), any::<bool>(), any::<u32>()).prop_map(
+            |((r, _, p, q), code, name, banded, id)| {
+                SymbolReport {
+                    request_id: r,
+                    symbol_id: id,
+                    code,
+                    name,
+                    market: Market::Other,
+                    tick_rule: WireTickRule {
+                        kind: if banded {
+                            TickKind::Krx
+                        } else {
+                            TickKind::Fixed
+                        },
+                        tick: q,
+                    },
+                    base_price: Price(p),
+                    banded,
+                    lower_limit: Price(p / 2),
+                    upper_limit: Price(q / 2),
+                    lot_size: Qty(1),
+                    last_price: Price(q),
+                }
+                .into()
+            }
+        ),
+        (ids, code(), text::<32>()).prop_map(|((r, a, p, q), symbol, external_ref)| {
+            TransferIn {
+                request_id: r,
+                account: AccountId(a as u32),
+                symbol,
+                qty: Qty(q),
+                price: Price(p),
+                external_ref,
+            }
+            .into()
+        }),
+        (ids, code(), text::<32>()).prop_map(|((r, a, _, q), symbol, external_ref)| {
+            TransferOut {
+                request_id: r,
+                account: AccountId(a as u32),
+                symbol,
+                qty: Qty(q),
+                external_ref,
+            }
+            .into()
+        }),
     ]
 }
 
@@ -272,13 +381,14 @@ proptest! {
 #[test]
 fn golden_bytes_pin_the_login_and_new_order_layouts() {
     let login = Message::from(Login {
+        version: 2,
         account: AccountId(1),
         flags: FLAG_CANCEL_ON_DISCONNECT,
         last_seen_acct_seq: 5,
         token: [0xab; 32],
     });
     let mut expected = vec![
-        0x2e, 0x00, 0x01, 0x01, 0, 0, 0, 0x01, 5, 0, 0, 0, 0, 0, 0, 0,
+        0x30, 0x00, 0x01, 0x02, 0x00, 0x01, 0, 0, 0, 0x01, 5, 0, 0, 0, 0, 0, 0, 0,
     ];
     expected.extend_from_slice(&[0xab; 32]);
     assert_eq!(login.to_frame(), expected);
@@ -322,6 +432,76 @@ fn frames_are_refused_as_soon_as_the_header_shows_them_bad() {
         split_frame(&[5, 0, Heartbeat::TYPE], max),
         Err(FrameError::Decode(DecodeError::BadLength { .. }))
     ));
+}
+
+#[test]
+fn protocol_md_hex_examples_are_what_the_codec_encodes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+    let doc = std::fs::read_to_string(path)
+        .expect("docs/protocol.md exists")
+        .replace("\r\n", "\n");
+    let dumps = doc::parse_hex_dumps(&doc);
+    let examples = doc::examples();
+    assert_eq!(
+        dumps.len(),
+        examples.len(),
+        "the document's hex examples are not the generated ones (regenerate them with \
+         `cargo run -p kuku-gateway --example protocol_tables`)"
+    );
+    for ((title, bytes), (want_title, message)) in dumps.iter().zip(&examples) {
+        assert_eq!(title, want_title);
+        assert_eq!(bytes, &message.to_frame(), "{title}");
+        let (decoded, used) = split_frame(bytes, u16::MAX as usize)
+            .expect("a valid frame")
+            .expect("whole");
+        assert_eq!((decoded, used), (*message, bytes.len()), "{title}");
+        // The document's own tables read it too.
+        let layouts = doc::parse_layouts(&doc);
+        let (m, _) = doc::decode_by_doc(&layouts, bytes).expect("the tables describe it");
+        assert_eq!(m.name, message.name());
+    }
+}
+
+#[test]
+fn tick_rules_decode_any_tick_and_reject_only_unknown_kinds() {
+    let register = |kind: u8, tick: i64| {
+        let m = Message::from(RegisterSymbol {
+            request_id: 1,
+            code: Code::new("NEW1").unwrap(),
+            name: InlineStr::new("new").unwrap(),
+            market: Market::Kospi,
+            tick_rule: WireTickRule {
+                kind: TickKind::Krx,
+                tick: 0,
+            },
+            base_price: Price(1_000),
+            banded: true,
+            lot_size: Qty(1),
+        });
+        let mut frame = m.to_frame();
+        // tick_rule at offset 66: kind u8, tick i64.
+        frame[66] = kind;
+        frame[67..75].copy_from_slice(&tick.to_le_bytes());
+        split_frame(&frame, u16::MAX as usize).map(|r| r.map(|(m, _)| m))
+    };
+    for (kind, tick) in [(1u8, 5i64), (2, 0), (2, -3), (2, i64::MAX)] {
+        match register(kind, tick) {
+            Ok(Some(Message::RegisterSymbol(r))) => assert_eq!(r.tick_rule.tick, tick),
+            other => panic!("{kind} {tick}: {other:?}"),
+        }
+    }
+    for kind in [0u8, 3, 255] {
+        assert!(
+            matches!(
+                register(kind, 0),
+                Err(FrameError::Decode(DecodeError::InvalidField {
+                    field: "tick_rule",
+                    ..
+                }))
+            ),
+            "kind {kind}"
+        );
+    }
 }
 
 #[test]

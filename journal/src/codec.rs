@@ -17,6 +17,7 @@
 //!   7  Deposit              account u32, amount i64, external_ref str32
 //!   8  Withdraw             account u32, amount i64, external_ref str32
 //!   9  Adjust               account u32, asset (u8 0 KRW | 1 shares + symbol u32), amount i64, external_ref str32
+//!                           (cost_price 0)
 //!  10  ConfirmTransaction   tx u64
 //!  11  FailTransaction      tx u64
 //!  12  ReverseTransaction   tx u64
@@ -28,6 +29,8 @@
 //!  17  ModifyOrder          account u32, request_id u64, order_id u64, new_qty i64, new_price i64
 //!  18  QuoteUpdate          symbol u32, bid_price i64, bid_qty i64, ask_price i64, ask_qty i64
 //!  19  TakeSnapshot         (nothing)
+//!  20  Adjust at a cost     the fields of tag 9, then cost_price i64 (never 0: a cost price of
+//!                           0 is written as tag 9, so every command has one encoding)
 //! strN = len u8 (<= N) + len bytes of UTF-8; enums are u8 in declaration order
 //! (side: 0 buy, 1 sell; order_type: 0 limit, 1 market; tif: 0 day, 1 ioc, 2 fok;
 //! market: 0 KOSPI, 1 KOSDAQ, 2 other; phase: 0 closed, 1 pre-open, 2 continuous,
@@ -95,13 +98,16 @@ pub mod tag {
     pub const MODIFY_ORDER: u8 = 17;
     pub const QUOTE_UPDATE: u8 = 18;
     pub const TAKE_SNAPSHOT: u8 = 19;
+    /// An `Adjust` whose `cost_price` is not 0 (a share transfer in at a cost).
+    pub const ADJUST_AT_COST: u8 = 20;
 }
 
 /// Encoded size of a `PlaceOrder`, the dominant command.
 pub const PLACE_ORDER_ENCODED_BYTES: usize = 36;
 
 /// The version byte in front of every snapshot payload.
-pub const SNAPSHOT_CODEC_VERSION: u8 = 1;
+/// 2: an external transaction carries the cost price of shares transferred in.
+pub const SNAPSHOT_CODEC_VERSION: u8 = 2;
 
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,13 +186,15 @@ pub fn encoded_len(command: &Command) -> usize {
         Command::Adjust {
             asset,
             external_ref,
+            cost_price,
             ..
         } => {
             let asset = match asset {
                 Asset::Krw => 1,
                 Asset::Shares(_) => 1 + 4,
             };
-            4 + asset + 8 + str_len(external_ref)
+            let cost = if cost_price.0 == 0 { 0 } else { 8 };
+            4 + asset + 8 + str_len(external_ref) + cost
         }
         Command::ConfirmTransaction { .. }
         | Command::FailTransaction { .. }
@@ -312,8 +320,14 @@ fn encode_exact(command: &Command, buf: &mut [u8]) -> usize {
             asset,
             amount,
             external_ref,
+            cost_price,
         } => {
-            w.u8(tag::ADJUST);
+            let at_cost = cost_price.0 != 0;
+            w.u8(if at_cost {
+                tag::ADJUST_AT_COST
+            } else {
+                tag::ADJUST
+            });
             w.u32(account.0);
             match asset {
                 Asset::Krw => w.u8(0),
@@ -324,6 +338,9 @@ fn encode_exact(command: &Command, buf: &mut [u8]) -> usize {
             }
             w.i64(amount.0);
             w.str(external_ref);
+            if at_cost {
+                w.i64(cost_price.0);
+            }
         }
         Command::ConfirmTransaction { tx } => w.tag_u64(tag::CONFIRM_TRANSACTION, tx.0),
         Command::FailTransaction { tx } => w.tag_u64(tag::FAIL_TRANSACTION, tx.0),
@@ -624,16 +641,38 @@ fn decode_admin(r: &mut Reader<'_>, tag: u8) -> Result<Command, CodecError> {
             amount: Amount(r.i64("amount")?),
             external_ref: r.str("external_ref")?,
         },
-        tag::ADJUST => Command::Adjust {
-            account: AccountId(r.u32("account")?),
-            asset: match r.u8("asset")? {
+        tag::ADJUST | tag::ADJUST_AT_COST => {
+            let account = AccountId(r.u32("account")?);
+            let asset = match r.u8("asset")? {
                 0 => Asset::Krw,
                 1 => Asset::Shares(SymbolId(r.u32("asset symbol")?)),
                 v => return Err(r.invalid("asset", v)),
-            },
-            amount: Amount(r.i64("amount")?),
-            external_ref: r.str("external_ref")?,
-        },
+            };
+            let amount = Amount(r.i64("amount")?);
+            let external_ref = r.str("external_ref")?;
+            let cost_price = if tag == tag::ADJUST_AT_COST {
+                match r.i64("cost_price")? {
+                    // Written as tag 9: a second encoding of the same command.
+                    0 => {
+                        return Err(CodecError::InvalidValue {
+                            field: "cost_price",
+                            offset: r.at - 8,
+                            value: 0,
+                        });
+                    }
+                    p => Price(p),
+                }
+            } else {
+                Price(0)
+            };
+            Command::Adjust {
+                account,
+                asset,
+                amount,
+                external_ref,
+                cost_price,
+            }
+        }
         tag::CONFIRM_TRANSACTION => Command::ConfirmTransaction {
             tx: TxId(r.u64("tx")?),
         },

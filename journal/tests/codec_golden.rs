@@ -179,6 +179,7 @@ fn golden_money_commands() {
             asset: Asset::Shares(SymbolId(2)),
             amount: Amount(-3),
             external_ref: ExternalRef::new("fix").unwrap(),
+            cost_price: kuku_engine::Price(0),
         },
         "09 04000000 01 02000000 fdffffffffffffff 03 666978",
     );
@@ -188,8 +189,20 @@ fn golden_money_commands() {
             asset: Asset::Krw,
             amount: Amount(1),
             external_ref: ExternalRef::new("").unwrap(),
+            cost_price: kuku_engine::Price(0),
         },
         "09 04000000 00 0100000000000000 00",
+    );
+    // A transfer in at a cost: tag 20, the fields of tag 9, then the cost price 50,000.
+    golden(
+        Command::Adjust {
+            account: AccountId(4),
+            asset: Asset::Shares(SymbolId(2)),
+            amount: Amount(10),
+            external_ref: ExternalRef::new("in").unwrap(),
+            cost_price: kuku_engine::Price(50_000),
+        },
+        "14 04000000 01 02000000 0a00000000000000 02 696e 50c3000000000000",
     );
     golden(
         Command::ConfirmTransaction { tx: TxId(1) },
@@ -228,6 +241,15 @@ fn corrupt_payloads_are_errors() {
             field: "side",
             offset: 17,
             value: 2
+        })
+    ));
+    // A cost price of 0 under tag 20 would be a second encoding of a tag-9 adjustment.
+    assert!(matches!(
+        decode_command(&hex("14 04000000 00 0100000000000000 00 0000000000000000")),
+        Err(CodecError::InvalidValue {
+            field: "cost_price",
+            offset: 15,
+            value: 0
         })
     ));
     let mut trailing = encode_command_to_vec(&Command::TakeSnapshot);
@@ -324,14 +346,22 @@ fn any_command() -> impl Strategy<Value = Command> {
                     .map(|(s, p)| (SymbolId(s), Price(p)))
                     .collect(),
             }),
-        (any::<u32>(), extreme, s32.clone(), any::<Option<u32>>()).prop_map(|(a, amount, r, s)| {
-            Command::Adjust {
-                account: AccountId(a),
-                asset: s.map_or(Asset::Krw, |s| Asset::Shares(SymbolId(s))),
-                amount: Amount(amount),
-                external_ref: r,
-            }
-        }),
+        (
+            any::<u32>(),
+            extreme.clone(),
+            s32.clone(),
+            any::<Option<u32>>(),
+            extreme
+        )
+            .prop_map(|(a, amount, r, s, cost)| {
+                Command::Adjust {
+                    account: AccountId(a),
+                    asset: s.map_or(Asset::Krw, |s| Asset::Shares(SymbolId(s))),
+                    amount: Amount(amount),
+                    external_ref: r,
+                    cost_price: Price(cost),
+                }
+            }),
         s32.prop_map(|owner| Command::OpenAccount { owner }),
         any::<u64>().prop_map(|cutoff_ts| Command::ExpireStaleExternal { cutoff_ts }),
         Just(Command::TakeSnapshot),

@@ -354,6 +354,7 @@ impl BatchBuilder {
             qty: order.qty.0,
             leaves: order.qty.0,
             filled: 0,
+            cancelled: 0,
             status: "NEW",
             is_open: true,
             cancel_reason: None,
@@ -389,8 +390,9 @@ impl BatchBuilder {
             self.unknown_orders += 1;
             return;
         };
-        // `qty` stays the size the order had (filled + leaves before it closed): a cancelled
-        // order's history shows what was asked, what filled, and that the rest was cancelled.
+        // `qty` stays the size the order had: what was asked, what filled, and (for a cancel
+        // or an expiry) what left the book unfilled, in `cancelled` (a fill's leaves are 0).
+        row.cancelled += row.leaves;
         row.leaves = 0;
         row.status = status;
         row.is_open = false;

@@ -156,27 +156,48 @@ impl Database {
     }
 }
 
-/// The migrations of one dialect, embedded in the binary.
+/// The migrations of one dialect, embedded in the binary, oldest first.
 pub fn migrator(backend: Backend) -> Migrator {
-    let (version, description, sql) = match backend {
-        Backend::MySql => (
-            1,
-            "query store",
-            include_str!("../migrations/mysql/0001_query_store.sql"),
-        ),
-        Backend::Sqlite => (
-            1,
-            "query store",
-            include_str!("../migrations/sqlite/0001_query_store.sql"),
-        ),
+    let steps: [(i64, &'static str, &'static str); 2] = match backend {
+        Backend::MySql => [
+            (
+                1,
+                "query store",
+                include_str!("../migrations/mysql/0001_query_store.sql"),
+            ),
+            (
+                2,
+                "order cancelled quantity",
+                include_str!("../migrations/mysql/0002_order_cancelled.sql"),
+            ),
+        ],
+        Backend::Sqlite => [
+            (
+                1,
+                "query store",
+                include_str!("../migrations/sqlite/0001_query_store.sql"),
+            ),
+            (
+                2,
+                "order cancelled quantity",
+                include_str!("../migrations/sqlite/0002_order_cancelled.sql"),
+            ),
+        ],
     };
-    Migrator::with_migrations(vec![Migration::new(
-        version,
-        Cow::Borrowed(description),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        steps
+            .into_iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Runs a future to completion on a fresh current-thread runtime (tools and tests that are not

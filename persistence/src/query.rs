@@ -58,9 +58,12 @@ pub struct OrderView {
     pub order_type: String,
     pub tif: String,
     pub price: i64,
+    /// The order's size: filled + leaves + cancelled.
     pub qty: i64,
     pub leaves: i64,
     pub filled: i64,
+    /// What left the book unfilled (a cancel or an expiry).
+    pub cancelled: i64,
     pub status: String,
     pub cancel_reason: Option<String>,
     pub accepted_seq: u64,
@@ -123,7 +126,8 @@ pub type LedgerKey = (String, u32, u32);
 const TX_COLUMNS: &str = "tx_id, tx_type, status, account_id, asset_symbol_id, amount, \
     external_ref, trade_id, reverses_tx_id, reversed_by_tx_id, created_seq, created_ts_ns";
 const ORDER_COLUMNS: &str = "order_id, account_id, client_order_id, symbol_id, side, \
-    order_type, tif, price, qty, leaves, filled, status, cancel_reason, accepted_seq, updated_seq";
+    order_type, tif, price, qty, leaves, filled, cancelled, status, cancel_reason, accepted_seq, \
+    updated_seq";
 const TRADE_COLUMNS: &str = "trade_id, seq, ts_ns, symbol_id, price, qty, taker_side, \
     maker_order_id, maker_account_id, taker_order_id, taker_account_id, buyer_commission, \
     seller_commission, securities_tax, rural_tax, tx_id";
@@ -186,6 +190,7 @@ fn order_view(row: &AnyRow) -> Result<OrderView, PersistenceError> {
         qty: int(row, "qty")?,
         leaves: int(row, "leaves")?,
         filled: int(row, "filled")?,
+        cancelled: int(row, "cancelled")?,
         status: text(row, "status")?,
         cancel_reason: opt_text(row, "cancel_reason")?,
         accepted_seq: uint(row, "accepted_seq")?,
@@ -507,6 +512,17 @@ impl Database {
             .map_err(decode("reading accounts"))?;
         rows.iter()
             .map(|r| Ok((uint(r, "account_id")?, text(r, "owner")?)))
+            .collect()
+    }
+
+    /// Every symbol's code, by symbol id (`kuku history` names assets with them).
+    pub async fn symbol_codes(&self) -> Result<BTreeMap<u32, String>, PersistenceError> {
+        let rows = sqlx::query("SELECT symbol_id, code FROM symbols")
+            .fetch_all(self.pool())
+            .await
+            .map_err(decode("reading symbols"))?;
+        rows.iter()
+            .map(|r| Ok((uint(r, "symbol_id")?, text(r, "code")?)))
             .collect()
     }
 

@@ -275,11 +275,14 @@ pub struct OrderRow {
     pub tif: &'static str,
     /// The current limit price (0 for MARKET).
     pub price: i64,
-    /// The order's size: filled + leaves (a modify changes it; closing it does not, so a
-    /// cancelled or expired order keeps the size it had).
+    /// The order's size: filled + leaves + cancelled (a modify changes it; closing it does
+    /// not, so a cancelled or expired order keeps the size it had).
     pub qty: i64,
+    /// Open quantity (0 once the order is closed).
     pub leaves: i64,
     pub filled: i64,
+    /// What left the book unfilled when the order was cancelled or expired (else 0).
+    pub cancelled: i64,
     pub status: &'static str,
     pub is_open: bool,
     pub cancel_reason: Option<&'static str>,
@@ -302,6 +305,7 @@ impl TableRow for OrderRow {
         "qty",
         "leaves",
         "filled",
+        "cancelled",
         "status",
         "is_open",
         "cancel_reason",
@@ -316,6 +320,7 @@ impl TableRow for OrderRow {
             "qty",
             "leaves",
             "filled",
+            "cancelled",
             "status",
             "is_open",
             "cancel_reason",
@@ -334,6 +339,7 @@ impl TableRow for OrderRow {
             .bind(self.qty)
             .bind(self.leaves)
             .bind(self.filled)
+            .bind(self.cancelled)
             .bind(self.status)
             .bind(i64::from(self.is_open))
             .bind(self.cancel_reason)

@@ -249,6 +249,7 @@ fn order_row(row: &sqlx::any::AnyRow) -> Result<OrderRow, PersistenceError> {
             qty: int("qty")?,
             leaves: int("leaves")?,
             filled: int("filled")?,
+            cancelled: 0,
             status: "",
             is_open: true,
             cancel_reason: None,

@@ -407,6 +407,7 @@ pub mod flow {
                     asset: Asset::Shares(SymbolId(sym)),
                     amount: Amount(1 + self.pick(20) as i64),
                     external_ref: self.external_ref("adj"),
+                    cost_price: kuku_engine::Price(0),
                 },
                 990..=992 => Command::CancelAll {
                     account,
@@ -457,6 +458,7 @@ pub mod flow {
                         asset: Asset::Shares(SymbolId(s + 1)),
                         amount: Amount(100_000),
                         external_ref,
+                        cost_price: kuku_engine::Price(0),
                     });
                 }
             }

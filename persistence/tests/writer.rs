@@ -41,6 +41,7 @@ on_both_databases!(
     heavy_a_crash_right_after_a_commit_writes_nothing_twice,
     the_database_refuses_a_second_transaction_with_the_same_external_reference,
     reconcile_reports_a_tampered_balance_and_a_lost_order,
+    a_store_of_the_first_schema_gains_each_orders_cancelled_quantity,
 );
 
 fn writer_config(db: &DatabaseUrl, journal: &Path, flow: &Flow) -> WriterConfig {
@@ -312,6 +313,60 @@ fn the_database_refuses_a_second_transaction_with_the_same_external_reference(
             e.as_database_error()
                 .is_some_and(|d| d.is_unique_violation()),
             "{e}"
+        );
+        db.close().await;
+    });
+}
+
+/// A store written before orders had a `cancelled` column: the migration derives it from the
+/// rows (a closed order's size minus what filled), so history reads the same either way.
+fn a_store_of_the_first_schema_gains_each_orders_cancelled_quantity(test_db: TestDatabase) {
+    block_on(async {
+        let options = ConnectOptions {
+            migrate: false,
+            ..ConnectOptions::default()
+        };
+        let db = Database::connect(test_db.url(), &options).await.unwrap();
+        let all = kuku_persistence::db::migrator(db.backend());
+        let first =
+            sqlx::migrate::Migrator::with_migrations(vec![all.iter().next().unwrap().clone()]);
+        first.run(db.pool()).await.unwrap();
+        let insert = "INSERT INTO orders (order_id, account_id, client_order_id, symbol_id, \
+            side, order_type, tif, price, qty, leaves, filled, status, is_open, cancel_reason, \
+            accepted_seq, accepted_ts_ns, updated_seq) \
+            VALUES (?, 1, ?, 1, 'BUY', 'LIMIT', 'DAY', 100, ?, ?, ?, ?, ?, NULL, 1, 1, 2)";
+        for (id, qty, leaves, filled, status, open) in [
+            (1i64, 10i64, 0i64, 3i64, "CANCELLED", 0i64),
+            (2, 5, 0, 5, "FILLED", 0),
+            (3, 7, 5, 2, "PARTIALLY_FILLED", 1),
+            (4, 4, 0, 0, "EXPIRED", 0),
+        ] {
+            sqlx::query(insert)
+                .bind(id)
+                .bind(id)
+                .bind(qty)
+                .bind(leaves)
+                .bind(filled)
+                .bind(status)
+                .bind(open)
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
+        db.migrate().await.unwrap();
+        let orders = db.account_orders(AccountId(1), 0, 10).await.unwrap();
+        let got: Vec<(u64, i64, i64, i64, i64)> = orders
+            .iter()
+            .map(|o| (o.order_id, o.qty, o.filled, o.leaves, o.cancelled))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 10, 3, 0, 7),
+                (2, 5, 5, 0, 0),
+                (3, 7, 2, 5, 0),
+                (4, 4, 0, 0, 4)
+            ]
         );
         db.close().await;
     });

@@ -181,6 +181,8 @@ pub fn history(
             "account {account}: history from {url} (complete up to seq {}, epoch {})",
             checkpoint.seq, checkpoint.epoch
         )?;
+        let codes = db.symbol_codes().await?;
+        let asset = |id: u32| asset_name(&codes, id);
         let all = kind == HistoryKind::All;
         if all || kind == HistoryKind::Transactions {
             let txs = db.account_transactions(account_id, after, limit).await?;
@@ -189,7 +191,12 @@ pub fn history(
                 write!(
                     out,
                     "  tx {} {} {} seq {} asset {} amount {}",
-                    t.tx_id, t.tx_type, t.status, t.created_seq, t.asset_symbol_id, t.amount
+                    t.tx_id,
+                    t.tx_type,
+                    t.status,
+                    t.created_seq,
+                    asset(t.asset_symbol_id),
+                    t.amount
                 )?;
                 if let Some(r) = &t.external_ref {
                     write!(out, " ref {r}")?;
@@ -207,11 +214,11 @@ pub fn history(
                 for e in &t.entries {
                     writeln!(
                         out,
-                        "      {:>2} {:<15} account {:<6} asset {:<4} {:>14} {}",
+                        "      {:>2} {:<15} account {:<6} asset {:<6} {:>14} {}",
                         e.line_no,
                         e.ledger_account,
                         e.account_id,
-                        e.asset_symbol_id,
+                        asset(e.asset_symbol_id),
                         e.amount,
                         e.line_kind
                     )?;
@@ -225,15 +232,20 @@ pub fn history(
                 write!(
                     out,
                     "  order {} (client {}) symbol {} {} {} {}",
-                    o.order_id, o.client_order_id, o.symbol_id, o.side, o.order_type, o.tif
+                    o.order_id,
+                    o.client_order_id,
+                    asset(o.symbol_id),
+                    o.side,
+                    o.order_type,
+                    o.tif
                 )?;
                 if o.order_type != "MARKET" {
                     write!(out, " price {}", o.price)?;
                 }
                 write!(
                     out,
-                    " qty {} filled {} leaves {} {} seq {}..{}",
-                    o.qty, o.filled, o.leaves, o.status, o.accepted_seq, o.updated_seq
+                    " qty {} filled {} leaves {} cancelled {} {} seq {}..{}",
+                    o.qty, o.filled, o.leaves, o.cancelled, o.status, o.accepted_seq, o.updated_seq
                 )?;
                 if let Some(reason) = &o.cancel_reason {
                     write!(out, " ({reason})")?;
@@ -255,7 +267,7 @@ pub fn history(
                     "  trade {} seq {} symbol {} {} x {} ({side}) buyer fee {} seller fee {} tax {}+{} tx {}",
                     t.trade_id,
                     t.seq,
-                    t.symbol_id,
+                    asset(t.symbol_id),
                     t.qty,
                     t.price,
                     t.buyer_commission,
@@ -269,4 +281,17 @@ pub fn history(
         db.close().await;
         Ok(())
     })
+}
+
+/// An asset as `kuku history` prints it: `KRW`, or the symbol's code (`005930`); an id the
+/// store does not know (it cannot be, the symbol row is written before any use of it) as
+/// `symbol#ID`.
+fn asset_name(codes: &std::collections::BTreeMap<u32, String>, id: u32) -> String {
+    if id == 0 {
+        return "KRW".to_owned();
+    }
+    codes
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| format!("symbol#{id}"))
 }

@@ -50,7 +50,8 @@ pub struct GatewaySettings {
     pub heartbeat_interval_ms: u64,
     pub idle_timeout_ms: u64,
     pub login_timeout_ms: u64,
-    /// Token bucket per trading session.
+    /// Each trading account's request budget (one token bucket per account, shared by all
+    /// its sessions: ADR-016).
     pub rate_per_s: u32,
     pub burst: u32,
     pub history_per_account_max: usize,

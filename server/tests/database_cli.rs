@@ -84,13 +84,13 @@ fn history_is_served_from_the_database_without_the_journal() {
     assert!(stdout.contains("ledger transactions (7):"), "{stdout}");
     assert!(
         stdout.contains("tx 1 DEPOSIT POSTED seq ")
-            && stdout.contains(" asset 0 amount 300000000 ref demo-deposit-1"),
+            && stdout.contains(" asset KRW amount 300000000 ref demo-deposit-1"),
         "{stdout}"
     );
     assert!(
         stdout.contains("WITHDRAWAL POSTED")
             && stdout.contains("SEC_TX_TAX")
-            && stdout.contains("asset 0 amount -500000 reverses tx 6"),
+            && stdout.contains("asset KRW amount -500000 reverses tx 6"),
         "{stdout}"
     );
     assert!(stdout.contains("orders (3):"), "{stdout}");
@@ -117,18 +117,28 @@ fn history_is_served_from_the_database_without_the_journal() {
         .lines()
         .find(|l| {
             l.trim_start()
-                .starts_with("order 26 (client 2) symbol 1 BUY LIMIT DAY")
+                .starts_with("order 26 (client 2) symbol 005930 BUY LIMIT DAY")
         })
         .unwrap_or_else(|| panic!("{stdout}"));
+    // Its quantities add up: what was asked = what filled + what was cancelled.
+    let cancelled = asked.parse::<u64>().unwrap() - filled.parse::<u64>().unwrap();
     assert!(
-        order_26.contains(&format!(" qty {asked} filled {filled} leaves 0 CANCELLED")),
+        order_26.contains(&format!(
+            " qty {asked} filled {filled} leaves 0 cancelled {cancelled} CANCELLED"
+        )),
         "{line}\n{order_26}"
     );
     assert!(
-        stdout.contains("SELL MARKET IOC qty 5 filled 5 leaves 0 FILLED"),
+        stdout.contains("SELL MARKET IOC qty 5 filled 5 leaves 0 cancelled 0 FILLED"),
         "{stdout}"
     );
     assert!(stdout.contains("trades (3):"), "{stdout}");
+    // Assets and symbols by name: the trades are in 005930, their entries move KRW and shares.
+    assert!(stdout.contains("symbol 005930 "), "{stdout}");
+    assert!(
+        stdout.contains(" asset 005930 ") && !stdout.contains(" asset 0 "),
+        "{stdout}"
+    );
 
     // Paging and one kind at a time.
     let out = kuku(&[

@@ -59,7 +59,17 @@ fn extremes_in_every_field_get_rejects_and_the_node_keeps_serving_and_replays() 
         (limit(Side::Sell, 1, MAX), out, false),
         (limit(Side::Buy, MAX, 110_000), out, false),
         (limit(Side::Sell, MAX, 110_000), out, false),
-        (market(Side::Buy, 1, MAX), out, false),
+        // A MARKET order carries no price: any other than 0 is refused at the door.
+        (
+            market(Side::Buy, 1, MAX),
+            GatewayCode::MarketOrderPrice.code(),
+            false,
+        ),
+        (
+            market(Side::Sell, 1, MIN),
+            GatewayCode::MarketOrderPrice.code(),
+            false,
+        ),
         (
             limit(Side::Buy, 1, MIN),
             RejectReason::InvalidPrice.code(),
@@ -207,6 +217,7 @@ fn extremes_in_every_field_get_rejects_and_the_node_keeps_serving_and_replays() 
             asset: Asset::Shares(samsung),
             amount: Amount(MIN),
             external_ref: xref("adj-min"),
+            cost_price: kuku_engine::Price(0),
         },
         Command::Deposit {
             account: AccountId(u32::MAX),

@@ -189,12 +189,13 @@ fn admin_session_runs_accounts_money_symbols_fees_and_tokens() {
         )
         .unwrap();
     assert_eq!(dup.code, RejectReason::SymbolExists.code());
+    // The always-open schedule keeps a trading day open: fees change only between days.
     assert_eq!(
         admin
             .set_fees(kuku_engine::FeeSchedule::KRX_2026)
             .unwrap()
             .code,
-        0
+        RejectReason::FeesDuringDay.code()
     );
 
     let token = admin.issue_token(carol).unwrap().unwrap();
@@ -494,4 +495,92 @@ fn orders_fills_modifies_cancels_and_queries_over_the_wire() {
         Message::RequestRejected(r) => assert_eq!(r.reason, RejectReason::UnknownOrder.code()),
         m => panic!("{m:?}"),
     }
+}
+
+/// The command lines of transfers, reference data and order status, as an operator and a
+/// trader would run them.
+#[test]
+fn transfers_symbols_and_order_quantities_on_the_command_line() {
+    use kuku_gateway::auth::encode_hex;
+    use kuku_gateway::cli::{AdminArgs, AdminCmd, ClientArgs, ClientCmd, run_admin, run_client};
+    let t = TestNode::start();
+    let (alice, token) = t.funded_account("alice", 50_000_000);
+    let admin = |command| {
+        let mut out = Vec::new();
+        let args = AdminArgs {
+            addr: t.addr.to_string(),
+            admin_token: Some(encode_hex(&ADMIN_TOKEN)),
+            secrets: "unused".into(),
+            command,
+        };
+        let result = run_admin(args, &mut out);
+        (result.is_ok(), String::from_utf8(out).unwrap())
+    };
+    let client = |command| {
+        let mut out = Vec::new();
+        let args = ClientArgs {
+            addr: t.addr.to_string(),
+            account: alice.0,
+            token: encode_hex(&token),
+            cancel_on_disconnect: false,
+            command,
+        };
+        run_client(args, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let (ok, out) = admin(AdminCmd::TransferIn {
+        account: alice.0,
+        symbol: SAMSUNG.into(),
+        qty: 10,
+        price: 50_000,
+        external_ref: Some("in-1".into()),
+    });
+    assert!(ok && out.starts_with("transfer-in: OK, account "), "{out}");
+    let tx: u64 = out
+        .split("transaction ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let (_, out) = admin(AdminCmd::Balance { account: alice.0 });
+    assert!(
+        out.contains("005930: 10 shares (0 held), cost 500,000 KRW"),
+        "{out}"
+    );
+    let (ok, out) = admin(AdminCmd::TransferOut {
+        account: alice.0,
+        symbol: SAMSUNG.into(),
+        qty: 11,
+        external_ref: None,
+    });
+    assert!(!ok && out.contains("AdjustmentWouldOverdraw"), "{out}");
+    let (ok, out) = admin(AdminCmd::Reverse { tx });
+    assert!(ok && out.starts_with("reverse: OK"), "{out}");
+    let (_, out) = admin(AdminCmd::Balance { account: alice.0 });
+    assert!(
+        out.contains("005930: 0 shares (0 held), cost 0 KRW"),
+        "{out}"
+    );
+
+    let out = client(ClientCmd::Symbols {
+        symbol: Some(SAMSUNG.into()),
+    });
+    assert!(out.contains("commission 150 ppm"), "{out}");
+    assert!(
+        out.contains("005930 \"Samsung Electronics\" (Kospi, id 1): base 119,900 KRW, band 84,000..155,800, KRX ticks, lot 1"),
+        "{out}"
+    );
+    // An order modified up, then cancelled: its size is the new total, the rest cancelled.
+    let mut c = t.trader(alice, LoginOptions::default()).0;
+    let order = accepted(&c.place(buy(2, 119_000)).unwrap()).order_id;
+    assert!(matches!(
+        c.modify(order, Qty(5), Price(119_000)).unwrap(),
+        Message::Modified(_)
+    ));
+    assert!(matches!(c.cancel(order).unwrap(), Message::Cancelled(_)));
+    let out = client(ClientCmd::Status { order_id: order.0 });
+    assert!(
+        out.contains("qty 5, filled 0, leaves 0, cancelled 5, Cancelled"),
+        "{out}"
+    );
 }

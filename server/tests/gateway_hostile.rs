@@ -65,6 +65,7 @@ fn protocol_error_for(t: &TestNode, login_first: bool, bytes: &[u8]) -> u16 {
     if login_first {
         let alice = AccountId(1);
         c.send(Login {
+            version: PROTOCOL_VERSION,
             account: alice,
             flags: FLAG_NO_REPLAY,
             last_seen_acct_seq: 0,
@@ -157,6 +158,7 @@ fn malformed_frames_get_a_protocol_error_and_a_disconnect() {
     );
     // A second Login.
     let login = Message::from(Login {
+        version: PROTOCOL_VERSION,
         account: AccountId(1),
         flags: 0,
         last_seen_acct_seq: 0,
@@ -168,6 +170,7 @@ fn malformed_frames_get_a_protocol_error_and_a_disconnect() {
     );
     // Unknown login flags.
     let bad_flags = Message::from(Login {
+        version: PROTOCOL_VERSION,
         account: AccountId(1),
         flags: 0x80,
         last_seen_acct_seq: 0,
@@ -190,6 +193,7 @@ fn truncated_and_dribbled_frames_are_handled_without_stalling_others() {
     // A frame cut short, left hanging: the others are served meanwhile.
     let mut hanging = TcpStream::connect(t.addr).unwrap();
     let login = Message::from(Login {
+        version: PROTOCOL_VERSION,
         account: AccountId(1),
         flags: FLAG_NO_REPLAY,
         last_seen_acct_seq: 0,
@@ -259,6 +263,7 @@ fn arbitrary_bytes_never_crash_or_stall_the_server() {
             let mut c = TcpStream::connect(t.addr).unwrap();
             if login_first {
                 let login = Message::from(Login {
+                    version: PROTOCOL_VERSION,
                     account: AccountId(1),
                     flags: FLAG_NO_REPLAY,
                     last_seen_acct_seq: 0,
@@ -334,6 +339,7 @@ fn heavy_a_client_that_never_reads_is_disconnected_and_others_are_served() {
     let (deaf_account, _) = t.funded_account("deaf", 1_000);
     let mut deaf = Connection::connect(t.addr).unwrap();
     deaf.send(Login {
+        version: PROTOCOL_VERSION,
         account: deaf_account,
         flags: FLAG_NO_REPLAY,
         last_seen_acct_seq: 0,

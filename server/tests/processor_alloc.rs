@@ -156,6 +156,7 @@ fn processor_allocates_nothing(layout: StageLayout, log: Box<dyn CommandLog>) {
             asset: Asset::Shares(SymbolId(1)),
             amount: Amount(1_000_000_000),
             external_ref: ExternalRef::new("seed").unwrap(),
+            cost_price: kuku_engine::Price(0),
         });
     }
     // The mechanism is live: marking a thread counts its allocations.

@@ -24,10 +24,10 @@ use super::balance::{Hold, Holder, LedgerFault, LedgerTx};
 use crate::command::{Asset, CommandKind};
 use crate::engine::Engine;
 use crate::event::{BusinessRef, Event, EventSink, Posting, TxStatus, TxType};
-use crate::limits::amount_in_range;
+use crate::limits::{PRICE_MAX, QTY_MAX, amount_in_range};
 use crate::portfolio::after_transfer;
 use crate::reject::RejectReason;
-use crate::types::{AccountId, Amount, ExternalRef, Qty, TxId};
+use crate::types::{AccountId, Amount, ExternalRef, Price, Qty, TxId};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -47,6 +47,9 @@ pub struct ExternalTx {
     pub created_ts: u64,
     /// Reversal <-> reversed transaction.
     pub linked: Option<TxId>,
+    /// Shares transferred in: what each cost (KRW), added to the position's cost basis.
+    /// 0 for everything else.
+    pub cost_price: Price,
 }
 
 impl ExternalTx {
@@ -144,6 +147,7 @@ fn proposal(
         status: TxStatus::Pending,
         created_ts: 0,
         linked: None,
+        cost_price: Price(0),
     }
 }
 
@@ -188,17 +192,30 @@ impl Engine {
             asset,
             amount,
             external_ref,
+            cost_price,
             ..
         } = *proposed;
         if self.ledger.account(account).is_none() {
             return Err(RejectReason::UnknownAccount);
         }
+        // Ranges first, in the order `limits::check_ranges` checks them (a door refuses with
+        // the engine's code), then the rules.
         let amount_ok = match kind {
-            CommandKind::Adjust => amount.0 != 0 && amount_in_range(amount),
+            CommandKind::Adjust => amount_in_range(amount),
             _ => amount.0 > 0 && amount.0 <= AMOUNT_MAX,
         };
         if !amount_ok {
             return Err(RejectReason::InvalidAmount);
+        }
+        if cost_price.0 != 0 && (cost_price.0 > PRICE_MAX || amount.0 > QTY_MAX) {
+            return Err(RejectReason::OutOfRange);
+        }
+        if amount.0 == 0 {
+            return Err(RejectReason::InvalidAmount);
+        }
+        // A cost price belongs to shares coming in.
+        if cost_price.0 != 0 && (cost_price.0 < 0 || asset == Asset::Krw || amount.0 < 0) {
+            return Err(RejectReason::InvalidPrice);
         }
         if let Asset::Shares(symbol) = asset
             && self.symbol_state(symbol).is_none()
@@ -206,7 +223,11 @@ impl Engine {
             return Err(RejectReason::UnknownSymbol);
         }
         if let Some(prev) = self.ledger.external.by_ref(account, &external_ref).copied() {
-            if prev.tx_type != tx_type || prev.amount != amount || prev.asset != asset {
+            if prev.tx_type != tx_type
+                || prev.amount != amount
+                || prev.asset != asset
+                || prev.cost_price != cost_price
+            {
                 return Err(RejectReason::ExternalRefReused);
             }
             self.emit_status(&prev, Some(prev.status), prev.status, true, sink);
@@ -297,10 +318,12 @@ impl Engine {
         asset: Asset,
         amount: Amount,
         external_ref: ExternalRef,
+        cost_price: Price,
         sink: &mut impl EventSink,
     ) {
         let kind = CommandKind::Adjust;
-        let proposed = proposal(TxType::Adjustment, account, asset, amount, external_ref);
+        let mut proposed = proposal(TxType::Adjustment, account, asset, amount, external_ref);
+        proposed.cost_price = cost_price;
         let checked = self
             .check_external(kind, &proposed, sink)
             .and_then(|fresh| {
@@ -318,8 +341,9 @@ impl Engine {
             Err(reason) => self.reject_command(kind, account, reason, sink),
             Ok(false) => {}
             Ok(true) => {
-                let tx =
+                let mut tx =
                     self.new_external(TxType::Adjustment, account, asset, amount, external_ref);
+                tx.cost_price = cost_price;
                 if let Err(fault) = self.post_external(tx, None, None, sink) {
                     self.refuse(kind, account, fault, sink);
                 }
@@ -380,6 +404,7 @@ impl Engine {
             status: TxStatus::Posted,
             created_ts: self.now_ts,
             linked: None,
+            cost_price: Price(0),
         }
     }
 
@@ -418,7 +443,8 @@ impl Engine {
                     .ledger
                     .position_at(slot)
                     .ok_or(LedgerFault::UnknownHolder)?;
-                let cost = after_transfer(position, Qty(delta)).ok_or(LedgerFault::Overflow);
+                let cost = after_transfer(position, Qty(delta), tx.cost_price)
+                    .ok_or(LedgerFault::Overflow);
                 posting.line(Holder::UserShares(slot), delta).line(
                     Holder::ExternalShares(symbol),
                     delta.checked_neg().ok_or(LedgerFault::Overflow)?,

@@ -44,15 +44,18 @@ codes! {
     /// Rejects, login refusals and logout reasons decided by the gateway.
     GatewayCode {
         Busy = 9001: "the node's input ring was full: retry later (the key was not used)",
-        RateLimited = 9002: "the session's request rate exceeded its token bucket (the key was not used)",
+        RateLimited = 9002: "the account's request budget (shared by all its sessions) is used up: retry later (the key was not used)",
         ReservedKey = 9003: "client order ids and request ids with the top bit set are reserved for the gateway",
         NotPermitted = 9004: "a trading session may act on its own account only",
         Truncated = 9005: "the reply was cut at 4,096 items: narrow the query (e.g. by symbol)",
+        MarketOrderPrice = 9006: "a MARKET order carries price 0 (it trades at the book's prices, up to the band's limit)",
+        MarketOrderTif = 9007: "a MARKET order is IOC or FOK (its unfilled rest is always cancelled)",
         InvalidToken = 9010: "the token does not match the account (or the admin token)",
         SeqAhead = 9011: "last_seen_acct_seq is beyond the account's last sequence number on this node",
         SessionsFull = 9012: "the gateway has no room for another session (sessions_max)",
         ShuttingDown = 9013: "the server is shutting down",
         NotPrimary = 9014: "this node is not the primary (a standby, or an old primary fenced after a failover): log in to another address",
+        UnsupportedVersion = 9015: "the Login's protocol version is not the one this server speaks (docs/protocol.md, \"Versions\")",
     }
 }
 

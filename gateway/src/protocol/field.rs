@@ -13,8 +13,8 @@
 
 use kuku_engine::{
     AccountId, Amount, CancelReason, ClientOrderId, CommandKind, ExternalRef, InlineStr, Market,
-    OrderId, OrderType, Price, Qty, RequestKind, Side, SymbolName, TickRule, TimeInForce, TradeId,
-    TxId, TxStatus, TxType,
+    MarketPhase, OrderId, OrderType, Price, Qty, RequestKind, Side, SymbolName, TickRule,
+    TimeInForce, TradeId, TxId, TxStatus, TxType,
 };
 
 /// A field's bytes are outside its domain.
@@ -170,6 +170,11 @@ enum_field!(CommandKind, "CommandKind (u8)", {
     CommandKind::ModifyOrder = 17, CommandKind::QuoteUpdate = 18, CommandKind::TakeSnapshot = 19,
 });
 
+enum_field!(MarketPhase, "MarketPhase (u8)", {
+    MarketPhase::Closed = 1, MarketPhase::PreOpen = 2, MarketPhase::Continuous = 3,
+    MarketPhase::ClosingCall = 4, MarketPhase::AfterHours = 5,
+});
+
 /// Why an order left the book without filling (the engine's reasons plus EndOfDay expiry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CancelCause {
@@ -259,30 +264,70 @@ impl Field for Option<TxStatus> {
     }
 }
 
-/// A tick rule: kind `u8` (1 = the KRX table, 2 = fixed) then the fixed tick `i64` (0 for
-/// the KRX table).
-impl Field for TickRule {
+/// How a tick rule's prices are quantized: the kind byte of a [`WireTickRule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TickKind {
+    /// The KRX equity tick table (docs/protocol.md lists it).
+    Krx,
+    /// One tick size for every price.
+    Fixed,
+}
+
+enum_field!(TickKind, "TickKind (u8)", { TickKind::Krx = 1, TickKind::Fixed = 2 });
+
+/// A tick rule as the wire carries it: a kind byte (1 = the KRX table, 2 = fixed), then an
+/// `i64` tick (the fixed tick; 0 for the KRX table). Any tick value decodes: whether it is
+/// valid (positive, within `PRICE_MAX`; 0 with the KRX table) is a rule of the request, which
+/// is answered with a reject code (`1004 InvalidTickRule`, `2015 OutOfRange`) rather than a
+/// protocol error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WireTickRule {
+    pub kind: TickKind,
+    pub tick: i64,
+}
+
+impl WireTickRule {
+    /// The engine's rule, or `None` for the KRX table with a non-zero tick.
+    pub fn to_engine(self) -> Option<TickRule> {
+        match (self.kind, self.tick) {
+            (TickKind::Krx, 0) => Some(TickRule::Krx),
+            (TickKind::Krx, _) => None,
+            (TickKind::Fixed, t) => Some(TickRule::Fixed(t)),
+        }
+    }
+}
+
+impl From<TickRule> for WireTickRule {
+    fn from(rule: TickRule) -> WireTickRule {
+        match rule {
+            TickRule::Krx => WireTickRule {
+                kind: TickKind::Krx,
+                tick: 0,
+            },
+            TickRule::Fixed(tick) => WireTickRule {
+                kind: TickKind::Fixed,
+                tick,
+            },
+        }
+    }
+}
+
+impl Field for WireTickRule {
     const SIZE: usize = 9;
     const WIRE_TYPE: &'static str = "TickRule (u8 + i64)";
     #[inline]
     fn put(&self, out: &mut [u8]) {
-        let (kind, tick) = match *self {
-            TickRule::Krx => (1u8, 0i64),
-            TickRule::Fixed(t) => (2u8, t),
-        };
-        out[0] = kind;
-        tick.put(&mut out[1..9]);
+        self.kind.put(&mut out[..1]);
+        self.tick.put(&mut out[1..9]);
     }
     #[inline]
     fn get(bytes: &[u8]) -> Result<Self, FieldError> {
-        let tick = i64::get(&bytes[1..9])?;
-        match (bytes[0], tick) {
-            (1, 0) => Ok(TickRule::Krx),
-            (2, t) => Ok(TickRule::Fixed(t)),
-            _ => Err(FieldError {
+        Ok(WireTickRule {
+            kind: TickKind::get(&bytes[..1]).map_err(|_| FieldError {
                 field_type: "TickRule",
-            }),
-        }
+            })?,
+            tick: i64::get(&bytes[1..9])?,
+        })
     }
 }
 

@@ -10,10 +10,11 @@
 //! **Performance**: encode and decode are straight-line field copies; no allocation except
 //! growing the caller's output buffer.
 
-use super::field::{CancelCause, Code, Field, FieldError, Liquidity, WireOrderState};
+use super::field::{CancelCause, Code, Field, FieldError, Liquidity, WireOrderState, WireTickRule};
 use kuku_engine::{
-    AccountId, Amount, ClientOrderId, CommandKind, ExternalRef, Market, OrderId, OrderType, Price,
-    Qty, RequestKind, Side, SymbolName, TickRule, TimeInForce, TradeId, TxId, TxStatus, TxType,
+    AccountId, Amount, ClientOrderId, CommandKind, ExternalRef, Market, MarketPhase, OrderId,
+    OrderType, Price, Qty, RequestKind, Side, SymbolName, TimeInForce, TradeId, TxId, TxStatus,
+    TxType,
 };
 
 /// Who may send a message.
@@ -225,6 +226,9 @@ messages! {
     // ---- Session (both kinds) ----
     /// Opens a session. `account` 0 with the admin token opens an admin session.
     Login = 0x01, ClientToServer {
+        /// The protocol version the client speaks: 2 (this document). Any other is refused
+        /// with LoginRejected 9015 UnsupportedVersion.
+        version: u16,
         /// The trading account, or 0 for an admin session.
         account: AccountId,
         /// Bit 0: cancel-on-disconnect; bit 1: no replay (live messages only). Trading
@@ -252,9 +256,10 @@ messages! {
         heartbeat_interval_ms: u32,
         /// The server closes the session after this long without receiving anything.
         idle_timeout_ms: u32,
-        /// Token-bucket refill: requests per second.
+        /// The account's request budget (shared by all its sessions): refill, requests per
+        /// second. 0 with `burst` 0: not limited (admin sessions).
         rate_per_s: u32,
-        /// Token-bucket capacity: the largest burst.
+        /// The budget's capacity: the largest burst.
         burst: u32,
     }
     /// Login refused; the server closes the connection after it.
@@ -287,7 +292,7 @@ messages! {
         side: Side,
         order_type: OrderType,
         tif: TimeInForce,
-        /// Limit price; 0 for MARKET orders.
+        /// Limit price; must be 0 for MARKET orders (else 9006 MarketOrderPrice).
         price: Price,
         qty: Qty,
     }
@@ -307,7 +312,7 @@ messages! {
     Modify = 0x13, ClientToServer {
         request_id: ClientOrderId,
         order_id: OrderId,
-        /// The new open (leaves) quantity.
+        /// The new open (leaves) quantity; the order's size becomes filled + new_qty.
         new_qty: Qty,
         new_price: Price,
     }
@@ -328,8 +333,15 @@ messages! {
     AccountQuery = 0x16, ClientToServer {
         request_id: u64,
         /// 0: the session's account. A trading session may name only its own; an admin
-        /// session any.
+        /// session any (0 names no account there: 3001 UnknownAccount).
         account: AccountId,
+    }
+    /// Asks for the reference data: one MarketReport (trading day, phase, fees), one
+    /// SymbolReport per listed symbol, then QueryDone. Trading and admin sessions.
+    ReferenceQuery = 0x17, ClientToServer {
+        request_id: u64,
+        /// All NUL: every symbol; else only this one (unknown: QueryDone 1001 alone).
+        symbol: Option<Code>,
     }
 
     // ---- Trading session: sequenced replies and notices ----
@@ -354,7 +366,7 @@ messages! {
     OrderRejected = 0x21, ServerToClient {
         acct_seq: u64,
         client_order_id: ClientOrderId,
-        /// The symbol as the request named it (all NUL if unknown to the engine).
+        /// The symbol code the request named (echoed, also when it is unknown).
         symbol: Option<Code>,
         /// A reject code (docs/protocol.md, "Reject codes").
         reason: u16,
@@ -443,6 +455,9 @@ messages! {
         resent: bool,
         /// All NUL: KRW; else the shares of this symbol.
         asset: Option<Code>,
+        /// DEPOSIT, WITHDRAWAL: the amount requested (positive). ADJUSTMENT (transfers
+        /// included) and REVERSAL: the signed change to the account's balance of `asset`
+        /// (a reversal of a deposit is negative, of a withdrawal positive).
         amount: Amount,
         external_ref: ExternalRef,
         /// For a reversal: the reversed transaction; for a reversed one: its reversal (else 0).
@@ -476,10 +491,13 @@ messages! {
         state: WireOrderState,
         /// The current limit price.
         price: Price,
-        /// The quantity ordered.
+        /// The order's size: filled + leaves + cancelled (after a Modify, the new total).
         qty: Qty,
+        /// The open quantity (0 once the order is filled, cancelled or expired).
         leaves: Qty,
         filled: Qty,
+        /// What left the book unfilled when the order was cancelled or expired (else 0).
+        cancelled: Qty,
     }
     /// Balances and holds (a reply to AccountQuery; PositionReports follow).
     AccountSnapshot = 0x31, ServerToClient {
@@ -512,8 +530,49 @@ messages! {
         request_id: u64,
         /// 0: answered; else a reject code (e.g. 2007 UnknownOrder, 9002 RateLimited).
         code: u16,
-        /// How many OrderReports or PositionReports were sent.
+        /// How many OrderReports, PositionReports or SymbolReports were sent.
         count: u32,
+    }
+    /// The trading day and the fee schedule (a reply to ReferenceQuery; SymbolReports follow).
+    MarketReport = 0x34, ServerToClient {
+        request_id: u64,
+        /// yyyymmdd (KST) of the trading day opened last (0: none yet).
+        trading_day: u32,
+        /// Orders are accepted in the Continuous phase only.
+        phase: MarketPhase,
+        /// Commission on each user side of a fill, parts per million of the notional.
+        commission_ppm: i64,
+        /// Sell taxes by market, parts per million of the notional (the seller pays).
+        kospi_securities_transaction_ppm: i64,
+        kospi_rural_special_ppm: i64,
+        kosdaq_securities_transaction_ppm: i64,
+        kosdaq_rural_special_ppm: i64,
+        other_securities_transaction_ppm: i64,
+        other_rural_special_ppm: i64,
+    }
+    /// One listed symbol (follows MarketReport).
+    SymbolReport = 0x35, ServerToClient {
+        request_id: u64,
+        symbol_id: u32,
+        /// All NUL if the engine's code does not fit the wire (over 6 characters).
+        code: Option<Code>,
+        name: SymbolName,
+        /// Which sell taxes apply.
+        market: Market,
+        /// Valid prices: multiples of the tick at that price (the KRX table or a fixed tick).
+        tick_rule: WireTickRule,
+        /// Today's base price (the previous close): the band's centre.
+        base_price: Price,
+        /// 1: prices must lie within [lower_limit, upper_limit] (the daily +-30% band).
+        banded: bool,
+        /// Today's lowest valid price (0: no band).
+        lower_limit: Price,
+        /// Today's highest valid price (0: no band).
+        upper_limit: Price,
+        /// Quantities are multiples of this.
+        lot_size: Qty,
+        /// The last trade price (0: no trade yet).
+        last_price: Price,
     }
 
     // ---- Admin session: requests (each answered by one AdminResult or TokenIssued) ----
@@ -559,7 +618,8 @@ messages! {
         code: Code,
         name: SymbolName,
         market: Market,
-        tick_rule: TickRule,
+        /// A KRX-table rule must carry tick 0, a fixed tick must be positive (else 1004).
+        tick_rule: WireTickRule,
         base_price: Price,
         /// 1: a daily +-30% band around the base price.
         banded: bool,
@@ -581,6 +641,30 @@ messages! {
         request_id: u64,
         account: AccountId,
     }
+    /// Shares arrive from outside (a transfer from another broker): posted at once, at the
+    /// cost `price` per share, which the position's cost basis takes on. Reversible with
+    /// ReverseTransaction (the shares leave at their average cost).
+    TransferIn = 0x49, AdminToServer {
+        request_id: u64,
+        account: AccountId,
+        symbol: Code,
+        /// Shares (positive).
+        qty: Qty,
+        /// What each share cost (KRW, 0: no cost), added to the cost basis as price x qty.
+        price: Price,
+        /// Unique per account: a resend is recognized (a different qty or price: 4008).
+        external_ref: ExternalRef,
+    }
+    /// Shares leave to outside (a transfer to another broker): posted at once; they take
+    /// their average cost out of the cost basis and realize nothing.
+    TransferOut = 0x4a, AdminToServer {
+        request_id: u64,
+        account: AccountId,
+        symbol: Code,
+        /// Shares (positive; at most the shares not held by live sell orders, else 4010).
+        qty: Qty,
+        external_ref: ExternalRef,
+    }
 
     // ---- Admin session: replies ----
     /// The outcome of one admin request.
@@ -588,13 +672,14 @@ messages! {
         request_id: u64,
         /// 0: done; else a reject code.
         code: u16,
-        /// The type byte of the request this answers (0x40-0x48).
+        /// The type byte of the request this answers (0x40-0x4a).
         request_type: u8,
         /// 1: a resend of an earlier request was recognized; nothing new was done.
         resent: bool,
         /// The account concerned (OpenAccount: the new account), or 0.
         account: AccountId,
-        /// The transaction concerned (deposits, withdrawals, confirmations, reversals), or 0.
+        /// The transaction concerned (deposits, withdrawals, transfers, confirmations,
+        /// reversals), or 0.
         tx_id: TxId,
         /// The transaction's status afterwards (0: none).
         tx_status: Option<TxStatus>,
@@ -679,7 +764,7 @@ mod tests {
     #[test]
     fn sizes_are_pinned() {
         // Layouts are part of the protocol: changing one breaks clients.
-        assert_eq!(Login::BODY_LEN, 45);
+        assert_eq!(Login::BODY_LEN, 47);
         assert_eq!(NewOrder::BODY_LEN, 33);
         assert_eq!(OrderAccepted::BODY_LEN, 50);
         assert_eq!(Execution::BODY_LEN, 88);

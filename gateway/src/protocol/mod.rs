@@ -10,15 +10,27 @@
 //! bytes); both are property-tested and fuzzed (`fuzz/`).
 
 pub mod codes;
+pub mod doc;
 pub mod field;
 pub mod frame;
 pub mod fuzzing;
 pub mod messages;
 
 pub use codes::{GatewayCode, ProtocolCode, code_name, describe_code};
-pub use field::{CancelCause, Code, Field, FieldError, Liquidity, WireOrderState};
+pub use field::{
+    CancelCause, Code, Field, FieldError, Liquidity, TickKind, WireOrderState, WireTickRule,
+};
 pub use frame::{CLIENT_FRAME_LEN_MAX, FrameError, decode_all, split_frame};
 pub use messages::*;
+
+/// The protocol version this build speaks, sent in `Login.version`. 2: Login carries the
+/// version; OrderReport a cancelled quantity; ReferenceQuery, MarketReport, SymbolReport,
+/// TransferIn and TransferOut; tick rules decode any tick (docs/protocol.md, "Changes").
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The body length of a version-1 Login (no version field): such a Login is answered with
+/// `LoginRejected 9015 UnsupportedVersion` instead of a protocol error.
+pub const LOGIN_V1_BODY_LEN: usize = 45;
 
 /// Login flag: cancel every live order of the account when this session ends.
 pub const FLAG_CANCEL_ON_DISCONNECT: u8 = 1;

@@ -1,6 +1,13 @@
 //! The gateway server: one mio event loop on one thread that owns every session, submits
 //! commands through a [`NodeLink`], drains the node's output events, and answers queries from
-//! its [`Mirror`].
+//! its [`Mirror`]. What a request means (its command, its refusal codes, the per-account rate
+//! limit) and what an event tells each account is decided by the translation layer
+//! ([`crate::translate`]), which other doors share; this module is the TCP transport and the
+//! sessions.
+//!
+//! Files: `event_loop` (poll, accept, read, timers, flush, reap), `sessions` (the session
+//! table, send and close), `session` (one connection), `login`, `requests` (trading and admin
+//! requests, queries), `fanout` (output events to sessions), `mirror` (the read model).
 //!
 //! Start-up: [`Gateway::bind`] binds the listener and creates the poll and its waker (hand
 //! the waker to the node as an output notifier, so the loop wakes once per output batch and
@@ -20,8 +27,8 @@
 //! - Each session's origin id is unique for the gateway's life, so a reply never reaches a
 //!   later session that reuses a slot.
 //!
-//! **Performance**: per request one frame decode, one token-bucket check and one ring
-//! publish; per event one mirror update and one frame encode per recipient session; writes
+//! **Performance**: per request one frame decode, one budget check (an uncontended mutex) and
+//! one ring publish; per event one mirror update and one frame encode per recipient session; writes
 //! are batched per loop iteration. Reads are capped per session per iteration
 //! (`READ_BUDGET_BYTES`) so one flooding client cannot starve the others.
 //!
@@ -29,13 +36,18 @@
 //! sharding sessions over several loops would need the mirror shared or split); no TLS.
 
 mod event_loop;
+mod fanout;
+mod login;
 pub mod mirror;
+mod requests;
 mod session;
+mod sessions;
 
 use crate::auth::{Secret, Token};
 use crate::error::GatewayError;
 use crate::history::History;
 use crate::protocol::CLIENT_FRAME_LEN_MAX;
+use crate::translate::RateLimits;
 use kuku_engine::readmodel::ReadModel;
 use kuku_engine::{Command, Event};
 use mio::{Poll, Token as MioToken, Waker};
@@ -98,7 +110,9 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// A connection that has not logged in after this long is closed.
     pub login_timeout: Duration,
-    /// Token bucket per trading session: refill rate (requests per second) and capacity.
+    /// Each trading account's request budget, shared by all its sessions (and the node's
+    /// other doors, see [`Gateway::rate_limits`]): refill rate (requests per second) and
+    /// capacity.
     pub rate_per_s: u32,
     pub burst: u32,
     /// Replay history bounds (see [`crate::history`]).
@@ -188,6 +202,9 @@ impl GatewayStats {
     }
 }
 
+/// How long a closing session may take to flush and see the peer close.
+const LINGER: Duration = Duration::from_secs(1);
+
 const WAKER: MioToken = MioToken(usize::MAX - 1);
 const LISTENER: MioToken = MioToken(usize::MAX - 2);
 
@@ -199,6 +216,7 @@ pub struct Gateway {
     local_addr: SocketAddr,
     config: GatewayConfig,
     mirror: Mirror,
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Gateway {
@@ -222,6 +240,7 @@ impl Gateway {
             listener,
             local_addr,
             mirror: Mirror::new(ReadModel::default(), history),
+            rate_limits: Arc::new(RateLimits::new(config.rate_per_s, config.burst)),
             config,
         })
     }
@@ -244,6 +263,12 @@ impl Gateway {
     /// Folds one event replayed from the journal (start-up, before [`Gateway::spawn`]).
     pub fn recover_event(&mut self, seq: u64, ts: u64, event: &Event) {
         self.mirror.apply(seq, ts, event);
+    }
+
+    /// Every account's request budget: hand it to the node's other doors so that an account
+    /// has one budget whichever way its requests arrive.
+    pub fn rate_limits(&self) -> Arc<RateLimits> {
+        Arc::clone(&self.rate_limits)
     }
 
     /// The mirror (start-up checks and tests).

@@ -1,4 +1,5 @@
-//! One client connection: its socket, buffers, login state, rate limiter and timers.
+//! One client connection: its socket, buffers, login state (with the account's request
+//! budget) and timers.
 //!
 //! **Invariants**
 //! - `out[out_pos..]` holds the bytes not yet written; `out.len() - out_pos` never exceeds
@@ -8,12 +9,13 @@
 //! - A closing session takes no requests; it only flushes what is queued, then shuts its
 //!   write side and waits (a bounded linger) for the peer to close.
 
-use crate::protocol::{AdminResult, Message};
-use crate::ratelimit::TokenBucket;
-use kuku_engine::{AccountId, TxStatus};
+use crate::protocol::Message;
+use crate::translate::{AccountBudget, AdminOutcome};
+use kuku_engine::AccountId;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a session is.
@@ -23,42 +25,15 @@ pub(super) enum Role {
     Trading {
         account: AccountId,
         cancel_on_disconnect: bool,
+        /// The account's request budget, shared with its other sessions and doors.
+        budget: Arc<AccountBudget>,
     },
     Admin {
         /// Requests submitted and not yet answered: (request_id, request type), in order.
         pending: VecDeque<(u64, u8)>,
         /// What the events of the oldest pending request said so far.
-        result: AdminAccumulator,
+        result: AdminOutcome,
     },
-}
-
-/// Builds an AdminResult from a command's events.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct AdminAccumulator {
-    pub code: u16,
-    pub resent: bool,
-    pub account: AccountId,
-    pub tx_id: u64,
-    pub tx_status: Option<TxStatus>,
-    /// A transaction created by this command was seen (a reversal's own id wins over the
-    /// status change of the transaction it reverses).
-    pub tx_created: bool,
-    pub symbol_id: u32,
-}
-
-impl AdminAccumulator {
-    pub fn result(&self, request_id: u64, request_type: u8) -> AdminResult {
-        AdminResult {
-            request_id,
-            code: self.code,
-            request_type,
-            resent: self.resent,
-            account: self.account,
-            tx_id: kuku_engine::TxId(self.tx_id),
-            tx_status: self.tx_status,
-            symbol_id: self.symbol_id,
-        }
-    }
 }
 
 /// How a session ends.
@@ -80,7 +55,6 @@ pub(super) struct Session {
     pub connected_at: Instant,
     pub last_recv: Instant,
     pub last_send: Instant,
-    pub bucket: TokenBucket,
     /// Set when the session started closing: the linger deadline.
     pub closing_until: Option<Instant>,
     pub write_shut: bool,
@@ -93,7 +67,7 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub fn new(stream: TcpStream, origin: u64, bucket: TokenBucket, now: Instant) -> Session {
+    pub fn new(stream: TcpStream, origin: u64, now: Instant) -> Session {
         Session {
             stream,
             origin,
@@ -104,7 +78,6 @@ impl Session {
             connected_at: now,
             last_recv: now,
             last_send: now,
-            bucket,
             closing_until: None,
             write_shut: false,
             dead: false,

@@ -50,6 +50,7 @@ pub fn setup() -> Vec<Command> {
                 asset: Asset::Shares(SymbolId(s)),
                 amount: Amount(2_000),
                 external_ref: ExternalRef::new(&format!("shares-{owner}-{s}")).unwrap(),
+                cost_price: kuku_engine::Price(0),
             });
         }
     }
@@ -112,6 +113,7 @@ pub fn command() -> impl Strategy<Value = Command> {
                 asset: Asset::Krw,
                 amount: Amount(amount % 1_000 - 500),
                 external_ref: r,
+                cost_price: kuku_engine::Price(0),
             },
         },
     );

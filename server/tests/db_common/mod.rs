@@ -50,6 +50,7 @@ pub fn fund_traders(node: &mut Node) {
             asset: Asset::Shares(SymbolId(1)),
             amount: Amount(1_000_000),
             external_ref: ExternalRef::new(&format!("shares-{i}")).unwrap(),
+            cost_price: kuku_engine::Price(0),
         });
     }
 }

@@ -61,15 +61,27 @@ impl TestNode {
     }
 
     pub fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        TestNode::start_with_outputs(tweak, NodeOutputs::default())
+    }
+
+    /// A node with extra output consumers (e.g. a poller the test drains itself: it is in
+    /// `node.pollers`).
+    pub fn start_with_outputs(
+        tweak: impl FnOnce(&mut NodeConfig),
+        outputs: NodeOutputs,
+    ) -> TestNode {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut config = config(dir.path());
         tweak(&mut config);
-        TestNode::start_in(dir, config)
+        TestNode::start_in_with(dir, config, outputs)
     }
 
     fn start_in(dir: tempfile::TempDir, config: NodeConfig) -> TestNode {
-        let (node, gateway) =
-            kuku_server::gateway::start(&config, NodeOutputs::default()).expect("node starts");
+        TestNode::start_in_with(dir, config, NodeOutputs::default())
+    }
+
+    fn start_in_with(dir: tempfile::TempDir, config: NodeConfig, outputs: NodeOutputs) -> TestNode {
+        let (node, gateway) = kuku_server::gateway::start(&config, outputs).expect("node starts");
         // The fresh-journal bootstrap (fees, universe) must be applied before tests trade.
         let mut t = TestNode {
             addr: gateway.local_addr(),
@@ -210,6 +222,7 @@ impl TestNode {
             asset: kuku_engine::Asset::Shares(symbol),
             amount: Amount(qty),
             external_ref: ExternalRef::new(&format!("shares-{}-{qty}", account.0)).unwrap(),
+            cost_price: kuku_engine::Price(0),
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
