@@ -220,6 +220,7 @@ impl KukuTarget {
                 account,
                 asset: kuku_engine::Asset::Shares(symbol),
                 amount: Amount(self.funding.shares),
+                cost_price: kuku_engine::Price(0),
                 external_ref: ExternalRef::new(&format!("shares-{nonce:x}-{i}")).context("ref")?,
             });
         }
@@ -232,7 +233,7 @@ impl KukuTarget {
                 .read()
                 .positions
                 .get(&(last, symbol))
-                .map_or(0, |p| p.qty.0);
+                .map_or(0, |p| p.qty().0);
             if held >= self.funding.shares {
                 return Ok(());
             }
@@ -334,6 +335,7 @@ impl Session {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let login = Login {
+            version: kuku_gateway::protocol::PROTOCOL_VERSION,
             account,
             flags: FLAG_NO_REPLAY,
             last_seen_acct_seq: 0,
