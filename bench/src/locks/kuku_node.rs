@@ -129,7 +129,9 @@ impl KukuTarget {
         let mut config = NodeConfig {
             data_dir: dir.path().to_owned(),
             durability: settings.durability.clone(),
-            schedule: kuku_server::scheduler::ScheduleMode::AlwaysOpen,
+            // The bench opens the day itself, after setting fees of zero (the schedule
+            // changes only between trading days).
+            schedule: kuku_server::scheduler::ScheduleMode::Manual,
             snapshot_every: 0,
             feed: FeedSettings {
                 enabled: false,
@@ -167,6 +169,7 @@ impl KukuTarget {
             settings: settings.clone(),
             _dir: dir,
         };
+        target.open_without_fees()?;
         target.wait_until_open()?;
         target.fund(accounts)?;
         Ok(target)
@@ -193,10 +196,30 @@ impl KukuTarget {
         }
     }
 
-    fn fund(&mut self, accounts: u32) -> anyhow::Result<()> {
+    /// Sets fees of zero (so that a reservation is exactly price x quantity, as in the
+    /// database strategies) before the first trading day, then opens it.
+    fn open_without_fees(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.node()?.read_model.read().symbol_by_code(SYMBOL).is_none() {
+            anyhow::ensure!(Instant::now() < deadline, "the node never listed {SYMBOL}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut admin = AdminClient::login(self.addr, self.admin_token).context("admin login")?;
         let r = admin.set_fees(zero_fees())?;
         anyhow::ensure!(r.code == 0, "set-fees rejected: {}", code_name(r.code));
+        let node = self.node.as_mut().context("the node is stopped")?;
+        node.submit_blocking(kuku_engine::Command::StartOfDay {
+            trading_day: 20_260_105,
+            base_prices: Vec::new(),
+        });
+        node.submit_blocking(kuku_engine::Command::SetMarketPhase {
+            phase: MarketPhase::Continuous,
+        });
+        Ok(())
+    }
+
+    fn fund(&mut self, accounts: u32) -> anyhow::Result<()> {
+        let mut admin = AdminClient::login(self.addr, self.admin_token).context("admin login")?;
         let nonce = super::unique_nonce();
         for i in 0..accounts {
             let owner = ExternalRef::new(&format!("locks-{nonce:x}-{i}")).context("owner")?;
