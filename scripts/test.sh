@@ -110,6 +110,42 @@ MSG
 }
 ensure_mysql
 
+# The lock-strategy tests use a real Redis (KUKU_REDIS_URL, default the local server).
+export KUKU_REDIS_URL="${KUKU_REDIS_URL:-redis://127.0.0.1:6379}"
+redis_answers() {
+    local rest="${KUKU_REDIS_URL#*://}"
+    rest="${rest##*@}"
+    rest="${rest%%/*}"
+    local host="${rest%%:*}" port=6379
+    [[ "$rest" == *:* ]] && port="${rest##*:}"
+    if command -v redis-cli >/dev/null; then
+        redis-cli -h "$host" -p "$port" ping 2>/dev/null | grep -q PONG
+    else
+        timeout 3 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+    fi
+}
+ensure_redis() {
+    step "Redis for the lock-strategy tests: $KUKU_REDIS_URL"
+    if redis_answers; then
+        echo "Redis answers."
+        return
+    fi
+    if [[ "$KUKU_REDIS_URL" =~ ://(127\.0\.0\.1|localhost)(:6379)?(/|$) ]] && command -v redis-server >/dev/null; then
+        echo "Redis is installed but not answering: starting it (nothing kept on disk)."
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+        for _ in $(seq 1 30); do
+            if redis_answers; then
+                echo "Redis answers."
+                return
+            fi
+            sleep 1
+        done
+    fi
+    echo "error: no Redis answers at $KUKU_REDIS_URL (start one, or point KUKU_REDIS_URL at one)." >&2
+    exit 1
+}
+ensure_redis
+
 step "build (all targets)"
 cargo build --workspace --all-targets --locked
 
