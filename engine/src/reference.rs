@@ -73,16 +73,20 @@ impl TickRule {
     }
 
     /// Dense index of an on-grid price: monotonic, `index(p + tick) == index(p) + 1`.
+    ///
+    /// On the matching hot path (every level lookup of a direct ladder), so its arithmetic is
+    /// explicit rather than overflow-checked: a fixed tick is > 0 (validated at
+    /// registration), and in the KRX table `price - row.start` is >= 0 for every price of a
+    /// row but the first row's negative ones (whose start is 0), so neither the division nor
+    /// the subtraction can overflow; the sum is at most the price itself.
     #[inline]
     pub fn tick_index(self, price: Price) -> i64 {
         match self {
-            TickRule::Fixed(t) => price.0 / t,
+            TickRule::Fixed(t) => price.0.wrapping_div(t),
             TickRule::Krx => {
                 let row = krx_row_of(|row| price.0 < row.end);
-                // `price >= row.start` for every price of the row but the first row's
-                // negative ones, and the difference of two i64 >= 0 fits (a negative price
-                // of the first row has a negative index; it is never on the grid).
-                row.index + (price.0 - row.start) / row.tick
+                row.index
+                    .wrapping_add(price.0.wrapping_sub(row.start).wrapping_div(row.tick))
             }
         }
     }

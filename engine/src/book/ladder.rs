@@ -94,7 +94,10 @@ impl DirectLadder {
 
     #[inline]
     fn offset(&self, price: Price) -> usize {
-        let off = self.rule.tick_index(price) - self.index_lower;
+        // Both indices are of prices in the band (a price outside it is rejected before a
+        // level is looked up), so the difference is small and >= 0; the index into `levels`
+        // below is bounds-checked all the same.
+        let off = self.rule.tick_index(price).wrapping_sub(self.index_lower);
         debug_assert!(
             off >= 0 && (off as usize) < self.levels.len(),
             "price in band"

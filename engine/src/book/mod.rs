@@ -145,8 +145,10 @@ impl Book {
         if first {
             level.head = slot;
         }
-        level.qty = Qty(level.qty.0 + leaves.0);
-        level.count += 1;
+        // A level holds at most `orders_max` orders of at most `QTY_MAX` each (10^15 at the
+        // default capacity): its totals cannot overflow, and the hot path skips the checks.
+        level.qty = Qty(level.qty.0.wrapping_add(leaves.0));
+        level.count = level.count.wrapping_add(1);
         let state = LevelState {
             price,
             qty: level.qty,
@@ -189,8 +191,9 @@ impl Book {
         if next == NIL {
             level.tail = prev;
         }
-        level.qty = Qty(level.qty.0 - leaves.0);
-        level.count -= 1;
+        // The order is in the level: its leaves are part of the total, and the count >= 1.
+        level.qty = Qty(level.qty.0.wrapping_sub(leaves.0));
+        level.count = level.count.wrapping_sub(1);
         let state = LevelState {
             price,
             qty: level.qty,
@@ -217,7 +220,8 @@ impl Book {
             Ladder::Direct(d) => d.level_mut(price),
             Ladder::Sorted(s) => s.level_mut(price).expect("a live order's level exists"),
         };
-        level.qty = Qty(level.qty.0 - qty.0);
+        // `qty` is part of an order's leaves in this level (a fill or a decrease).
+        level.qty = Qty(level.qty.0.wrapping_sub(qty.0));
         debug_assert!(level.qty.0 >= 0);
         LevelState {
             price,
