@@ -15,6 +15,9 @@
 //!   `journal::commit_sync_fails` (the msync of an `every-batch` commit that has frames to
 //!   sync; the journal is poisoned exactly as after a real failed msync). They test what the
 //!   journal's user does with a failed write (the node stops at once: ADR-012).
+//! - **A full disk**: `journal::segment_enospc` makes preparing a segment file (the first
+//!   segment of a new journal, or the next one, on the helper thread or at a roll) fail with
+//!   `ENOSPC`, at the n-th preparation and every one after it, as a disk that stays full.
 //!
 //! A hand-written hook rather than the `fail` crate: the tests need one point armed per process,
 //! chosen by the parent through the environment, which is twenty lines; `fail` would add a
@@ -39,6 +42,7 @@ pub const FAILPOINTS: &[&str] = &[
     "snapshot::before_rename",
     "journal::append_fails",
     "journal::commit_sync_fails",
+    "journal::segment_enospc",
 ];
 
 /// The environment variable that arms a failpoint.
@@ -53,6 +57,22 @@ pub(crate) fn hit(_name: &'static str) {}
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn fail(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A full-disk point: from its n-th pass on, returns the OS error `ENOSPC`.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn no_space(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A full-disk point: from its n-th pass on, returns the OS error `ENOSPC`.
+#[cfg(feature = "failpoints")]
+pub(crate) fn no_space(name: &'static str) -> std::io::Result<()> {
+    if fires_from(name) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
     Ok(())
 }
 
@@ -83,6 +103,19 @@ pub(crate) fn fail(name: &'static str) -> std::io::Result<()> {
 /// Counts a pass of `name`; true on the armed pass (after writing the line that says so).
 #[cfg(feature = "failpoints")]
 fn fires(name: &'static str) -> bool {
+    counts(name).is_some_and(|(pass, hit_at)| pass == hit_at)
+}
+
+/// Counts a pass of `name`; true on the armed pass and every pass after it.
+#[cfg(feature = "failpoints")]
+fn fires_from(name: &'static str) -> bool {
+    counts(name).is_some_and(|(pass, hit_at)| pass >= hit_at)
+}
+
+/// Counts a pass of `name` if it is the armed failpoint: (this pass, the armed pass). Writes
+/// the line that says it fired on the armed pass.
+#[cfg(feature = "failpoints")]
+fn counts(name: &'static str) -> Option<(u64, u64)> {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -110,10 +143,13 @@ fn fires(name: &'static str) -> bool {
             hits: AtomicU64::new(0),
         })
     });
-    let Some(armed) = armed else { return false };
-    if armed.name != name || armed.hits.fetch_add(1, Ordering::Relaxed) + 1 != armed.hit_at {
-        return false;
+    let armed = armed.as_ref()?;
+    if armed.name != name {
+        return None;
     }
-    eprintln!("failpoint {name} fired (pass {})", armed.hit_at);
-    true
+    let pass = armed.hits.fetch_add(1, Ordering::Relaxed) + 1;
+    if pass == armed.hit_at {
+        eprintln!("failpoint {name} fired (pass {})", armed.hit_at);
+    }
+    Some((pass, armed.hit_at))
 }

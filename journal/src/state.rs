@@ -52,7 +52,7 @@ use crate::error::{CorruptionKind, JournalError, SnapshotFault};
 use crate::journal::{Journal, JournalConfig, JournalMeta};
 use crate::meta_file;
 use crate::reader::JournalReader;
-use crate::recovery::RecoveryReport;
+use crate::recovery::{Findings, RecoveryReport};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 
 /// Errors of recovery, replay and the snapshotter.
@@ -138,6 +138,10 @@ pub enum StateError {
     /// A caller error (e.g. a snapshot at seq 0).
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
+
+    /// A start-up check of the caller refused the journal before anything was changed.
+    #[error("{reason}")]
+    Refused { reason: String },
 }
 
 /// The journal meta a journal of `config`'s commands carries.
@@ -597,18 +601,47 @@ fn check_journal_reaches(
     }
 }
 
-/// The writer side at start: opens the journal in `dir` (creating it if missing), which cuts a
-/// torn tail; stores the engine-config sidecar if it is missing; recovers the engine; and checks
-/// that the engine ends exactly where the journal does. The journal is ready for the next seq.
+/// The writer side at start: opens the journal in `dir` (creating it if it is new), which
+/// quarantines and cuts a torn tail; stores the engine-config sidecar if it is missing;
+/// recovers the engine; and checks that the engine ends exactly where the journal does. The
+/// journal is ready for the next seq.
 pub fn open_journal_and_engine(
     dir: impl AsRef<Path>,
     journal_config: JournalConfig,
     engine_config: &EngineConfig,
     epoch: u64,
 ) -> Result<(Journal, Engine, RecoveryReport, RecoveryInfo), StateError> {
+    open_journal_and_engine_checked(dir, journal_config, engine_config, epoch, |_| Ok(()))
+}
+
+/// [`open_journal_and_engine`] with a check of the caller's between reading the journal and
+/// changing anything: `check` gets what recovery found (and would cut) and may refuse with a
+/// reason ([`StateError::Refused`]); then nothing was modified.
+pub fn open_journal_and_engine_checked(
+    dir: impl AsRef<Path>,
+    journal_config: JournalConfig,
+    engine_config: &EngineConfig,
+    epoch: u64,
+    check: impl FnOnce(&Findings) -> Result<(), String>,
+) -> Result<(Journal, Engine, RecoveryReport, RecoveryInfo), StateError> {
     let dir = dir.as_ref();
     let meta = journal_meta(engine_config, epoch);
-    let (journal, report) = Journal::open_or_create(dir, journal_config, meta)?;
+    let pending = Journal::prepare_open(dir, journal_config, meta)?;
+    if !pending.findings().fresh {
+        // The sidecar must agree before anything is cut.
+        match meta_file::read_config(dir) {
+            Ok(stored) if stored != *engine_config => {
+                return Err(StateError::ConfigFile {
+                    path: meta_file::config_path(dir),
+                    reason: "holds another engine config than the one given".to_owned(),
+                });
+            }
+            Ok(_) | Err(StateError::ConfigFileMissing { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    check(pending.findings()).map_err(|reason| StateError::Refused { reason })?;
+    let (journal, report) = pending.open()?;
     match meta_file::read_config(dir) {
         Ok(stored) if stored == *engine_config => {}
         Ok(_) => {
