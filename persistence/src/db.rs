@@ -156,6 +156,78 @@ impl Database {
     }
 }
 
+/// The checkpoint of the query store at `url` if there is one, without creating or migrating
+/// anything: `None` when there is no database yet (no SQLite file, no MySQL database, no
+/// schema). Start-up compares it with the journal before the journal is touched. The whole
+/// look takes at most `timeout`.
+pub async fn peek_checkpoint(
+    url: &DatabaseUrl,
+    timeout: Duration,
+) -> Result<Option<crate::store::Checkpoint>, PersistenceError> {
+    sqlx::any::install_default_drivers();
+    let connect_error = |error: sqlx::Error| PersistenceError::Connect {
+        url: url.redacted(),
+        hint: connect_hint(&error),
+        error,
+    };
+    let look = async {
+        match url.backend() {
+            Backend::Sqlite => {
+                if url.sqlite_path().is_none_or(|p| !p.exists()) {
+                    return Ok(None);
+                }
+            }
+            Backend::MySql => {
+                if !Any::database_exists(url.expose())
+                    .await
+                    .map_err(connect_error)?
+                {
+                    return Ok(None);
+                }
+            }
+        }
+        let options: AnyConnectOptions = url.expose().parse().map_err(connect_error)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        let read = async {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(PersistenceError::db("connecting"))?;
+            let exists = sqlx::query(match url.backend() {
+                Backend::Sqlite => {
+                    "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'kuku_checkpoint'"
+                }
+                Backend::MySql => {
+                    "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'kuku_checkpoint'"
+                }
+            })
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(PersistenceError::db("looking for the checkpoint table"))?;
+            let n: i64 = sqlx::Row::try_get(&exists, "n")
+                .map_err(PersistenceError::db("looking for the checkpoint table"))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            crate::store::read_checkpoint(&mut conn).await.map(Some)
+        };
+        let checkpoint = read.await;
+        pool.close().await;
+        checkpoint
+    };
+    tokio::time::timeout(timeout, look)
+        .await
+        .unwrap_or(Err(PersistenceError::Timeout {
+            op: "reading the checkpoint at start-up",
+            timeout,
+        }))
+}
+
 /// The migrations of one dialect, embedded in the binary.
 pub fn migrator(backend: Backend) -> Migrator {
     let (version, description, sql) = match backend {

@@ -107,6 +107,21 @@ pub fn start_writer(
     Ok(Some((writer, handler)))
 }
 
+/// The checkpoint of the node's query store, read before the journal is opened (see
+/// `Node::start`): the database's URL (password masked) and its checkpoint; `None` without a
+/// database or before the first write.
+pub fn peek_checkpoint(
+    config: &NodeConfig,
+) -> anyhow::Result<Option<(String, kuku_persistence::Checkpoint)>> {
+    let Some(url) = database_url(config)? else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_secs(config.database.connect_timeout_s.max(1));
+    let checkpoint =
+        kuku_persistence::block_on(kuku_persistence::db::peek_checkpoint(&url, timeout))?;
+    Ok(checkpoint.map(|c| (url.redacted(), c)))
+}
+
 /// `kuku reconcile`: the database against the engine rebuilt from the node's journal.
 pub fn reconcile(config: &NodeConfig) -> anyhow::Result<ReconcileReport> {
     let url =

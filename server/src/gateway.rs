@@ -168,12 +168,16 @@ impl NodeLink for PipelineLink {
     }
 }
 
-/// Starts a node with the gateway on its output ring. Stop them with [`shutdown`].
+/// Starts a node with the gateway on its output ring. Stop them with [`shutdown`]. The
+/// gateway's port is bound only once the node has started and the gateway's read model and
+/// replay history are rebuilt: a client never connects to a node that is not ready (or that
+/// refuses to start).
 pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<(Node, GatewayHandle)> {
+    crate::node::check_data_dir(&config.data_dir)?;
     let credentials = config.gateway.credentials(config)?;
     let gateway_config = config.gateway.to_config(credentials)?;
     let serving = Arc::clone(&gateway_config.serving);
-    let mut gateway = Gateway::bind(gateway_config)?;
+    let mut gateway = Gateway::new(gateway_config)?;
     let waker = gateway.waker();
     let mut outputs = outputs;
     outputs.serving = Some(serving);
@@ -195,7 +199,13 @@ pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<(Node,
         submitter: node.submitter.clone(),
         poller,
     };
-    let handle = gateway.spawn(link)?;
+    let handle = match gateway.spawn(link) {
+        Ok(handle) => handle,
+        Err(e) => {
+            node.shutdown();
+            return Err(e.into());
+        }
+    };
     tracing::info!(addr = %handle.local_addr(), "The gateway is serving.");
     Ok((node, handle))
 }

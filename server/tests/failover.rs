@@ -393,15 +393,29 @@ fn replay(dir: &Path, engine: &EngineConfig) -> (Created, u64, u64) {
 }
 
 /// A fenced node refuses a trading login with NotPrimary.
+/// (Its gateway listens once its start-up is complete, which may be after its replication
+/// address already reports the role: a refused connection is retried for a while.)
 fn assert_refuses_logins(node: &NodeProc, account: AccountId) {
-    match TradingClient::login(
-        node.gateway,
-        account,
-        token(account),
-        LoginOptions::default(),
-    ) {
-        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
-        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TradingClient::login(
+            node.gateway,
+            account,
+            token(account),
+            LoginOptions::default(),
+        ) {
+            Err(GatewayError::LoginRejected { code }) => {
+                assert_eq!(code, NOT_PRIMARY);
+                return;
+            }
+            Err(GatewayError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+        }
     }
 }
 

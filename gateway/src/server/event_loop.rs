@@ -198,7 +198,9 @@ impl<L: NodeLink> EventLoop<L> {
         EventLoop {
             poll: gateway.poll,
             registry,
-            listener: gateway.listener,
+            listener: gateway
+                .listener
+                .expect("Gateway::spawn binds the listener before the loop starts"),
             link,
             sessions: Sessions {
                 slots: Vec::new(),
