@@ -36,8 +36,9 @@ enum Cmd {
     /// Run a node until SIGINT or SIGTERM. It fail-stops: a panic aborts it (SIGABRT), a
     /// journal failure ends it with status 74 (docs/operations.md, Fail-stop).
     Serve(ServeArgs),
-    /// Compare the database with the engine state rebuilt from the journal (trial balance,
-    /// balances, positions, open orders). Exit status 2 on any difference.
+    /// Compare every table of the database (orders, trades, ledger transactions and entries,
+    /// balances, positions, accounts, symbols, the checkpoint) with the rows the journal
+    /// rebuilds, and with the engine at the checkpoint. Exit status 2 on any difference.
     Reconcile(ReconcileArgs),
     /// An account's history (ledger transactions, orders, trades) read from the database.
     History(HistoryArgs),
