@@ -28,6 +28,7 @@
 //!  17  ModifyOrder          account u32, request_id u64, order_id u64, new_qty i64, new_price i64
 //!  18  QuoteUpdate          symbol u32, bid_price i64, bid_qty i64, ask_price i64, ask_qty i64
 //!  19  TakeSnapshot         (nothing)
+//!  30  BeginEpoch           epoch u64
 //! strN = len u8 (<= N) + len bytes of UTF-8; enums are u8 in declaration order
 //! (side: 0 buy, 1 sell; order_type: 0 limit, 1 market; tif: 0 day, 1 ioc, 2 fok;
 //! market: 0 KOSPI, 1 KOSDAQ, 2 other; phase: 0 closed, 1 pre-open, 2 continuous,
@@ -95,6 +96,7 @@ pub mod tag {
     pub const MODIFY_ORDER: u8 = 17;
     pub const QUOTE_UPDATE: u8 = 18;
     pub const TAKE_SNAPSHOT: u8 = 19;
+    pub const BEGIN_EPOCH: u8 = 30;
 }
 
 /// Encoded size of a `PlaceOrder`, the dominant command.
@@ -191,7 +193,8 @@ pub fn encoded_len(command: &Command) -> usize {
         Command::ConfirmTransaction { .. }
         | Command::FailTransaction { .. }
         | Command::ReverseTransaction { .. }
-        | Command::ExpireStaleExternal { .. } => 8,
+        | Command::ExpireStaleExternal { .. }
+        | Command::BeginEpoch { .. } => 8,
         Command::TakeSnapshot => 0,
     }
 }
@@ -332,6 +335,7 @@ fn encode_exact(command: &Command, buf: &mut [u8]) -> usize {
             w.tag_u64(tag::EXPIRE_STALE_EXTERNAL, *cutoff_ts)
         }
         Command::TakeSnapshot => w.u8(tag::TAKE_SNAPSHOT),
+        Command::BeginEpoch { epoch } => w.tag_u64(tag::BEGIN_EPOCH, *epoch),
     }
     w.at
 }
@@ -647,6 +651,9 @@ fn decode_admin(r: &mut Reader<'_>, tag: u8) -> Result<Command, CodecError> {
             cutoff_ts: r.u64("cutoff_ts")?,
         },
         tag::TAKE_SNAPSHOT => Command::TakeSnapshot,
+        tag::BEGIN_EPOCH => Command::BeginEpoch {
+            epoch: r.u64("epoch")?,
+        },
         tag => return Err(CodecError::UnknownTag { tag }),
     })
 }

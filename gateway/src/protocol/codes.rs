@@ -53,6 +53,7 @@ codes! {
         SessionsFull = 9012: "the gateway has no room for another session (sessions_max)",
         ShuttingDown = 9013: "the server is shutting down",
         NotPrimary = 9014: "this node is not the primary (a standby, or an old primary fenced after a failover): log in to another address",
+        HistoryDiverged = 9015: "the messages this client saw after replay_from_seq were never issued by this node (an asynchronous failover lost them): log in again from replay_from_seq and treat what was seen after it as void",
     }
 }
 

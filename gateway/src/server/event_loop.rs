@@ -12,9 +12,10 @@ use super::{Drained, GatewayConfig, GatewayStats, LISTENER, NodeLink, OutputRef,
 use crate::auth::tokens_equal;
 use crate::protocol::{
     AccountQuery, AccountSnapshot, FLAG_CANCEL_ON_DISCONNECT, FLAG_NO_REPLAY, FrameError,
-    GatewayCode, Heartbeat, Login, LoginAccepted, LoginRejected, Logout, Message, OpenOrders,
-    OrderRejected, OrderReport, OrderStatus, PositionReport, ProtocolCode, ProtocolError,
-    QueryDone, RESERVED_KEY_BIT, RequestRejected, TokenIssued, WireOrderState, split_frame,
+    GatewayCode, Heartbeat, Login, LoginAccepted, LoginDiverged, LoginRejected, Logout, Message,
+    OpenOrders, OrderRejected, OrderReport, OrderStatus, PositionReport, ProtocolCode,
+    ProtocolError, QueryDone, RESERVED_KEY_BIT, RequestRejected, TokenIssued, WireOrderState,
+    split_frame,
 };
 use crate::protocol::{AdminResult, DecodeError};
 use crate::ratelimit::TokenBucket;
@@ -519,6 +520,19 @@ impl<L: NodeLink> EventLoop<L> {
                 .protocol_error(i, ProtocolCode::InvalidValue, Login::TYPE);
         }
         let account = login.account;
+        if self.config.secret.verify(account, &login.token)
+            && let Some(replay_from_seq) = self
+                .mirror
+                .history
+                .diverged(account, login.last_seen_acct_seq)
+        {
+            GatewayStats::add(&self.stats.login_rejects);
+            let m = LoginDiverged {
+                code: GatewayCode::HistoryDiverged.code(),
+                replay_from_seq,
+            };
+            return self.sessions.end(i, Ending::Graceful(m.into()));
+        }
         let reject = if !self.config.secret.verify(account, &login.token) {
             Some(GatewayCode::InvalidToken.code())
         } else {

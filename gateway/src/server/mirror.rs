@@ -95,6 +95,12 @@ impl Mirror {
     /// messages in the history, then folds it into the read model.
     pub fn apply(&mut self, seq: u64, ts: u64, event: &Event) -> Translated {
         let out = self.translate(ts, event);
+        if let Event::EpochBegan { id_floor, .. } = *event {
+            // Before the fold raises them: each account's last number of the old epoch.
+            for (account, view) in &self.read_model.accounts {
+                self.history.mark_epoch(*account, id_floor, view.acct_seq);
+            }
+        }
         self.read_model.apply(seq, ts, event);
         if let Event::SymbolRegistered { symbol } = event {
             self.index_symbol(symbol.id, symbol.code.as_str());
