@@ -240,7 +240,7 @@ impl PendingOpen {
                     Some(lock) => lock,
                     None => lock_dir(&dir)?,
                 };
-                let journal = Journal::create_locked(&dir, config, meta, lock)?;
+                let journal = Journal::create_locked(&dir, config, meta, lock, 1)?;
                 Ok((journal, RecoveryReport::empty(1)))
             }
         }
@@ -301,23 +301,54 @@ impl Journal {
         }
         // Refuses a directory with traces of an earlier journal.
         recovery::plan(dir, &meta)?;
-        Journal::create_locked(dir, config, meta, lock)
+        Journal::create_locked(dir, config, meta, lock, 1)
     }
 
-    /// Creates the first segment of a new journal in the locked, empty directory `dir`.
+    /// Creates a new journal in the empty directory `dir` whose first frame will be
+    /// `first_seq`: the frames before it are not in this journal (a snapshot at
+    /// `first_seq - 1` stands in for them, as after `kuku upgrade`). The watermark starts at
+    /// `first_seq - 1`.
+    pub fn create_from(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        meta: JournalMeta,
+        first_seq: u64,
+    ) -> Result<Journal, JournalError> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        if first_seq == 0 {
+            return Err(JournalError::InvalidConfig {
+                reason: "a journal's first seq is at least 1".into(),
+            });
+        }
+        fs::create_dir_all(dir).map_err(JournalError::io("create directory", dir))?;
+        let lock = lock_dir(dir)?;
+        if !segment::list_segments(dir)?.is_empty() {
+            return Err(JournalError::JournalExists {
+                dir: dir.to_owned(),
+            });
+        }
+        recovery::plan(dir, &meta)?;
+        Journal::create_locked(dir, config, meta, lock, first_seq)
+    }
+
+    /// Creates the first segment (starting at `first_seq`) of a new journal in the locked,
+    /// empty directory `dir`.
     fn create_locked(
         dir: &Path,
         config: JournalConfig,
         meta: JournalMeta,
         lock: File,
+        first_seq: u64,
     ) -> Result<Journal, JournalError> {
         if !segment::list_segments(dir)?.is_empty() {
             return Err(JournalError::JournalExists {
                 dir: dir.to_owned(),
             });
         }
-        let header = new_header(&config, &meta, 1);
-        let (path, map) = segment::create_segment(dir, &header, 0)?;
+        let seq_durable = first_seq - 1;
+        let header = new_header(&config, &meta, first_seq);
+        let (path, map) = segment::create_segment(dir, &header, seq_durable)?;
         let active = ActiveSegment { path, map, header };
         // A watermark file without segments that says seq 0 holds nothing: replace it.
         let watermark_path = dir.join(watermark::WATERMARK_FILE_NAME);
@@ -330,15 +361,18 @@ impl Journal {
             }
             _ => {}
         }
-        let (watermark_file, _) = WatermarkFile::open_or_create(dir)?;
+        let (mut watermark_file, _) = WatermarkFile::open_or_create(dir)?;
+        if seq_durable > 0 {
+            watermark_file.store(seq_durable);
+        }
         let mut journal = Journal::assemble(
             dir,
             config,
             meta,
             active,
             SEGMENT_DATA_START,
-            1,
-            0,
+            first_seq,
+            seq_durable,
             watermark_file,
             lock,
         );

@@ -64,7 +64,8 @@
 //! durable watermark lives), `journal` (the writer), `recovery`, `reader`, `snapshot`, `hook`
 //! (sync observer for power-loss tests), `failpoint` (crash points, feature `failpoints`); and
 //! above them `codec` (command and snapshot payloads), `state` (engine recovery, replay, shadow
-//! snapshots), `meta_file` (the `engine.json` sidecar), `tool` (`kuku-replay`). The format and
+//! snapshots), `meta_file` (the `engine.json` sidecar), `tool` (`kuku-replay`), `upgrade`
+//! (`kuku upgrade`: a new journal for a new engine-logic version, from a final snapshot). The format and
 //! its rationale are in docs/adr/ADR-004-journal-format.md, the codec in ADR-005; operating
 //! procedures in docs/operations.md.
 
@@ -83,6 +84,7 @@ mod snapshot;
 pub mod state;
 pub mod tool;
 mod truncate;
+pub mod upgrade;
 mod watermark;
 
 pub use codec::{CodecError, append_command, decode_command, decode_envelope, encode_command};

@@ -45,7 +45,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use kuku_engine::hash::stable_hash;
-use kuku_engine::{ENGINE_LOGIC_VERSION, Engine, EngineConfig, EventSink, NullSink, RestoreError};
+use kuku_engine::{Engine, EngineConfig, EventSink, NullSink, RestoreError};
 
 use crate::codec::{self, CodecError};
 use crate::error::{CorruptionKind, JournalError, SnapshotFault};
@@ -147,7 +147,7 @@ pub enum StateError {
 /// The journal meta a journal of `config`'s commands carries.
 pub fn journal_meta(config: &EngineConfig, epoch: u64) -> JournalMeta {
     JournalMeta {
-        engine_logic_version: ENGINE_LOGIC_VERSION,
+        engine_logic_version: crate::upgrade::engine_logic_version(),
         capacities_hash: config.capacities_hash(),
         epoch,
     }
@@ -381,7 +381,7 @@ pub fn write_snapshot_at(
         seq,
         // By definition equal to engine.state_hash(), without a second snapshot().
         state_hash: stable_hash(&snapshot),
-        engine_logic_version: ENGINE_LOGIC_VERSION,
+        engine_logic_version: crate::upgrade::engine_logic_version(),
         capacities_hash: config.capacities_hash(),
     };
     debug_assert_eq!(snapshot.last_seq, seq);
@@ -541,10 +541,11 @@ fn try_snapshot(
         Err(other) => return Err(other.into()),
     };
     let meta = snapshot.meta;
-    if meta.engine_logic_version != ENGINE_LOGIC_VERSION {
+    let version = crate::upgrade::engine_logic_version();
+    if meta.engine_logic_version != version {
         return Ok(Err(SnapshotRejection::EngineLogicVersion {
             found: meta.engine_logic_version,
-            expected: ENGINE_LOGIC_VERSION,
+            expected: version,
         }));
     }
     if meta.capacities_hash != config.capacities_hash() {

@@ -236,7 +236,12 @@ fn recover(gateway: &mut Gateway, config: &NodeConfig, seq_last: u64) -> anyhow:
         return Ok(());
     }
     let dir = config.journal_dir();
-    let base_seq = seq_last.saturating_sub(config.gateway.history_commands_max);
+    let reader = JournalReader::open(&dir)?;
+    // Not before the journal's first frame (after `kuku upgrade` a snapshot stands in for
+    // the frames before it).
+    let base_seq = seq_last
+        .saturating_sub(config.gateway.history_commands_max)
+        .max(reader.seq_first() - 1);
     let at = |seq: u64| {
         recover_engine_with(
             &dir,
@@ -263,7 +268,6 @@ fn recover(gateway: &mut Gateway, config: &NodeConfig, seq_last: u64) -> anyhow:
     if engine.last_seq() >= seq_last {
         return Ok(());
     }
-    let reader = JournalReader::open(&dir)?;
     let mut fold = Fold {
         gateway,
         seq: 0,

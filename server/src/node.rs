@@ -153,6 +153,8 @@ pub struct Node {
     replication_listener: Option<JoinHandle<()>>,
     /// True while this node acts as primary (gateway logins, scheduler, feed, snapshots).
     serving: Arc<AtomicBool>,
+    /// For the final snapshot at a clean stop.
+    engine_config: EngineConfig,
 }
 
 impl Node {
@@ -298,6 +300,7 @@ impl Node {
             replication_receiver: None,
             replication_listener: None,
             serving,
+            engine_config: config.engine,
         };
         node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
         if let Some(r) = node.replication.clone() {
@@ -465,6 +468,11 @@ impl Node {
         if let Some(s) = self.snapshotter.take() {
             let _ = s.join();
         }
+        write_final_snapshot(
+            &self.startup.journal_dir,
+            &self.engine_config,
+            status.applied_seq.load(Ordering::Acquire),
+        );
         // Every event has been offered: the writer catches up (or times out) and stops.
         if let Some(writer) = self.database.take() {
             writer.shutdown();
@@ -700,6 +708,14 @@ pub fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     let journal = dir.join("journal");
+    let staging = kuku_journal::upgrade::staging_dir(&journal);
+    if staging.exists() {
+        anyhow::bail!(
+            "{} exists: a `kuku upgrade` was interrupted. Run `kuku upgrade` again (it finishes \
+             or restarts it) before starting the node (docs/operations.md, \"Upgrades\")",
+            staging.display()
+        );
+    }
     if journal.exists() && !journal.is_dir() {
         anyhow::bail!(
             "{} is a file, not the journal directory: move it away (docs/operations.md, \
@@ -774,6 +790,30 @@ fn gate_at_replicated_watermark(repl: Arc<Replication>, mut inner: OutputHandler
         }
         inner(slot, seq, end_of_batch)
     })
+}
+
+/// At a clean stop, a snapshot at the last applied seq (unless one exists): what `kuku
+/// upgrade` starts a build of a new engine-logic version from, and a short replay at the next
+/// start. A failure is logged; the journal is the truth either way.
+fn write_final_snapshot(journal_dir: &std::path::Path, config: &EngineConfig, seq: u64) {
+    if seq == 0 {
+        return;
+    }
+    let path = journal_dir
+        .join(kuku_journal::SnapshotStore::DIR_NAME)
+        .join(kuku_journal::snapshot_file_name(seq));
+    if path.exists() {
+        return;
+    }
+    match kuku_journal::state::write_snapshot_at(journal_dir, config, seq) {
+        Ok(w) => tracing::info!(
+            seq,
+            hash = format!("{:#018x}", w.meta.state_hash),
+            path = %w.path.display(),
+            "The final snapshot was written (kuku upgrade starts from it)."
+        ),
+        Err(e) => tracing::warn!(seq, error = %e, "The final snapshot could not be written."),
+    }
 }
 
 /// Sets this thread's nice value to 19 (Linux nice values are per thread). Best effort.

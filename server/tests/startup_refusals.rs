@@ -13,19 +13,15 @@
 mod support;
 
 use kuku_engine::{AccountId, Amount, ClientOrderId, ExternalRef};
-use kuku_gateway::auth::encode_hex;
 use kuku_gateway::client::{AdminClient, LoginOptions, TradingClient};
 use kuku_gateway::protocol::{Message, NewOrder};
 use kuku_journal::{JournalReader, QUARANTINE_DIR_NAME};
 use kuku_server::config::NodeConfig;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use support::process::{Serve, WAIT};
 use support::{ADMIN_TOKEN, SECRET, buy};
-
-const KUKU: &str = env!("CARGO_BIN_EXE_kuku");
-const WAIT: Duration = Duration::from_secs(30);
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -46,94 +42,10 @@ fn gateway(c: &NodeConfig) -> SocketAddr {
     c.gateway.listen.parse().expect("an address")
 }
 
-/// A `kuku serve` child with its stderr in a file next to the data directory.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(config: &NodeConfig, failpoint: Option<&str>) -> Serve {
-        let stem = config.data_dir.with_extension("");
-        let toml_path = stem.with_extension("toml");
-        let log = stem.with_extension("log");
-        std::fs::write(&toml_path, toml::to_string(config).expect("config to TOML")).unwrap();
-        let mut command = Process::new(KUKU);
-        command
-            .args(["serve", "--config"])
-            .arg(&toml_path)
-            .env("KUKU_GATEWAY_SECRET", encode_hex(&SECRET))
-            .env("KUKU_ADMIN_TOKEN", encode_hex(&ADMIN_TOKEN))
-            .env("KUKU_LOG", "info")
-            .env_remove(kuku_journal::failpoint::FAILPOINT_ENV)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(spec) = failpoint {
-            command.env(kuku_journal::failpoint::FAILPOINT_ENV, spec);
-        }
-        Serve {
-            child: command.spawn().expect("kuku serve starts"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for "Kuku is serving" (panics if the process exits first).
-    fn wait_serving(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains("Kuku is serving") {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "kuku serve exited ({status}) before serving:\n{}",
-                    self.log()
-                );
-            }
-            assert!(Instant::now() < deadline, "not serving:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and a clean exit.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.wait_exit();
-        assert!(status.success(), "{status}:\n{}", self.log());
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Runs `kuku serve` on `config` and expects a refusal: exit status 1, the log naming
 /// `expected`. Returns the log.
 fn refused(config: &NodeConfig, expected: &str) -> String {
-    let mut node = Serve::start(config, None);
+    let mut node = Serve::start(config, &[]);
     let status = node.wait_exit();
     let log = node.log();
     assert_eq!(status.code(), Some(1), "{log}");
@@ -245,7 +157,7 @@ fn heavy_the_gateway_port_stays_closed_while_start_up_fails() {
     let mut config = node_config(root.path(), "node", "none");
     config.database_url = Some(format!("mysql://root@{hole_addr}/kuku_never"));
     config.database.connect_timeout_s = 2;
-    let mut node = Serve::start(&config, None);
+    let mut node = Serve::start(&config, &[]);
     let mut attempts = 0;
     let status = loop {
         if let Ok(Some(status)) = node.child.try_wait() {
@@ -272,7 +184,7 @@ fn heavy_lost_segments_or_a_lost_journal_are_refused_and_nothing_changes() {
     let mut config = node_config(root.path(), "node", "every-batch");
     // The embedded SQLite query store.
     config.database_url = None;
-    let mut node = Serve::start(&config, None);
+    let mut node = Serve::start(&config, &[]);
     node.wait_serving();
     funded_accounts(gateway(&config), 3);
     node.stop();
@@ -316,7 +228,7 @@ fn heavy_none_mode_damage_below_the_moving_watermark_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let mut config = node_config(root.path(), "node", "none");
     config.watermark_interval_ms = 50;
-    let mut node = Serve::start(&config, None);
+    let mut node = Serve::start(&config, &[]);
     node.wait_serving();
     funded_accounts(gateway(&config), 5);
     let journal = config.journal_dir();
@@ -347,7 +259,7 @@ fn heavy_none_mode_damage_after_the_watermark_is_refused_while_the_database_has_
     // No watermark syncer: the watermark stays where the fresh journal put it (0).
     config.watermark_interval_ms = 0;
     config.database_url = None;
-    let mut node = Serve::start(&config, None);
+    let mut node = Serve::start(&config, &[]);
     node.wait_serving();
     funded_accounts(gateway(&config), 5);
     let journal = config.journal_dir();
@@ -384,7 +296,7 @@ fn heavy_none_mode_damage_after_the_watermark_is_refused_while_the_database_has_
     // Without that database the cut is allowed: quarantined, logged at WARN, and the node
     // serves.
     config.database_url = Some("none".into());
-    let mut node = Serve::start(&config, None);
+    let mut node = Serve::start(&config, &[]);
     node.wait_serving();
     let log = node.log();
     assert!(log.contains("WARN") && log.contains("TORN TAIL"), "{log}");
@@ -401,7 +313,13 @@ fn heavy_a_full_disk_refuses_a_new_journal_and_fail_stops_a_running_node() {
     let root = tempfile::tempdir().unwrap();
     // The first segment of a new journal cannot be prepared: a clear start-up refusal.
     let config = node_config(root.path(), "fresh", "none");
-    let mut node = Serve::start(&config, Some("journal::segment_enospc=1"));
+    let mut node = Serve::start(
+        &config,
+        &[(
+            kuku_journal::failpoint::FAILPOINT_ENV,
+            "journal::segment_enospc=1",
+        )],
+    );
     let status = node.wait_exit();
     let log = node.log();
     assert_eq!(status.code(), Some(1), "{log}");
@@ -412,7 +330,13 @@ fn heavy_a_full_disk_refuses_a_new_journal_and_fail_stops_a_running_node() {
     config.segment_mib = 1;
     config.gateway.rate_per_s = 1_000_000;
     config.gateway.burst = 1_000_000;
-    let mut node = Serve::start(&config, Some("journal::segment_enospc=2"));
+    let mut node = Serve::start(
+        &config,
+        &[(
+            kuku_journal::failpoint::FAILPOINT_ENV,
+            "journal::segment_enospc=2",
+        )],
+    );
     node.wait_serving();
     let account = funded_accounts(gateway(&config), 1)[0];
     let token = kuku_gateway::auth::Secret::from_bytes(SECRET).account_token(account);
@@ -479,7 +403,7 @@ fn heavy_a_full_disk_refuses_a_new_journal_and_fail_stops_a_running_node() {
     );
     assert!(acknowledged.len() > 1_000, "{} orders", acknowledged.len());
     // Restarted with space again: every acknowledged order is in the journal.
-    let mut node = Serve::start(&config, None);
+    let mut node = Serve::start(&config, &[]);
     node.wait_serving();
     node.stop();
     let journal = config.journal_dir();
