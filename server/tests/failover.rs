@@ -73,6 +73,8 @@ struct Setup {
     heartbeat_timeout_ms: u64,
     /// An embedded SQLite query store (`false`: `database_url = none`).
     database: bool,
+    /// How often the journal's watermark syncer runs (`durability = "none"`; 0: never).
+    watermark_interval_ms: u64,
 }
 
 impl Default for Setup {
@@ -84,6 +86,7 @@ impl Default for Setup {
             mode: Mode::Sync,
             heartbeat_timeout_ms: 600,
             database: false,
+            watermark_interval_ms: 1_000,
         }
     }
 }
@@ -118,6 +121,7 @@ impl NodeProc {
             c.database_url = Some("none".into());
         }
         c.snapshot_every = setup.snapshot_every;
+        c.watermark_interval_ms = setup.watermark_interval_ms;
         c.gateway.listen = self.gateway.to_string();
         c.replication = ReplicationSettings {
             mode: setup.mode,
@@ -1322,4 +1326,61 @@ fn heavy_an_async_failover_that_loses_a_tail_reuses_no_identifier_and_the_client
         "the shared prefix was compared ({shared} identifiers)"
     );
     assert!(new.orders.keys().any(|id| *id >= 1 << 40));
+}
+
+/// A primary that lost frames its standby has (its tail after the local watermark, as a power
+/// loss of a `none`-durability node takes it) refuses to start as the primary again: it would
+/// cut the tail and diverge from the standby. Nothing is cut.
+#[test]
+fn heavy_a_primary_behind_its_standby_refuses_to_start() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        watermark_interval_ms: 0,
+        ..Setup::default()
+    };
+    let (mut a, b) = start_pair(root.path(), &setup);
+    funded_accounts(a.gateway, 2);
+    wait_caught_up(&a, &b);
+    let standby_seq = status(b.replication).unwrap().journaled_seq;
+    a.kill();
+    // A's last frames are gone (zeroed: the pages never reached its disk).
+    let reader = JournalReader::open(a.journal()).unwrap();
+    assert_eq!(
+        reader.durable_watermark(),
+        0,
+        "no local watermark in none mode here"
+    );
+    drop(reader);
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(a.journal())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let end = bytes.iter().rposition(|&x| x != 0).unwrap() + 1;
+    // About the last few frames (a frame here is under 100 bytes).
+    bytes[end
+        .saturating_sub(200)
+        .max(kuku_journal::SEGMENT_DATA_START)..end]
+        .fill(0);
+    std::fs::write(&last, &bytes).unwrap();
+    a.spawn(&setup, None, &[b.replication]);
+    let mut child = a.child.take().unwrap();
+    let exit = (0..1_500)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            child.try_wait().unwrap()
+        })
+        .expect("the primary refuses to start");
+    assert_eq!(exit.code(), Some(1), "{}", a.log());
+    let log = a.log();
+    assert!(
+        log.contains(&format!("journaled up to seq {standby_seq}")),
+        "{log}"
+    );
+    assert!(log.contains("lost commands the standby has"), "{log}");
+    assert_eq!(std::fs::read(&last).unwrap(), bytes, "nothing was cut");
+    assert!(!a.journal().join(kuku_journal::QUARANTINE_DIR_NAME).exists());
 }
