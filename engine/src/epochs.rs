@@ -13,6 +13,9 @@
 //! **Invariants**: `epoch_floor(e) + 2^40 <= 2^62` for every accepted epoch, so ids stay far
 //! below `i64::MAX` (the query store's BIGINT) even after 2^40 increments in one epoch.
 //!
+//! **Performance**: nothing per command; `BeginEpoch` is O(accounts) once per promotion, and
+//! opening an account reads one counter more.
+//!
 //! **Known limitations**: account and symbol ids index the engine's tables and are not
 //! tagged: an account opened in a lost tail can get its id reissued to another owner on the
 //! new primary (OpenAccount is idempotent by owner, so resending it learns the new id). An

@@ -21,6 +21,9 @@
 //! **Invariants**: the old journal is never modified; the new journal's state at its first
 //! seq minus one is exactly the old journal's at its last (same state hash).
 //!
+//! **Performance**: one CRC pass over the old journal, one decode and hash of the snapshot,
+//! one new segment (zero-filled) and one snapshot write; the node is stopped meanwhile.
+//!
 //! **Known limitations**: the frames before the upgrade stay in the archive, readable only by
 //! the old build: the new build cannot replay from genesis (`kuku reconcile` cannot rebuild
 //! the rows written before, and the database writer cannot re-derive them, so the database
