@@ -49,7 +49,7 @@ pub enum PersistenceError {
     /// The database has written further than the journal holds: it belongs to another data
     /// directory (or the journal lost its tail).
     #[error(
-        "the database checkpoint (epoch {db_epoch}, seq {db_seq}) is ahead of the journal (epoch {journal_epoch}, last seq {journal_seq}): this database was written from another data directory; point --database-url at its own database"
+        "the database checkpoint (epoch {db_epoch}, seq {db_seq}) is ahead of the journal (epoch {journal_epoch}, last seq {journal_seq}): either the journal lost frames (restore them) or this database was written from another data directory (point --database-url at this node's own database, or an empty one)"
     )]
     CheckpointAhead {
         db_epoch: u64,
