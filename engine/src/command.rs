@@ -166,6 +166,12 @@ pub enum Command {
     },
     /// A marker: a shadow engine replaying the journal writes a snapshot at this seq.
     TakeSnapshot,
+    /// The first command of a replication epoch (a promoted primary journals it): raises the
+    /// id counters and every account's sequence number to the epoch's floor
+    /// ([`crate::epochs`]).
+    BeginEpoch {
+        epoch: u64,
+    },
 }
 
 /// Command kinds, for statistics, dumps and rejects of non-order commands.
@@ -190,6 +196,7 @@ pub enum CommandKind {
     ModifyOrder,
     QuoteUpdate,
     TakeSnapshot,
+    BeginEpoch,
 }
 
 impl Command {
@@ -214,6 +221,7 @@ impl Command {
             Command::ModifyOrder { .. } => CommandKind::ModifyOrder,
             Command::QuoteUpdate { .. } => CommandKind::QuoteUpdate,
             Command::TakeSnapshot => CommandKind::TakeSnapshot,
+            Command::BeginEpoch { .. } => CommandKind::BeginEpoch,
         }
     }
 

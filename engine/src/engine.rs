@@ -203,7 +203,24 @@ impl Engine {
             Command::ReverseTransaction { tx } => self.reverse_transaction(*tx, sink),
             Command::ExpireStaleExternal { cutoff_ts } => self.expire_stale(*cutoff_ts, sink),
             Command::TakeSnapshot => sink.emit(&Event::SnapshotMarker),
+            Command::BeginEpoch { epoch } => self.begin_epoch(*epoch, sink),
         }
+    }
+
+    /// Raises every id counter and account sequence number to `epoch`'s floor
+    /// ([`crate::epochs`]); never lowers one.
+    fn begin_epoch(&mut self, epoch: u64, sink: &mut impl EventSink) {
+        let Some(floor) = crate::epochs::epoch_floor(epoch) else {
+            let kind = CommandKind::BeginEpoch;
+            return self.reject_command(kind, AccountId(0), RejectReason::OutOfRange, sink);
+        };
+        self.next_order_id = self.next_order_id.max(floor);
+        self.next_trade_id = self.next_trade_id.max(floor);
+        self.ledger.raise_ids_to(floor);
+        sink.emit(&Event::EpochBegan {
+            epoch,
+            id_floor: floor,
+        });
     }
 
     pub(crate) fn reject_command(

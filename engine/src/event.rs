@@ -571,6 +571,12 @@ pub enum Event {
         level_orders: u32,
     },
     SnapshotMarker,
+    /// A replication epoch began: every id counter and account sequence number is at least
+    /// `id_floor` now ([`crate::epochs`]).
+    EpochBegan {
+        epoch: u64,
+        id_floor: u64,
+    },
     /// A ledger entry point refused a posting or hold that the engine's own rules had
     /// admitted: a bug. Nothing changed; the command is rejected (or the order's remainder
     /// cancelled) with `LedgerCheckFailed`. The node logs it and counts it in its metrics.

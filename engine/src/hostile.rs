@@ -420,7 +420,7 @@ impl Iterator for ByteCommands<'_> {
     fn next(&mut self) -> Option<Command> {
         let kind = *self.data.first()?;
         self.data = &self.data[1..];
-        Some(match kind % 19 {
+        Some(match kind % 20 {
             0 => Command::RegisterSymbol(RegisterSymbol {
                 code: self.text(),
                 name: self.text(),
@@ -517,7 +517,8 @@ impl Iterator for ByteCommands<'_> {
                 ask_price: Price(self.i64()),
                 ask_qty: Qty(self.i64()),
             },
-            _ => Command::TakeSnapshot,
+            18 => Command::TakeSnapshot,
+            _ => Command::BeginEpoch { epoch: self.u64() },
         })
     }
 }

@@ -33,6 +33,7 @@ pub mod book;
 pub mod command;
 pub mod config;
 mod engine;
+pub mod epochs;
 pub mod event;
 pub mod fees;
 pub mod hash;

@@ -360,6 +360,11 @@ impl ReadModel {
             }
         }
         match *event {
+            Event::EpochBegan { id_floor, .. } => {
+                for a in self.accounts.values_mut() {
+                    a.acct_seq = a.acct_seq.max(id_floor);
+                }
+            }
             Event::SymbolRegistered { symbol } => {
                 self.symbols.insert(
                     symbol.id,

@@ -249,6 +249,13 @@ fn request() -> impl Strategy<Value = Command> {
             }
         }),
         Just(Command::TakeSnapshot),
+        prop_oneof![
+            0u64..4,
+            Just(kuku_engine::epochs::EPOCH_MAX),
+            Just(kuku_engine::epochs::EPOCH_MAX + 1),
+            any::<u64>()
+        ]
+        .prop_map(|epoch| Command::BeginEpoch { epoch }),
     ]
 }
 

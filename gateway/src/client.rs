@@ -207,6 +207,13 @@ impl OrderSpec {
 /// in again and resends that order with the same client order id. The engine answers a resend
 /// with the original outcome (`resent` set), so an order is never placed twice.
 ///
+/// After an asynchronous failover that lost the old primary's last messages, the new primary
+/// answers the login with `9016 HistoryDiverged` and the seq to replay from: the client
+/// records the divergence in [`FailoverClient::diverged`] (what it saw after that seq never
+/// happened), drops the messages it kept after it, and logs in again from it. Orders whose
+/// outcome was in the lost part are resent by `place` as usual: the new primary decides them
+/// afresh.
+///
 /// **Known limitations**: one order in flight at a time (`place` waits for the outcome); a
 /// cancel or modify is not resent (the caller asks for the order's status instead).
 pub struct FailoverClient {
@@ -223,6 +230,9 @@ pub struct FailoverClient {
     pub failover_timeout: Duration,
     /// Orders resent after a lost connection or a timeout.
     pub resends: u64,
+    /// Each failover that lost messages this client had seen: (its last seen seq then, the seq
+    /// the new primary replays from).
+    pub diverged: Vec<(u64, u64)>,
 }
 
 impl FailoverClient {
@@ -237,6 +247,7 @@ impl FailoverClient {
             missed: Vec::new(),
             failover_timeout: Duration::from_secs(60),
             resends: 0,
+            diverged: Vec::new(),
         }
     }
 
@@ -250,9 +261,21 @@ impl FailoverClient {
     fn session(&mut self, deadline: Instant) -> Result<&mut TradingClient, GatewayError> {
         if self.session.is_none() {
             let options = LoginOptions::default_from(self.last_seen_acct_seq);
+            let mut options = options;
             let (client, replayed) = loop {
                 match TradingClient::login_any(&self.addrs, self.account, self.token, options) {
                     Ok((client, replayed, _)) => break (client, replayed),
+                    Err(GatewayError::HistoryDiverged {
+                        last_seen,
+                        replay_from_seq,
+                    }) => {
+                        // What was seen after `replay_from_seq` was lost with the old primary.
+                        self.diverged.push((last_seen, replay_from_seq));
+                        self.missed
+                            .retain(|m| acct_seq_of(m) == 0 || acct_seq_of(m) <= replay_from_seq);
+                        self.last_seen_acct_seq = replay_from_seq;
+                        options = LoginOptions::default_from(replay_from_seq);
+                    }
                     Err(e) if Instant::now() >= deadline => return Err(e),
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -324,13 +347,17 @@ pub fn acct_seq_of(m: &Message) -> u64 {
     }
 }
 
-fn login_reply(conn: &mut Connection) -> Result<LoginAccepted, GatewayError> {
+fn login_reply(conn: &mut Connection, last_seen: u64) -> Result<LoginAccepted, GatewayError> {
     match conn.recv(REPLY_TIMEOUT)? {
         Message::LoginAccepted(a) => {
             conn.set_heartbeat_interval(Duration::from_millis(a.heartbeat_interval_ms as u64));
             Ok(a)
         }
         Message::LoginRejected(r) => Err(GatewayError::LoginRejected { code: r.code }),
+        Message::LoginDiverged(d) => Err(GatewayError::HistoryDiverged {
+            last_seen,
+            replay_from_seq: d.replay_from_seq,
+        }),
         Message::ProtocolError(p) => Err(GatewayError::ServerProtocolError { code: p.code }),
         other => Err(GatewayError::Unexpected(format!("{other:?}"))),
     }
@@ -359,7 +386,7 @@ impl TradingClient {
             last_seen_acct_seq: options.last_seen_acct_seq,
             token,
         })?;
-        let accepted = login_reply(&mut conn)?;
+        let accepted = login_reply(&mut conn, options.last_seen_acct_seq)?;
         let mut client = TradingClient {
             conn,
             account,
@@ -394,6 +421,8 @@ impl TradingClient {
         for (i, addr) in addrs.iter().enumerate() {
             match TradingClient::login(addr, account, token, options) {
                 Ok((client, replayed)) => return Ok((client, replayed, i)),
+                // The primary answered: the caller must decide (see `FailoverClient`).
+                Err(e @ GatewayError::HistoryDiverged { .. }) => return Err(e),
                 Err(e) => last = e,
             }
         }
@@ -719,7 +748,7 @@ impl AdminClient {
             last_seen_acct_seq: 0,
             token: admin_token,
         })?;
-        login_reply(&mut conn)?;
+        login_reply(&mut conn, 0)?;
         Ok(AdminClient {
             conn,
             next_request_id: key_base(),

@@ -20,6 +20,14 @@ pub enum GatewayError {
     ServerProtocolError { code: u16 },
     #[error("login rejected: {}", crate::protocol::describe_code(*code))]
     LoginRejected { code: u16 },
+    /// 9016 HistoryDiverged: the messages seen after `replay_from_seq` were lost in a failover.
+    #[error(
+        "login rejected: the history diverged in a failover: the messages seen after seq {replay_from_seq} (up to {last_seen}) were never issued by this node; log in again from seq {replay_from_seq}"
+    )]
+    HistoryDiverged {
+        last_seen: u64,
+        replay_from_seq: u64,
+    },
     #[error("the server ended the session: {}", crate::protocol::describe_code(*code))]
     LoggedOut { code: u16 },
     #[error("the connection was closed")]

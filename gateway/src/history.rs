@@ -2,6 +2,11 @@
 //! reconnecting with its last seen per-account sequence number gets what it missed
 //! (SoupBinTCP-style), on this node or, after a restart, rebuilt from the journal.
 //!
+//! **Epochs**: after a failover the new primary's sequence numbers continue in a new epoch's
+//! range (`kuku_engine::epochs`); the history remembers, per account, the last sequence number
+//! it had before each epoch began ([`History::mark_epoch`]), which tells a client whose last
+//! seen number lies in a lost tail ([`History::diverged`]).
+//!
 //! **Bounds**: at most `per_account_max` messages per account and `total_max` in all; when
 //! the total is exceeded the globally oldest message is dropped. A client that asks for
 //! more than is held gets what is held and learns of the gap from LoginAccepted
@@ -26,7 +31,13 @@ pub struct History {
     /// per-account bound) are skipped when they reach the front.
     order: VecDeque<(AccountId, u64)>,
     held: usize,
+    /// Per account: (an epoch's id floor, the account's last sequence number before it),
+    /// oldest first, at most [`EPOCH_MARKS_PER_ACCOUNT_MAX`].
+    epochs: FxHashMap<AccountId, Vec<(u64, u64)>>,
 }
+
+/// Epoch beginnings remembered per account (failovers are rare; older ones are forgotten).
+pub const EPOCH_MARKS_PER_ACCOUNT_MAX: usize = 8;
 
 impl History {
     pub fn new(per_account_max: usize, total_max: usize) -> History {
@@ -36,7 +47,34 @@ impl History {
             accounts: FxHashMap::default(),
             order: VecDeque::new(),
             held: 0,
+            epochs: FxHashMap::default(),
         }
+    }
+
+    /// Records that an epoch whose sequence numbers start above `floor` began after
+    /// `account`'s sequence number `last_before`.
+    pub fn mark_epoch(&mut self, account: AccountId, floor: u64, last_before: u64) {
+        let marks = self.epochs.entry(account).or_default();
+        if marks.last().is_some_and(|(f, _)| *f >= floor) {
+            return;
+        }
+        if marks.len() >= EPOCH_MARKS_PER_ACCOUNT_MAX {
+            marks.remove(0);
+        }
+        marks.push((floor, last_before));
+    }
+
+    /// For a client of `account` whose last seen sequence number is `last_seen`: if that
+    /// number lies after the last one this node issued before the next epoch began (so the
+    /// client saw messages of a tail this node never had), the number to replay from.
+    /// `None`: nothing known against it.
+    pub fn diverged(&self, account: AccountId, last_seen: u64) -> Option<u64> {
+        if last_seen == 0 {
+            return None;
+        }
+        let marks = self.epochs.get(&account)?;
+        let &(_, last_before) = marks.iter().find(|(floor, _)| *floor > last_seen)?;
+        (last_seen > last_before).then_some(last_before)
     }
 
     /// Records `account`'s message with sequence number `acct_seq`.
@@ -97,6 +135,26 @@ mod tests {
 
     fn msg() -> Message {
         Message::Heartbeat(Heartbeat {})
+    }
+
+    #[test]
+    fn a_seq_in_a_lost_tail_is_found_through_the_epoch_marks() {
+        let mut h = History::new(10, 100);
+        let floor = 1 << 40;
+        h.mark_epoch(AccountId(1), floor, 7);
+        // 8 and 9 were issued by the old primary only.
+        assert_eq!(h.diverged(AccountId(1), 9), Some(7));
+        assert_eq!(h.diverged(AccountId(1), 8), Some(7));
+        assert_eq!(h.diverged(AccountId(1), 7), None);
+        assert_eq!(h.diverged(AccountId(1), 3), None);
+        assert_eq!(h.diverged(AccountId(1), floor + 2), None);
+        assert_eq!(h.diverged(AccountId(1), 0), None);
+        assert_eq!(h.diverged(AccountId(2), 9), None);
+        // A second failover: its own mark decides for seqs of the middle epoch.
+        h.mark_epoch(AccountId(1), 2 * floor, floor + 5);
+        assert_eq!(h.diverged(AccountId(1), floor + 6), Some(floor + 5));
+        assert_eq!(h.diverged(AccountId(1), floor + 5), None);
+        assert_eq!(h.diverged(AccountId(1), 9), Some(7));
     }
 
     #[test]

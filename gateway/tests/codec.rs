@@ -209,6 +209,13 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         Just(Message::from(Heartbeat {})),
         any::<u16>().prop_map(|code| Logout { code }.into()),
+        (any::<u16>(), any::<u64>()).prop_map(|(code, replay_from_seq)| {
+            LoginDiverged {
+                code,
+                replay_from_seq,
+            }
+            .into()
+        }),
         version_2_message(),
     ]
 }

@@ -31,6 +31,7 @@
 //!  19  TakeSnapshot         (nothing)
 //!  20  Adjust at a cost     the fields of tag 9, then cost_price i64 (never 0: a cost price of
 //!                           0 is written as tag 9, so every command has one encoding)
+//!  30  BeginEpoch           epoch u64
 //! strN = len u8 (<= N) + len bytes of UTF-8; enums are u8 in declaration order
 //! (side: 0 buy, 1 sell; order_type: 0 limit, 1 market; tif: 0 day, 1 ioc, 2 fok;
 //! market: 0 KOSPI, 1 KOSDAQ, 2 other; phase: 0 closed, 1 pre-open, 2 continuous,
@@ -100,6 +101,7 @@ pub mod tag {
     pub const TAKE_SNAPSHOT: u8 = 19;
     /// An `Adjust` whose `cost_price` is not 0 (a share transfer in at a cost).
     pub const ADJUST_AT_COST: u8 = 20;
+    pub const BEGIN_EPOCH: u8 = 30;
 }
 
 /// Encoded size of a `PlaceOrder`, the dominant command.
@@ -199,7 +201,8 @@ pub fn encoded_len(command: &Command) -> usize {
         Command::ConfirmTransaction { .. }
         | Command::FailTransaction { .. }
         | Command::ReverseTransaction { .. }
-        | Command::ExpireStaleExternal { .. } => 8,
+        | Command::ExpireStaleExternal { .. }
+        | Command::BeginEpoch { .. } => 8,
         Command::TakeSnapshot => 0,
     }
 }
@@ -349,6 +352,7 @@ fn encode_exact(command: &Command, buf: &mut [u8]) -> usize {
             w.tag_u64(tag::EXPIRE_STALE_EXTERNAL, *cutoff_ts)
         }
         Command::TakeSnapshot => w.u8(tag::TAKE_SNAPSHOT),
+        Command::BeginEpoch { epoch } => w.tag_u64(tag::BEGIN_EPOCH, *epoch),
     }
     w.at
 }
@@ -686,6 +690,9 @@ fn decode_admin(r: &mut Reader<'_>, tag: u8) -> Result<Command, CodecError> {
             cutoff_ts: r.u64("cutoff_ts")?,
         },
         tag::TAKE_SNAPSHOT => Command::TakeSnapshot,
+        tag::BEGIN_EPOCH => Command::BeginEpoch {
+            epoch: r.u64("epoch")?,
+        },
         tag => return Err(CodecError::UnknownTag { tag }),
     })
 }

@@ -26,6 +26,22 @@ pub enum JournalError {
     )]
     EmptyJournal { dir: PathBuf },
 
+    /// The journal directory holds no segment files but traces of an earlier journal: its
+    /// frames are missing. A new journal is never started over them.
+    #[error(
+        "journal directory {} holds no segment files, but a journal lived here before: {}. Its frames are missing; refusing to start a new journal over them (docs/operations.md, \"Refusals at start-up\"): restore the segment files from a backup or a replica, or rebuild this node as a standby from an empty data directory; to really start over, move the data directory aside",
+        .dir.display(),
+        .evidence.join("; ")
+    )]
+    EarlierJournalMissing { dir: PathBuf, evidence: Vec<String> },
+
+    /// A path that must be a directory is something else (a file).
+    #[error(
+        "{} is not a directory (a file is in its place): give a directory, or move the file away",
+        .path.display()
+    )]
+    NotADirectory { path: PathBuf },
+
     /// `Journal::create` on a directory that already holds segments.
     #[error(
         "journal directory {} already holds segment files; open it instead of creating a new journal",
@@ -39,7 +55,7 @@ pub enum JournalError {
 
     /// A segment was written by a different engine build or capacity configuration.
     #[error(
-        "{}: {field} is {found:#x}, but the caller expects {expected:#x}; refusing a journal written by a different engine build or capacity configuration (replay it with the matching build, or start a new journal)",
+        "{}: {field} is {found:#x}, but this build expects {expected:#x}; refusing a journal written by a different engine build or capacity configuration (run the build and [engine] settings it was written with; to move a data directory to a new engine-logic version, stop the old build cleanly and run `kuku upgrade`: docs/operations.md, \"Upgrades\")",
         .segment.display()
     )]
     MetaMismatch {
@@ -133,6 +149,18 @@ pub enum JournalError {
         reason: SnapshotFault,
     },
 
+    /// The file system holding the journal is full.
+    #[error(
+        "no space left on the device holding {} ({op}: {source}): free space on that file system, then restart; every frame written so far is kept (docs/operations.md, \"A full disk\")",
+        .path.display()
+    )]
+    NoSpace {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// An operating-system call failed.
     #[error("{op} {}: {source}", .path.display())]
     Io {
@@ -146,7 +174,10 @@ pub enum JournalError {
 impl JournalError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
-        move |source| JournalError::Io { op, path, source }
+        move |source| match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => JournalError::NoSpace { op, path, source },
+            _ => JournalError::Io { op, path, source },
+        }
     }
 }
 

@@ -15,6 +15,9 @@
 //!   `journal::commit_sync_fails` (the msync of an `every-batch` commit that has frames to
 //!   sync; the journal is poisoned exactly as after a real failed msync). They test what the
 //!   journal's user does with a failed write (the node stops at once: ADR-012).
+//! - **A full disk**: `journal::segment_enospc` makes preparing a segment file (the first
+//!   segment of a new journal, or the next one, on the helper thread or at a roll) fail with
+//!   `ENOSPC`, at the n-th preparation and every one after it, as a disk that stays full.
 //!
 //! A hand-written hook rather than the `fail` crate: the tests need one point armed per process,
 //! chosen by the parent through the environment, which is twenty lines; `fail` would add a
@@ -39,6 +42,7 @@ pub const FAILPOINTS: &[&str] = &[
     "snapshot::before_rename",
     "journal::append_fails",
     "journal::commit_sync_fails",
+    "journal::segment_enospc",
 ];
 
 /// The environment variable that arms a failpoint.
@@ -53,6 +57,22 @@ pub(crate) fn hit(_name: &'static str) {}
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn fail(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A full-disk point: from its n-th pass on, returns the OS error `ENOSPC`.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn no_space(_name: &'static str) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A full-disk point: from its n-th pass on, returns the OS error `ENOSPC`.
+#[cfg(feature = "failpoints")]
+pub(crate) fn no_space(name: &'static str) -> std::io::Result<()> {
+    if fires_from(name) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
     Ok(())
 }
 
@@ -88,11 +108,21 @@ pub(crate) fn fail(name: &'static str) -> std::io::Result<()> {
 /// Counts a pass of `name`; true on the armed pass (after writing the line that says so).
 #[cfg(feature = "failpoints")]
 fn fires(name: &'static str) -> bool {
+    armed().is_some_and(|armed| armed.pass(name))
+}
+
+/// Counts a pass of `name`; true on the armed pass and every pass after it.
+#[cfg(feature = "failpoints")]
+fn fires_from(name: &'static str) -> bool {
+    armed().is_some_and(|armed| armed.count(name).is_some_and(|(pass, at)| pass >= at))
+}
+
+#[cfg(feature = "failpoints")]
+fn armed() -> Option<&'static Armed> {
     static ARMED: std::sync::OnceLock<Option<Armed>> = std::sync::OnceLock::new();
     ARMED
         .get_or_init(|| Armed::from_env(FAILPOINT_ENV, FAILPOINTS))
         .as_ref()
-        .is_some_and(|armed| armed.pass(name))
 }
 
 /// The one failpoint a process armed through its environment: `<ENV>=<name>=<n>` fires
@@ -126,11 +156,20 @@ impl Armed {
     /// Counts a pass of `name`; true on the armed pass, after writing `failpoint <name> fired
     /// (pass <n>)` to stderr.
     pub fn pass(&self, name: &str) -> bool {
+        self.count(name).is_some_and(|(pass, at)| pass == at)
+    }
+
+    /// Counts a pass of `name` if it is the armed failpoint: (this pass, the armed pass).
+    /// Writes the line that says it fired on the armed pass.
+    pub fn count(&self, name: &str) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering;
-        if self.name != name || self.hits.fetch_add(1, Ordering::Relaxed) + 1 != self.hit_at {
-            return false;
+        if self.name != name {
+            return None;
         }
-        eprintln!("failpoint {name} fired (pass {})", self.hit_at);
-        true
+        let pass = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if pass == self.hit_at {
+            eprintln!("failpoint {name} fired (pass {})", self.hit_at);
+        }
+        Some((pass, self.hit_at))
     }
 }

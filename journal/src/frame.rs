@@ -145,6 +145,20 @@ pub(crate) fn decode(
     })
 }
 
+/// The seq and the next frame's offset of the frame at `offset` if it passes its length, CRC
+/// and padding checks, whatever its seq. Used to describe damaged bytes (which frames are
+/// still among them), never to accept a frame.
+pub(crate) fn peek(data: &[u8], offset: usize, frame_payload_max: u32) -> Option<(u64, usize)> {
+    if offset > data.len() || !offset.is_multiple_of(FRAME_ALIGN_BYTES) {
+        return None;
+    }
+    let seq = le_u64(data.get(offset..offset + FRAME_HEADER_BYTES)?, 8);
+    match decode(data, offset, seq, frame_payload_max) {
+        Ok(Decoded::Frame { frame, next_offset }) => Some((frame.seq, next_offset)),
+        _ => None,
+    }
+}
+
 /// Appends one sealed frame (`len | crc | seq | ts | payload`, padded to
 /// [`FRAME_ALIGN_BYTES`]) to `out`: the bytes a segment would hold (e.g. to ship a frame read
 /// back from a journal to a standby).

@@ -25,6 +25,12 @@
 //! zeros; a roll renames and maps that file (+ an msync of the sealed segment and a directory
 //! fsync with `every-batch`), once per `segment_bytes`.
 //!
+//! With `none`, [`Journal::start_watermark_sync`] runs a helper thread (`kuku-wm-sync`) that
+//! every interval fdatasyncs the segments holding what was committed and then moves the
+//! watermark file to the last committed seq: the durable watermark advances without a clean
+//! stop, from a thread other than the appender, and always after the frames below it are on
+//! disk. A failed sync there poisons the journal (its next commit fails).
+//!
 //! **Known limitations**: single writer per directory (enforced with a lock file). The first
 //! segment is zero-filled on the opening thread (about 20-60 ms for 64 MiB), and a roll that
 //! finds the next segment not ready waits for it. Zero-filling writes each segment twice to
@@ -35,7 +41,10 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use memmap2::MmapMut;
 
@@ -44,7 +53,7 @@ use crate::error::JournalError;
 use crate::failpoint;
 use crate::frame::{self, FRAME_HEADER_BYTES, frame_bytes};
 use crate::hook::{SyncEvent, SyncHook};
-use crate::recovery::{self, RecoveryReport};
+use crate::recovery::{self, Findings, RecoveryReport};
 use crate::segment::{self, SEGMENT_DATA_START, SEGMENT_WATERMARK_AT, SegmentHeader};
 use crate::watermark::{self, WatermarkFile};
 
@@ -116,12 +125,12 @@ pub struct Journal {
     /// End of the active segment's frame area (its `segment_bytes`).
     data_end: usize,
     seq_next: u64,
-    seq_durable: u64,
+    /// The durable watermark, the watermark file and what the syncer thread needs.
+    shared: Arc<Shared>,
     /// The watermark value in the active segment's watermark page (page cache).
     watermark_in_page: u64,
     /// The page slot the next watermark write goes to (the one not holding the newest value).
     watermark_slot_next: usize,
-    watermark_file: WatermarkFile,
     /// Where the last appended frame starts in the active segment (its header included), and
     /// its length without padding (0: nothing appended since open).
     last_frame_at: usize,
@@ -136,13 +145,115 @@ pub struct Journal {
     next_segment: Option<JoinHandle<Result<File, JournalError>>>,
     /// The write offset at which the next segment's preparation starts (`usize::MAX`: started).
     prepare_at: usize,
+    /// The watermark syncer (`none` only; see [`Journal::start_watermark_sync`]).
+    syncer: Option<Syncer>,
     _lock: File,
+}
+
+/// What the journal shares with its watermark syncer thread.
+struct Shared {
+    /// The last committed seq: every frame up to it is in the page cache.
+    seq_committed: AtomicU64,
+    /// The highest seq known durable; only grows.
+    seq_durable: AtomicU64,
+    watermark_file: Mutex<WatermarkFile>,
+    /// Set (with the cause) when the syncer's fdatasync or msync failed.
+    sync_failed: AtomicBool,
+    sync_failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn watermark_file(&self) -> MutexGuard<'_, WatermarkFile> {
+        // A panic while holding it leaves a valid file (slots are written whole): go on.
+        self.watermark_file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The watermark syncer thread and its stop signal.
+struct Syncer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn stop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A journal directory read, checked and locked, with nothing changed yet: see
+/// [`Journal::prepare_open`]. Dropping it releases the lock and changes nothing.
+pub struct PendingOpen {
+    dir: PathBuf,
+    config: JournalConfig,
+    meta: JournalMeta,
+    lock: Option<File>,
+    plan: Option<recovery::Plan>,
+    findings: Findings,
+}
+
+impl std::fmt::Debug for PendingOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingOpen")
+            .field("findings", &self.findings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingOpen {
+    /// What recovery found, and what it will cut.
+    pub fn findings(&self) -> &Findings {
+        &self.findings
+    }
+
+    /// Carries the recovery out (quarantining and cutting a torn tail), or creates the new
+    /// journal of an empty directory.
+    pub fn open(self) -> Result<(Journal, RecoveryReport), JournalError> {
+        let PendingOpen {
+            dir,
+            config,
+            meta,
+            lock,
+            plan,
+            findings: _,
+        } = self;
+        match plan {
+            Some(plan) => {
+                let lock = match lock {
+                    Some(lock) => lock,
+                    None => lock_dir(&dir)?,
+                };
+                Journal::recover_locked(&dir, config, meta, plan, lock)
+            }
+            None => {
+                fs::create_dir_all(&dir).map_err(JournalError::io("create directory", &dir))?;
+                let lock = match lock {
+                    Some(lock) => lock,
+                    None => lock_dir(&dir)?,
+                };
+                let journal = Journal::create_locked(&dir, config, meta, lock, 1)?;
+                Ok((journal, RecoveryReport::empty(1)))
+            }
+        }
+    }
 }
 
 impl Drop for Journal {
     /// Waits for the next segment's preparation and removes its unused file (a crash leaves
     /// it behind; it is not a segment, and the next preparation replaces it).
     fn drop(&mut self) {
+        if let Some(mut syncer) = self.syncer.take() {
+            syncer.stop();
+        }
         if let Some(preparing) = self.next_segment.take() {
             let _ = preparing.join();
             let _ = fs::remove_file(self.dir.join(segment::NEXT_SEGMENT_FILE_NAME));
@@ -159,14 +270,16 @@ impl std::fmt::Debug for Journal {
             .field("active_segment", &self.active.path)
             .field("write_offset", &self.write_offset)
             .field("seq_next", &self.seq_next)
-            .field("seq_durable", &self.seq_durable)
+            .field("seq_durable", &self.durable_watermark())
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
 }
 
 impl Journal {
-    /// Creates a new journal in `dir` (created if missing), starting at seq 1.
+    /// Creates a new journal in `dir` (created if missing), starting at seq 1. Refused if the
+    /// directory holds segments ([`JournalError::JournalExists`]) or traces of an earlier
+    /// journal ([`JournalError::EarlierJournalMissing`]).
     pub fn create(
         dir: impl AsRef<Path>,
         config: JournalConfig,
@@ -174,6 +287,11 @@ impl Journal {
     ) -> Result<Journal, JournalError> {
         let dir = dir.as_ref();
         config.validate()?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(JournalError::NotADirectory {
+                path: dir.to_owned(),
+            });
+        }
         fs::create_dir_all(dir).map_err(JournalError::io("create directory", dir))?;
         let lock = lock_dir(dir)?;
         if !segment::list_segments(dir)?.is_empty() {
@@ -181,10 +299,58 @@ impl Journal {
                 dir: dir.to_owned(),
             });
         }
-        let header = new_header(&config, &meta, 1);
-        let (path, map) = segment::create_segment(dir, &header, 0)?;
+        // Refuses a directory with traces of an earlier journal.
+        recovery::plan(dir, &meta)?;
+        Journal::create_locked(dir, config, meta, lock, 1)
+    }
+
+    /// Creates a new journal in the empty directory `dir` whose first frame will be
+    /// `first_seq`: the frames before it are not in this journal (a snapshot at
+    /// `first_seq - 1` stands in for them, as after `kuku upgrade`). The watermark starts at
+    /// `first_seq - 1`.
+    pub fn create_from(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        meta: JournalMeta,
+        first_seq: u64,
+    ) -> Result<Journal, JournalError> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        if first_seq == 0 {
+            return Err(JournalError::InvalidConfig {
+                reason: "a journal's first seq is at least 1".into(),
+            });
+        }
+        fs::create_dir_all(dir).map_err(JournalError::io("create directory", dir))?;
+        let lock = lock_dir(dir)?;
+        if !segment::list_segments(dir)?.is_empty() {
+            return Err(JournalError::JournalExists {
+                dir: dir.to_owned(),
+            });
+        }
+        recovery::plan(dir, &meta)?;
+        Journal::create_locked(dir, config, meta, lock, first_seq)
+    }
+
+    /// Creates the first segment (starting at `first_seq`) of a new journal in the locked,
+    /// empty directory `dir`.
+    fn create_locked(
+        dir: &Path,
+        config: JournalConfig,
+        meta: JournalMeta,
+        lock: File,
+        first_seq: u64,
+    ) -> Result<Journal, JournalError> {
+        if !segment::list_segments(dir)?.is_empty() {
+            return Err(JournalError::JournalExists {
+                dir: dir.to_owned(),
+            });
+        }
+        let seq_durable = first_seq - 1;
+        let header = new_header(&config, &meta, first_seq);
+        let (path, map) = segment::create_segment(dir, &header, seq_durable)?;
         let active = ActiveSegment { path, map, header };
-        // A watermark file without segments belongs to a journal that is gone.
+        // A watermark file without segments that says seq 0 holds nothing: replace it.
         let watermark_path = dir.join(watermark::WATERMARK_FILE_NAME);
         match fs::remove_file(&watermark_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -195,15 +361,18 @@ impl Journal {
             }
             _ => {}
         }
-        let (watermark_file, _) = WatermarkFile::open_or_create(dir)?;
+        let (mut watermark_file, _) = WatermarkFile::open_or_create(dir)?;
+        if seq_durable > 0 {
+            watermark_file.store(seq_durable);
+        }
         let mut journal = Journal::assemble(
             dir,
             config,
             meta,
             active,
             SEGMENT_DATA_START,
-            1,
-            0,
+            first_seq,
+            seq_durable,
             watermark_file,
             lock,
         );
@@ -218,8 +387,62 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Opens an existing journal and recovers it: verifies every segment, truncates a torn tail
-    /// after the durable watermark (reported), and refuses damage at or before it.
+    /// Reads and checks the journal in `dir` and takes its lock, changing nothing: the
+    /// returned [`PendingOpen`] says what recovery found and will cut ([`Findings`]), and
+    /// [`PendingOpen::open`] carries it out. A caller can refuse in between (e.g. a database
+    /// that holds commands a torn-tail cut would lose). A directory that is missing or holds
+    /// nothing becomes a new journal; one without segments but with traces of an earlier
+    /// journal is refused ([`JournalError::EarlierJournalMissing`]).
+    pub fn prepare_open(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        meta: JournalMeta,
+    ) -> Result<PendingOpen, JournalError> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        if dir.exists() && !dir.is_dir() {
+            return Err(JournalError::NotADirectory {
+                path: dir.to_owned(),
+            });
+        }
+        let lock = if dir.is_dir() {
+            Some(lock_dir(dir)?)
+        } else {
+            None
+        };
+        let plan = recovery::plan(dir, &meta)?;
+        let findings = match &plan {
+            Some(plan) => plan.findings.clone(),
+            None => recovery::fresh_findings(dir)?,
+        };
+        Ok(PendingOpen {
+            dir: dir.to_owned(),
+            config,
+            meta,
+            lock,
+            plan,
+            findings,
+        })
+    }
+
+    /// What [`Journal::prepare_open`] would find, without taking the lock (tools: a running
+    /// writer may be appending; its newest frames can then look like a torn tail). The epoch
+    /// is not checked.
+    pub fn inspect(dir: impl AsRef<Path>, meta: JournalMeta) -> Result<Findings, JournalError> {
+        let dir = dir.as_ref();
+        let any_epoch = JournalMeta {
+            epoch: u64::MAX,
+            ..meta
+        };
+        match recovery::plan(dir, &any_epoch)? {
+            Some(plan) => Ok(plan.findings),
+            None => recovery::fresh_findings(dir),
+        }
+    }
+
+    /// Opens an existing journal and recovers it: verifies every segment, cuts a torn tail
+    /// after the durable watermark (quarantined and reported), and refuses damage at or before
+    /// it. A missing or empty directory is an error here ([`Journal::open_or_create`] creates).
     pub fn open(
         dir: impl AsRef<Path>,
         config: JournalConfig,
@@ -227,13 +450,28 @@ impl Journal {
     ) -> Result<(Journal, RecoveryReport), JournalError> {
         let dir = dir.as_ref();
         config.validate()?;
-        if !dir.is_dir() {
+        if !dir.exists() {
             return Err(JournalError::MissingDirectory {
                 path: dir.to_owned(),
             });
         }
-        let lock = lock_dir(dir)?;
-        let recovered = recovery::recover(dir, &config, &meta)?;
+        let pending = Journal::prepare_open(dir, config, meta)?;
+        if pending.plan.is_none() {
+            return Err(JournalError::EmptyJournal {
+                dir: dir.to_owned(),
+            });
+        }
+        pending.open()
+    }
+
+    fn recover_locked(
+        dir: &Path,
+        config: JournalConfig,
+        meta: JournalMeta,
+        plan: recovery::Plan,
+        lock: File,
+    ) -> Result<(Journal, RecoveryReport), JournalError> {
+        let recovered = recovery::apply(dir, &config, &meta, plan)?;
         let (watermark_file, created) = WatermarkFile::open_or_create(dir)?;
         let mut journal = Journal::assemble(
             dir,
@@ -248,8 +486,9 @@ impl Journal {
         );
         journal.watermark_in_page = recovered.watermark_in_page;
         journal.watermark_slot_next = recovered.watermark_slot_next;
-        if journal.watermark_file.seq() < journal.seq_durable || created {
-            journal.watermark_file.store(journal.seq_durable);
+        let file_behind = journal.shared.watermark_file().seq() < recovered.seq_durable;
+        if file_behind || created {
+            journal.shared.watermark_file().store(recovered.seq_durable);
             if config.durability == Durability::EveryBatch {
                 journal.sync_watermark_file()?;
                 journal.sync_directory()?;
@@ -259,21 +498,14 @@ impl Journal {
         Ok((journal, recovered.report))
     }
 
-    /// Opens the journal in `dir`, or creates it if the directory is missing or holds no
-    /// segments.
+    /// Opens the journal in `dir`, or creates it if the directory is missing or holds nothing
+    /// (a directory with traces of an earlier journal but no segments is refused).
     pub fn open_or_create(
         dir: impl AsRef<Path>,
         config: JournalConfig,
         meta: JournalMeta,
     ) -> Result<(Journal, RecoveryReport), JournalError> {
-        let dir = dir.as_ref();
-        match Journal::open(dir, config, meta) {
-            Err(JournalError::MissingDirectory { .. } | JournalError::EmptyJournal { .. }) => {
-                let journal = Journal::create(dir, config, meta)?;
-                Ok((journal, RecoveryReport::empty(1)))
-            }
-            other => other,
-        }
+        Journal::prepare_open(dir, config, meta)?.open()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -289,6 +521,13 @@ impl Journal {
         lock: File,
     ) -> Journal {
         let data_end = active.map.len();
+        let shared = Arc::new(Shared {
+            seq_committed: AtomicU64::new(seq_next - 1),
+            seq_durable: AtomicU64::new(seq_durable),
+            watermark_file: Mutex::new(watermark_file),
+            sync_failed: AtomicBool::new(false),
+            sync_failure: Mutex::new(None),
+        });
         Journal {
             dir: dir.to_owned(),
             config,
@@ -297,10 +536,9 @@ impl Journal {
             write_offset,
             data_end,
             seq_next,
-            seq_durable,
+            shared,
             watermark_in_page: seq_durable,
             watermark_slot_next: 1,
-            watermark_file,
             last_frame_at: 0,
             last_frame_len: 0,
             batch_open: false,
@@ -308,6 +546,7 @@ impl Journal {
             sync_hook: None,
             next_segment: None,
             prepare_at: data_end / 2,
+            syncer: None,
             _lock: lock,
         }
     }
@@ -483,17 +722,24 @@ impl Journal {
     /// advances the durable watermark to the last appended seq. With `none`, does nothing.
     /// Returns the durable watermark.
     pub fn commit(&mut self) -> Result<u64, JournalError> {
+        if self.shared.sync_failed.load(Ordering::Relaxed) {
+            self.take_sync_failure();
+        }
         if let Some(cause) = &self.poisoned {
             return Err(JournalError::Poisoned {
                 cause: cause.clone(),
             });
         }
         if !self.batch_open {
-            return Ok(self.seq_durable);
+            return Ok(self.durable_watermark());
         }
         self.batch_open = false;
         if self.config.durability == Durability::None {
-            return Ok(self.seq_durable);
+            // For the watermark syncer: everything up to here is in the page cache.
+            self.shared
+                .seq_committed
+                .store(self.seq_next - 1, Ordering::Release);
+            return Ok(self.durable_watermark());
         }
         failpoint::hit("journal::commit_before_sync");
         if let Err(source) = failpoint::fail("journal::commit_sync_fails") {
@@ -509,10 +755,29 @@ impl Journal {
         failpoint::hit("journal::commit_after_sync");
         let seq_last = self.seq_next - 1;
         self.write_watermark(seq_last);
-        self.seq_durable = seq_last;
+        self.set_durable(seq_last);
+        self.shared.seq_committed.store(seq_last, Ordering::Release);
         failpoint::hit("journal::commit_after_watermark");
-        debug_assert!(self.seq_durable < self.seq_next);
         Ok(seq_last)
+    }
+
+    /// Moves the syncer's failure (if any) into `poisoned`.
+    #[cold]
+    fn take_sync_failure(&mut self) {
+        if self.poisoned.is_none() {
+            let cause = self
+                .shared
+                .sync_failure
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_else(|| "the watermark syncer's sync failed".to_owned());
+            self.poisoned = Some(cause);
+        }
+    }
+
+    fn set_durable(&self, seq: u64) {
+        self.shared.seq_durable.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Records that every frame up to `seq` is durable elsewhere (e.g. acknowledged by a
@@ -535,11 +800,11 @@ impl Journal {
                 seq_last,
             });
         }
-        if seq <= self.seq_durable {
+        if seq <= self.durable_watermark() {
             return Ok(());
         }
         self.write_watermark(seq);
-        self.seq_durable = seq;
+        self.set_durable(seq);
         if self.config.durability == Durability::EveryBatch {
             self.sync_watermark_file()?;
         }
@@ -551,6 +816,9 @@ impl Journal {
     /// `none` (a graceful shutdown) it syncs every segment, then moves the watermark to the
     /// last appended seq. Returns the durable watermark.
     pub fn close(mut self) -> Result<u64, JournalError> {
+        if let Some(mut syncer) = self.syncer.take() {
+            syncer.stop();
+        }
         let seq_durable = self.commit()?;
         if self.config.durability == Durability::EveryBatch {
             self.sync_watermark_file()?;
@@ -560,7 +828,7 @@ impl Journal {
         // first, then the active one with its header page), and only then moves the
         // watermark, so a later power loss cannot cost a command of a cleanly stopped node.
         let seq_last = self.seq_last();
-        if seq_last > self.seq_durable {
+        if seq_last > self.durable_watermark() {
             for segment in segment::list_segments(&self.dir)? {
                 if segment.path != self.active.path {
                     fs::File::open(&segment.path)
@@ -570,10 +838,10 @@ impl Journal {
             }
             self.sync_active(self.write_offset)?;
             self.write_watermark(seq_last);
-            self.seq_durable = seq_last;
+            self.set_durable(seq_last);
             self.sync_watermark_file()?;
         }
-        Ok(self.seq_durable)
+        Ok(self.durable_watermark())
     }
 
     /// The seq the next append must carry.
@@ -588,7 +856,30 @@ impl Journal {
 
     /// The highest seq known durable (synced locally, or set by `set_durable_watermark`).
     pub fn durable_watermark(&self) -> u64 {
-        self.seq_durable
+        self.shared.seq_durable.load(Ordering::Acquire)
+    }
+
+    /// With `none`, starts the watermark syncer (see the module docs): every `interval` it
+    /// fdatasyncs the segments that hold committed frames, then stores the last committed seq
+    /// as the durable watermark in the watermark file (msynced). It stops when the journal is
+    /// closed or dropped. A failed sync poisons the journal: its next commit fails. With
+    /// `every-batch` (each commit is durable already) it does nothing.
+    pub fn start_watermark_sync(&mut self, interval: Duration) -> Result<(), JournalError> {
+        if self.config.durability != Durability::None || self.syncer.is_some() {
+            return Ok(());
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (shared, dir) = (Arc::clone(&self.shared), self.dir.clone());
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("kuku-wm-sync".into())
+            .spawn(move || run_syncer(&dir, &shared, &signal, interval))
+            .map_err(JournalError::io("start the watermark syncer", &self.dir))?;
+        self.syncer = Some(Syncer {
+            stop,
+            thread: Some(thread),
+        });
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -618,7 +909,7 @@ impl Journal {
         );
         self.watermark_slot_next ^= 1;
         self.watermark_in_page = seq;
-        self.watermark_file.store(seq);
+        self.shared.watermark_file().store(seq);
     }
 
     /// msync(MS_SYNC) of `[0, end)` of the active segment: the header pages (the watermark
@@ -651,18 +942,22 @@ impl Journal {
     }
 
     fn sync_watermark_file(&mut self) -> Result<(), JournalError> {
-        if let Err(source) = self.watermark_file.sync() {
+        let (synced, path, seq) = {
+            let file = self.shared.watermark_file();
+            (file.sync(), file.path.clone(), file.seq())
+        };
+        if let Err(source) = synced {
             self.poisoned = Some(source.to_string());
             return Err(JournalError::Io {
                 op: "msync",
-                path: self.watermark_file.path.clone(),
+                path,
                 source,
             });
         }
         if let Some(hook) = self.sync_hook.as_mut() {
             hook.on_sync(&SyncEvent::WatermarkFileSynced {
-                path: &self.watermark_file.path,
-                watermark_seq: self.watermark_file.seq(),
+                path: &path,
+                watermark_seq: seq,
             });
         }
         Ok(())
@@ -699,14 +994,15 @@ impl Journal {
             self.sync_active(self.write_offset)?;
         }
         let header = new_header(&self.config, &self.meta, first_seq);
+        let seq_durable = self.durable_watermark();
         let (path, map) = match self.take_next_segment() {
-            Some(file) => segment::install_segment(&self.dir, file, &header, self.seq_durable)?,
-            None => segment::create_segment(&self.dir, &header, self.seq_durable)?,
+            Some(file) => segment::install_segment(&self.dir, file, &header, seq_durable)?,
+            None => segment::create_segment(&self.dir, &header, seq_durable)?,
         };
         self.active = ActiveSegment { path, map, header };
         self.write_offset = SEGMENT_DATA_START;
         self.data_end = self.active.map.len();
-        self.watermark_in_page = self.seq_durable;
+        self.watermark_in_page = seq_durable;
         self.watermark_slot_next = 1;
         self.prepare_at = self.data_end / 2;
         self.sync_new_segment()?;
@@ -733,6 +1029,73 @@ impl Journal {
         }
         debug_assert!(!self.batch_open);
         self.roll(self.seq_next)
+    }
+}
+
+/// The watermark syncer's loop: one [`sync_round`] per `interval` until stopped or failed.
+fn run_syncer(dir: &Path, shared: &Shared, stop: &(Mutex<bool>, Condvar), interval: Duration) {
+    let (stopped, wake) = stop;
+    let mut round = SyncRound::default();
+    let mut guard = stopped
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        guard = wake
+            .wait_timeout(guard, interval)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+        if *guard {
+            return;
+        }
+        if let Err(error) = round.run(dir, shared) {
+            if let Ok(mut failure) = shared.sync_failure.lock() {
+                *failure = Some(format!("the watermark syncer failed: {error}"));
+            }
+            shared.sync_failed.store(true, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// What the syncer remembers between rounds.
+#[derive(Default)]
+struct SyncRound {
+    /// Segments with this first seq or later may hold frames not yet synced (0: all of them).
+    synced_from: u64,
+    /// The segment files seen at the last round (a new one needs a directory fsync).
+    segments_seen: usize,
+}
+
+impl SyncRound {
+    /// Makes every committed frame durable, then the watermark that says so.
+    fn run(&mut self, dir: &Path, shared: &Shared) -> Result<(), JournalError> {
+        let seq = shared.seq_committed.load(Ordering::Acquire);
+        if seq <= shared.seq_durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Every frame up to `seq` is in a segment that exists now (segments are created before
+        // their first frame and never removed while the journal runs).
+        let segments = segment::list_segments(dir)?;
+        for s in segments.iter().filter(|s| s.name_seq >= self.synced_from) {
+            File::open(&s.path)
+                .and_then(|f| f.sync_data())
+                .map_err(JournalError::io("fdatasync", &s.path))?;
+        }
+        if segments.len() != self.segments_seen {
+            segment::sync_dir(dir)?;
+            self.segments_seen = segments.len();
+        }
+        self.synced_from = segments.last().map_or(0, |s| s.name_seq);
+        {
+            let mut file = shared.watermark_file();
+            if file.seq() < seq {
+                file.store(seq);
+                file.sync()
+                    .map_err(JournalError::io("msync", file.path.clone()))?;
+            }
+        }
+        shared.seq_durable.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
     }
 }
 

@@ -49,20 +49,23 @@
 //! watermark                  the durable watermark (two CRC'd slots)
 //! journal.lock               the single writer's lock
 //! next-segment.tmp           the next segment, being zero-filled (not a segment; removed on close)
+//! quarantine/                what recovery cut from torn tails, kept (one directory per cut)
 //! engine.json                the engine config the commands were applied under (meta_file)
 //! snapshots/                 <seq>.snap files (SnapshotStore)
 //! ```
 //!
 //! Recovery rule: a bad frame (CRC, length, padding, seq continuity) or bad segment header
-//! *after* the durable watermark is a torn tail, truncated and reported in a
+//! *after* the durable watermark is a torn tail, moved into `quarantine/`, cut and reported in a
 //! [`RecoveryReport`]; one *at or before* it is a hard [`JournalError::DurableDataCorrupt`]
-//! naming the segment, byte offset and expected seq.
+//! naming the segment, byte offset and expected seq. A directory with no segments starts a
+//! new journal only if nothing of an earlier one is in it ([`JournalError::EarlierJournalMissing`]).
 //!
 //! Modules: `segment` (files, header pages), `frame` (frame layout), `watermark` (where the
 //! durable watermark lives), `journal` (the writer), `recovery`, `reader`, `snapshot`, `hook`
 //! (sync observer for power-loss tests), `failpoint` (crash points, feature `failpoints`); and
 //! above them `codec` (command and snapshot payloads), `state` (engine recovery, replay, shadow
-//! snapshots), `meta_file` (the `engine.json` sidecar), `tool` (`kuku-replay`). The format and
+//! snapshots), `meta_file` (the `engine.json` sidecar), `tool` (`kuku-replay`), `upgrade`
+//! (`kuku upgrade`: a new journal for a new engine-logic version, from a final snapshot). The format and
 //! its rationale are in docs/adr/ADR-004-journal-format.md, the codec in ADR-005; operating
 //! procedures in docs/operations.md.
 
@@ -81,6 +84,7 @@ mod snapshot;
 pub mod state;
 pub mod tool;
 mod truncate;
+pub mod upgrade;
 mod watermark;
 
 pub use codec::{CodecError, append_command, decode_command, decode_envelope, encode_command};
@@ -90,10 +94,10 @@ pub use frame::{
     FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, Frame, decode_frame, encode_frame, frame_bytes,
 };
 pub use hook::{SyncEvent, SyncHook};
-pub use journal::{Journal, JournalConfig, JournalMeta, LOCK_FILE_NAME};
+pub use journal::{Journal, JournalConfig, JournalMeta, LOCK_FILE_NAME, PendingOpen};
 pub use meta_file::{ENGINE_CONFIG_FILE_NAME, read_config, write_config};
 pub use reader::{Frames, JournalReader, JournalStats, SegmentStats};
-pub use recovery::{RecoveryReport, Truncation};
+pub use recovery::{EPOCH_FILE_NAME, Findings, QUARANTINE_DIR_NAME, RecoveryReport, Truncation};
 pub use segment::{
     NEXT_SEGMENT_FILE_NAME, SEGMENT_DATA_START, SEGMENT_HEADER_BYTES, parse_segment_file_name,
     segment_file_name,
@@ -104,7 +108,8 @@ pub use snapshot::{
 };
 pub use state::{
     RecoverOptions, RecoveryInfo, StateError, journal_meta, open_journal_and_engine,
-    recover_engine, recover_engine_with, replay_journal, write_snapshot_at,
+    open_journal_and_engine_checked, recover_engine, recover_engine_with, replay_journal,
+    write_snapshot_at,
 };
 pub use truncate::{Truncated, truncate_after};
 pub use watermark::WATERMARK_FILE_NAME;

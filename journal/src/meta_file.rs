@@ -27,7 +27,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use kuku_engine::{ENGINE_LOGIC_VERSION, EngineConfig};
+use kuku_engine::EngineConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::segment::sync_dir;
@@ -59,7 +59,7 @@ pub fn write_config(dir: impl AsRef<Path>, config: &EngineConfig) -> Result<Path
     let temp = dir.join(format!(".{ENGINE_CONFIG_FILE_NAME}.tmp"));
     let sidecar = Sidecar {
         format: SIDECAR_FORMAT,
-        engine_logic_version: ENGINE_LOGIC_VERSION,
+        engine_logic_version: crate::upgrade::engine_logic_version(),
         capacities_hash: format!("{:#018x}", config.capacities_hash()),
         engine: *config,
     };
@@ -110,6 +110,40 @@ pub fn read_config(dir: impl AsRef<Path>) -> Result<EngineConfig, StateError> {
     parse_config(&path, &text)
 }
 
+/// Reads the journal's sidecar written by any engine-logic version: the config and the
+/// version it names. The capacities hash is not checked (another version hashes differently);
+/// `kuku upgrade` compares the config with the snapshot's instead.
+pub fn read_config_any_version(dir: impl AsRef<Path>) -> Result<(EngineConfig, u32), StateError> {
+    let path = config_path(dir);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StateError::ConfigFileMissing { path });
+        }
+        Err(source) => {
+            return Err(StateError::Io {
+                op: "read",
+                path,
+                source,
+            });
+        }
+    };
+    let sidecar: Sidecar = serde_json::from_str(&text).map_err(|e| StateError::ConfigFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if sidecar.format != SIDECAR_FORMAT {
+        return Err(StateError::ConfigFile {
+            path,
+            reason: format!(
+                "sidecar format {} is not supported (this build reads {SIDECAR_FORMAT})",
+                sidecar.format
+            ),
+        });
+    }
+    Ok((sidecar.engine, sidecar.engine_logic_version))
+}
+
 /// Parses a sidecar, or a bare `EngineConfig` JSON object (what `--config FILE` accepts).
 pub fn parse_config(path: &Path, text: &str) -> Result<EngineConfig, StateError> {
     let bad = |reason: String| StateError::ConfigFile {
@@ -132,9 +166,10 @@ pub fn parse_config(path: &Path, text: &str) -> Result<EngineConfig, StateError>
             sidecar.format
         )));
     }
-    if sidecar.engine_logic_version != ENGINE_LOGIC_VERSION {
+    let version = crate::upgrade::engine_logic_version();
+    if sidecar.engine_logic_version != version {
         return Err(bad(format!(
-            "written for engine-logic version {}, this build is version {ENGINE_LOGIC_VERSION}",
+            "written for engine-logic version {}, this build is version {version} (docs/operations.md, \"Upgrades\")",
             sidecar.engine_logic_version
         )));
     }

@@ -282,6 +282,8 @@ pub(crate) fn prepare_segment_file(dir: &Path, segment_bytes: u64) -> Result<Fil
         .truncate(true)
         .open(&path)
         .map_err(JournalError::io("create segment", &path))?;
+    crate::failpoint::no_space("journal::segment_enospc")
+        .map_err(JournalError::io("zero-fill", &path))?;
     zero_fill(&file, &path, segment_bytes)?;
     Ok(file)
 }

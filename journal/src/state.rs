@@ -45,14 +45,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use kuku_engine::hash::stable_hash;
-use kuku_engine::{ENGINE_LOGIC_VERSION, Engine, EngineConfig, EventSink, NullSink, RestoreError};
+use kuku_engine::{Engine, EngineConfig, EventSink, NullSink, RestoreError};
 
 use crate::codec::{self, CodecError};
 use crate::error::{CorruptionKind, JournalError, SnapshotFault};
 use crate::journal::{Journal, JournalConfig, JournalMeta};
 use crate::meta_file;
 use crate::reader::JournalReader;
-use crate::recovery::RecoveryReport;
+use crate::recovery::{Findings, RecoveryReport};
 use crate::snapshot::{SnapshotMeta, SnapshotStore};
 
 /// Errors of recovery, replay and the snapshotter.
@@ -138,12 +138,16 @@ pub enum StateError {
     /// A caller error (e.g. a snapshot at seq 0).
     #[error("invalid request: {reason}")]
     InvalidRequest { reason: String },
+
+    /// A start-up check of the caller refused the journal before anything was changed.
+    #[error("{reason}")]
+    Refused { reason: String },
 }
 
 /// The journal meta a journal of `config`'s commands carries.
 pub fn journal_meta(config: &EngineConfig, epoch: u64) -> JournalMeta {
     JournalMeta {
-        engine_logic_version: ENGINE_LOGIC_VERSION,
+        engine_logic_version: crate::upgrade::engine_logic_version(),
         capacities_hash: config.capacities_hash(),
         epoch,
     }
@@ -377,7 +381,7 @@ pub fn write_snapshot_at(
         seq,
         // By definition equal to engine.state_hash(), without a second snapshot().
         state_hash: stable_hash(&snapshot),
-        engine_logic_version: ENGINE_LOGIC_VERSION,
+        engine_logic_version: crate::upgrade::engine_logic_version(),
         capacities_hash: config.capacities_hash(),
     };
     debug_assert_eq!(snapshot.last_seq, seq);
@@ -537,10 +541,11 @@ fn try_snapshot(
         Err(other) => return Err(other.into()),
     };
     let meta = snapshot.meta;
-    if meta.engine_logic_version != ENGINE_LOGIC_VERSION {
+    let version = crate::upgrade::engine_logic_version();
+    if meta.engine_logic_version != version {
         return Ok(Err(SnapshotRejection::EngineLogicVersion {
             found: meta.engine_logic_version,
-            expected: ENGINE_LOGIC_VERSION,
+            expected: version,
         }));
     }
     if meta.capacities_hash != config.capacities_hash() {
@@ -597,18 +602,47 @@ fn check_journal_reaches(
     }
 }
 
-/// The writer side at start: opens the journal in `dir` (creating it if missing), which cuts a
-/// torn tail; stores the engine-config sidecar if it is missing; recovers the engine; and checks
-/// that the engine ends exactly where the journal does. The journal is ready for the next seq.
+/// The writer side at start: opens the journal in `dir` (creating it if it is new), which
+/// quarantines and cuts a torn tail; stores the engine-config sidecar if it is missing;
+/// recovers the engine; and checks that the engine ends exactly where the journal does. The
+/// journal is ready for the next seq.
 pub fn open_journal_and_engine(
     dir: impl AsRef<Path>,
     journal_config: JournalConfig,
     engine_config: &EngineConfig,
     epoch: u64,
 ) -> Result<(Journal, Engine, RecoveryReport, RecoveryInfo), StateError> {
+    open_journal_and_engine_checked(dir, journal_config, engine_config, epoch, |_| Ok(()))
+}
+
+/// [`open_journal_and_engine`] with a check of the caller's between reading the journal and
+/// changing anything: `check` gets what recovery found (and would cut) and may refuse with a
+/// reason ([`StateError::Refused`]); then nothing was modified.
+pub fn open_journal_and_engine_checked(
+    dir: impl AsRef<Path>,
+    journal_config: JournalConfig,
+    engine_config: &EngineConfig,
+    epoch: u64,
+    check: impl FnOnce(&Findings) -> Result<(), String>,
+) -> Result<(Journal, Engine, RecoveryReport, RecoveryInfo), StateError> {
     let dir = dir.as_ref();
     let meta = journal_meta(engine_config, epoch);
-    let (journal, report) = Journal::open_or_create(dir, journal_config, meta)?;
+    let pending = Journal::prepare_open(dir, journal_config, meta)?;
+    if !pending.findings().fresh {
+        // The sidecar must agree before anything is cut.
+        match meta_file::read_config(dir) {
+            Ok(stored) if stored != *engine_config => {
+                return Err(StateError::ConfigFile {
+                    path: meta_file::config_path(dir),
+                    reason: "holds another engine config than the one given".to_owned(),
+                });
+            }
+            Ok(_) | Err(StateError::ConfigFileMissing { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    check(pending.findings()).map_err(|reason| StateError::Refused { reason })?;
+    let (journal, report) = pending.open()?;
     match meta_file::read_config(dir) {
         Ok(stored) if stored == *engine_config => {}
         Ok(_) => {

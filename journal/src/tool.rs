@@ -2,15 +2,19 @@
 //! [`verify`], [`dump`], [`replay`] and [`stats`] over a journal directory. docs/operations.md
 //! shows them in use.
 //!
-//! - `verify`: every frame's CRC, padding and seq continuity (the reader), every payload decodes,
-//!   every snapshot's stored hash equals the hash of the engine replayed to its seq (and of its
-//!   own decoded payload), engine invariants at every snapshot and at the end.
+//! - `verify`: first the checks a node's start-up makes ([`Journal::inspect`]: segment headers,
+//!   the watermark, damage at or before it, a journal that ends before it, a directory whose
+//!   segments are gone), so it fails on whatever start-up would refuse; then every frame's CRC,
+//!   padding and seq continuity (the reader), every payload decodes, every snapshot's stored
+//!   hash equals the hash of the engine replayed to its seq (and of its own decoded payload),
+//!   engine invariants at every snapshot and at the end. It lists the quarantine.
 //! - `dump`: one JSON object per command, filtered by seq, time, account and symbol code.
 //! - `replay`: the state at a seq: state hash, top of every book, balances, positions, trial
 //!   balance.
 //! - `stats`: frames, commands by kind, seq and time ranges, segments and sizes.
 //!
-//! Every function stops at the first damaged frame. Damage after the durable watermark is a torn
+//! Every verb takes a node's data directory as well as its journal directory
+//! ([`resolve_journal_dir`]). Every function stops at the first damaged frame. Damage after the durable watermark is a torn
 //! tail: the report covers the frames before it and carries it (`torn_tail`); damage at or before
 //! the watermark is an error naming segment, offset and seq.
 //!
@@ -35,8 +39,10 @@ use serde_json::{Value, json};
 
 use crate::codec;
 use crate::frame::frame_bytes;
+use crate::journal::Journal;
 use crate::meta_file;
 use crate::reader::JournalReader;
+use crate::recovery::Truncation;
 use crate::segment::SEGMENT_DATA_START;
 use crate::snapshot::{SnapshotFile, SnapshotStore};
 use crate::state::{
@@ -63,6 +69,25 @@ pub fn resolve_config(dir: &Path, config_file: Option<&Path>) -> Result<EngineCo
             meta_file::parse_config(path, &text)
         }
         None => meta_file::read_config(dir),
+    }
+}
+
+/// The journal directory for `dir`: `dir` itself when it holds segments or an engine config,
+/// else `dir/journal` when that is a directory (a node's data directory), else `dir`.
+pub fn resolve_journal_dir(dir: &Path) -> PathBuf {
+    let holds_journal = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            crate::segment::parse_segment_file_name(&name).is_some()
+                || name == meta_file::ENGINE_CONFIG_FILE_NAME
+        })
+    });
+    let nested = dir.join("journal");
+    if !holds_journal && nested.is_dir() {
+        nested
+    } else {
+        dir.to_owned()
     }
 }
 
@@ -116,6 +141,10 @@ pub struct VerifyReport {
     pub state_hash: u64,
     pub snapshots: Vec<SnapshotCheck>,
     pub torn_tail: Option<TornTail>,
+    /// What start-up's recovery would cut (and quarantine): the torn tail with its extent.
+    pub cut: Option<Truncation>,
+    /// Quarantine directories of earlier cuts, oldest first.
+    pub quarantined: Vec<PathBuf>,
     /// Every failure found (snapshot mismatches, invariant violations); empty when healthy.
     pub failures: Vec<String>,
 }
@@ -139,6 +168,18 @@ impl VerifyReport {
             w(
                 out,
                 format!("TORN TAIL: {t}; recovery will cut the journal here"),
+            )?;
+        }
+        if let Some(cut) = &self.cut {
+            w(out, format!("start-up will quarantine and cut: {cut}"))?;
+        }
+        for q in &self.quarantined {
+            w(
+                out,
+                format!(
+                    "quarantine: {} (bytes an earlier recovery cut)",
+                    q.display()
+                ),
             )?;
         }
         for f in &self.failures {
@@ -178,15 +219,25 @@ impl VerifyReport {
                 "path": s.path, "seq": s.seq, "ok": s.failure.is_none(), "failure": s.failure,
             })).collect::<Vec<_>>(),
             "torn_tail": self.torn_tail.as_ref().map(|t| t.to_string()),
+            "cut": self.cut.as_ref().map(|c| c.to_string()),
+            "quarantined": self.quarantined,
             "failures": self.failures,
         })
     }
 }
 
-/// Verifies the journal in `dir` under `config`. `Err` for what stops verification (missing or
-/// empty journal, config mismatch, damaged durable data, undecodable payload); every other
-/// finding is in the report.
+/// Verifies the journal in `dir` under `config`. `Err` for what stops verification and would
+/// stop a node's start-up (missing or empty journal, segments gone with traces left, config
+/// mismatch, damaged durable data, a journal that ends before its watermark, an undecodable
+/// payload); every other finding is in the report.
 pub fn verify(dir: &Path, config: &EngineConfig) -> Result<VerifyReport, StateError> {
+    let findings = Journal::inspect(dir, journal_meta(config, 0))?;
+    if findings.fresh {
+        return Err(crate::JournalError::EmptyJournal {
+            dir: dir.to_owned(),
+        }
+        .into());
+    }
     let reader = open_reader(dir)?;
     reader.check_meta(&journal_meta(config, 0))?;
     let (mut engine, base) = verify_base(dir, &reader, config)?;
@@ -200,6 +251,8 @@ pub fn verify(dir: &Path, config: &EngineConfig) -> Result<VerifyReport, StateEr
         state_hash: 0,
         snapshots: Vec::new(),
         torn_tail: None,
+        cut: findings.cut,
+        quarantined: findings.quarantined,
         failures: Vec::new(),
     };
     let store = SnapshotStore::open(dir).ok();

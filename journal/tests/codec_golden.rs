@@ -160,6 +160,12 @@ fn golden_reference_and_day_cycle() {
         "05 09253501",
     );
     golden(Command::TakeSnapshot, "13");
+    golden(
+        Command::BeginEpoch {
+            epoch: 0x0102_0304_0506_0708,
+        },
+        "1e 0807060504030201",
+    );
 }
 
 #[test]
@@ -365,6 +371,7 @@ fn any_command() -> impl Strategy<Value = Command> {
         s32.prop_map(|owner| Command::OpenAccount { owner }),
         any::<u64>().prop_map(|cutoff_ts| Command::ExpireStaleExternal { cutoff_ts }),
         Just(Command::TakeSnapshot),
+        any::<u64>().prop_map(|epoch| Command::BeginEpoch { epoch }),
         Just(Command::SetMarketPhase {
             phase: MarketPhase::AfterHours
         }),

@@ -500,7 +500,7 @@ fn a_frame_of_the_maximum_size_fits_an_empty_segment() {
 }
 
 #[test]
-fn create_ignores_a_watermark_left_by_a_removed_journal() {
+fn create_refuses_a_watermark_left_by_a_removed_journal() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(SEGMENT_BYTES_SMALL, Durability::EveryBatch);
     let mut journal = Journal::create(dir.path(), cfg, META).unwrap();
@@ -509,6 +509,19 @@ fn create_ignores_a_watermark_left_by_a_removed_journal() {
     for segment in segment_paths(dir.path()) {
         std::fs::remove_file(segment).unwrap();
     }
+    // The watermark says frames up to 10 were durable: a new journal would hide their loss.
+    let err = Journal::create(dir.path(), cfg, META).unwrap_err();
+    assert!(
+        matches!(err, JournalError::EarlierJournalMissing { .. }),
+        "{err}"
+    );
+    let err = Journal::open_or_create(dir.path(), cfg, META).unwrap_err();
+    assert!(
+        matches!(err, JournalError::EarlierJournalMissing { .. }),
+        "{err}"
+    );
+    // An operator who really starts over removes what is left.
+    std::fs::remove_file(dir.path().join(WATERMARK_FILE_NAME)).unwrap();
     let mut journal = Journal::create(dir.path(), cfg, META).unwrap();
     assert_eq!(journal.durable_watermark(), 0);
     append_range(&mut journal, 1..=3);

@@ -74,7 +74,12 @@ fn cut_offsets(base: &Base) -> Vec<usize> {
 /// Replaces the journal in `work` with `base` cut at `offset`.
 fn install_cut(base: &Base, work: &Path, offset: usize, cut: Cut) -> PathBuf {
     for entry in fs::read_dir(work).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            fs::remove_dir_all(path).unwrap();
+        } else {
+            fs::remove_file(path).unwrap();
+        }
     }
     copy_journal(base.dir.path(), work);
     let path = work.join(segment_file_name(1));

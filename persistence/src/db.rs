@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, SqlSafeStr};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, SqlSafeStr};
 
 use crate::error::{PersistenceError, connect_hint};
 use crate::url::{Backend, DatabaseUrl};
@@ -35,6 +35,11 @@ pub struct ConnectOptions {
     pub connections_max: u32,
     /// How long to wait for a connection (also the start-up connect timeout).
     pub connect_timeout: Duration,
+    /// The longest a statement (a writer's batch) may take before it is abandoned. On MySQL /
+    /// MariaDB every session also gets `idle_write_transaction_timeout` (MariaDB) of twice
+    /// this, so the server ends a write transaction whose client went silent (a hung network)
+    /// instead of holding its locks until `wait_timeout`.
+    pub statement_timeout: Duration,
     /// Create the schema (run the migrations). Off for read-only tools on an existing store.
     pub migrate: bool,
 }
@@ -44,6 +49,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             connections_max: 4,
             connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(5),
             migrate: true,
         }
     }
@@ -54,6 +60,7 @@ impl Default for ConnectOptions {
 pub struct Database {
     pool: AnyPool,
     url: DatabaseUrl,
+    statement_timeout: Duration,
 }
 
 impl Database {
@@ -99,17 +106,31 @@ impl Database {
         }
         let connect_options: AnyConnectOptions = url.expose().parse().map_err(connect_error)?;
         let backend = url.backend();
+        let idle_write_s = (options.statement_timeout.as_secs_f64() * 2.0)
+            .ceil()
+            .max(1.0) as u64;
         let pool = AnyPoolOptions::new()
             .max_connections(options.connections_max.max(1))
             .acquire_timeout(options.connect_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                        }
+                        Backend::MySql => {
+                            // MariaDB ends a write transaction idle this long (its client hung
+                            // or vanished without a FIN). MySQL has no such variable: the
+                            // writer kills its abandoned connections itself (writer.rs).
+                            let sql = format!(
+                                "SET SESSION idle_write_transaction_timeout = {idle_write_s}"
+                            );
+                            let _ = conn.execute(sqlx::raw_sql(AssertSqlSafe(sql))).await;
+                        }
                     }
                     Ok(())
                 })
@@ -120,11 +141,25 @@ impl Database {
         let db = Database {
             pool,
             url: url.clone(),
+            statement_timeout: options.statement_timeout,
         };
         if options.migrate {
-            db.migrate().await?;
+            tokio::time::timeout(
+                options.connect_timeout.max(options.statement_timeout),
+                db.migrate(),
+            )
+            .await
+            .unwrap_or(Err(PersistenceError::Timeout {
+                op: "migrating the schema",
+                timeout: options.connect_timeout.max(options.statement_timeout),
+            }))?;
         }
         Ok(db)
+    }
+
+    /// The longest one statement may take (see [`ConnectOptions::statement_timeout`]).
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
     }
 
     /// Applies the migrations this build has and the database lacks.
@@ -154,6 +189,78 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The checkpoint of the query store at `url` if there is one, without creating or migrating
+/// anything: `None` when there is no database yet (no SQLite file, no MySQL database, no
+/// schema). Start-up compares it with the journal before the journal is touched. The whole
+/// look takes at most `timeout`.
+pub async fn peek_checkpoint(
+    url: &DatabaseUrl,
+    timeout: Duration,
+) -> Result<Option<crate::store::Checkpoint>, PersistenceError> {
+    sqlx::any::install_default_drivers();
+    let connect_error = |error: sqlx::Error| PersistenceError::Connect {
+        url: url.redacted(),
+        hint: connect_hint(&error),
+        error,
+    };
+    let look = async {
+        match url.backend() {
+            Backend::Sqlite => {
+                if url.sqlite_path().is_none_or(|p| !p.exists()) {
+                    return Ok(None);
+                }
+            }
+            Backend::MySql => {
+                if !Any::database_exists(url.expose())
+                    .await
+                    .map_err(connect_error)?
+                {
+                    return Ok(None);
+                }
+            }
+        }
+        let options: AnyConnectOptions = url.expose().parse().map_err(connect_error)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        let read = async {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(PersistenceError::db("connecting"))?;
+            let exists = sqlx::query(match url.backend() {
+                Backend::Sqlite => {
+                    "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'kuku_checkpoint'"
+                }
+                Backend::MySql => {
+                    "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'kuku_checkpoint'"
+                }
+            })
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(PersistenceError::db("looking for the checkpoint table"))?;
+            let n: i64 = sqlx::Row::try_get(&exists, "n")
+                .map_err(PersistenceError::db("looking for the checkpoint table"))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            crate::store::read_checkpoint(&mut conn).await.map(Some)
+        };
+        let checkpoint = read.await;
+        pool.close().await;
+        checkpoint
+    };
+    tokio::time::timeout(timeout, look)
+        .await
+        .unwrap_or(Err(PersistenceError::Timeout {
+            op: "reading the checkpoint at start-up",
+            timeout,
+        }))
 }
 
 /// The migrations of one dialect, embedded in the binary, oldest first.

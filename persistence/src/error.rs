@@ -49,7 +49,7 @@ pub enum PersistenceError {
     /// The database has written further than the journal holds: it belongs to another data
     /// directory (or the journal lost its tail).
     #[error(
-        "the database checkpoint (epoch {db_epoch}, seq {db_seq}) is ahead of the journal (epoch {journal_epoch}, last seq {journal_seq}): this database was written from another data directory; point --database-url at its own database"
+        "the database checkpoint (epoch {db_epoch}, seq {db_seq}) is ahead of the journal (epoch {journal_epoch}, last seq {journal_seq}): either the journal lost frames (restore them) or this database was written from another data directory (point --database-url at this node's own database, or an empty one)"
     )]
     CheckpointAhead {
         db_epoch: u64,
@@ -93,7 +93,7 @@ impl PersistenceError {
         match self {
             PersistenceError::Database { error, .. } => matches!(
                 error,
-                sqlx::Error::Database(e) if !is_transient_db_error(e.code().as_deref())
+                sqlx::Error::Database(e) if !is_transient_db_error(e.as_ref())
             ),
             PersistenceError::CheckpointConflict { .. }
             | PersistenceError::CheckpointAhead { .. }
@@ -105,23 +105,34 @@ impl PersistenceError {
     }
 }
 
-/// Database error codes that a retry can fix: MySQL deadlock (1213), lock wait timeout (1205),
-/// server shutdown or gone (1053, 2006, 2013), too many connections (1040); SQLite busy and
-/// locked (5, 6).
-fn is_transient_db_error(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("1213" | "1205" | "1053" | "2006" | "2013" | "1040" | "5" | "6" | "40001")
-    )
+/// The MySQL / MariaDB error number of a database error (e.g. 1213 for a deadlock), if it is
+/// one (`code()` is the SQLSTATE there, which groups many numbers).
+pub(crate) fn mysql_error_number(error: &dyn sqlx::error::DatabaseError) -> Option<u16> {
+    error
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|e| e.number())
+}
+
+/// Database errors that a retry can fix: MySQL deadlock (1213, SQLSTATE 40001), lock wait
+/// timeout (1205), server shutdown or gone (1053, 2006, 2013), too many connections (1040),
+/// a killed query or connection (1317, 1927); SQLite busy and locked (5, 6).
+fn is_transient_db_error(error: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(number) = mysql_error_number(error) {
+        return matches!(
+            number,
+            1213 | 1205 | 1053 | 2006 | 2013 | 1040 | 1317 | 1927
+        );
+    }
+    matches!(error.code().as_deref(), Some("5" | "6" | "40001"))
 }
 
 /// A short, human hint for a connection error.
 pub(crate) fn connect_hint(error: &sqlx::Error) -> &'static str {
     match error {
-        sqlx::Error::Database(e) => match e.code().as_deref() {
-            Some("1045") | Some("28000") => "wrong user name or password",
-            Some("1044") => "the user may not use this database",
-            Some("1049") => "no such database",
+        sqlx::Error::Database(e) => match (mysql_error_number(e.as_ref()), e.code().as_deref()) {
+            (Some(1045), _) | (_, Some("28000")) => "wrong user name or password",
+            (Some(1044), _) => "the user may not use this database",
+            (Some(1049), _) => "no such database",
             _ => "the server refused the connection",
         },
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

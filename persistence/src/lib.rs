@@ -38,7 +38,7 @@ pub use db::{ConnectOptions, Database, block_on};
 pub use error::PersistenceError;
 pub use intake::{Offered, WriterHandle};
 pub use metrics::{WriterMetrics, WriterStatus};
-pub use reconcile::{ReconcileReport, reconcile};
+pub use reconcile::{ReconcileReport, TableComparison, reconcile};
 pub use store::Checkpoint;
 pub use url::{Backend, DatabaseUrl};
 pub use writer::{Writer, WriterConfig};

@@ -25,9 +25,46 @@ pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments>;
 pub(crate) trait TableRow {
     const TABLE: &'static str;
     const COLUMNS: &'static [&'static str];
+    /// The primary key's columns.
+    const KEY: &'static [&'static str];
     /// `Some((conflict key, columns updated on conflict))` for upserts; `None`: plain insert.
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])>;
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q>;
+    /// The row's values in `COLUMNS` order, as a database returns them (reconcile compares
+    /// them with what it reads).
+    fn cells(&self) -> Vec<Cell>;
+}
+
+/// One value of a row, as stored: every number is a BIGINT, every string a VARCHAR.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Cell {
+    fn text(s: &str) -> Cell {
+        Cell::Text(s.to_owned())
+    }
+
+    fn opt_int(v: Option<i64>) -> Cell {
+        v.map_or(Cell::Null, Cell::Int)
+    }
+
+    fn opt_text(v: Option<&str>) -> Cell {
+        v.map_or(Cell::Null, Cell::text)
+    }
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Null => f.write_str("NULL"),
+            Cell::Int(v) => write!(f, "{v}"),
+            Cell::Text(t) => write!(f, "{t:?}"),
+        }
+    }
 }
 
 /// Stores a u64 the engine counts (ids, seqs, nanosecond timestamps) in a signed BIGINT. Every
@@ -58,6 +95,7 @@ impl TableRow for SymbolRow {
         "lot_size",
         "registered_seq",
     ];
+    const KEY: &'static [&'static str] = &["symbol_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = None;
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(self.symbol_id)
@@ -66,6 +104,16 @@ impl TableRow for SymbolRow {
             .bind(self.market)
             .bind(self.lot_size)
             .bind(self.registered_seq)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.symbol_id),
+            Cell::text(self.code.as_str()),
+            Cell::text(self.name.as_str()),
+            Cell::text(self.market),
+            Cell::Int(self.lot_size),
+            Cell::Int(self.registered_seq),
+        ]
     }
 }
 
@@ -80,12 +128,21 @@ pub struct AccountRow {
 impl TableRow for AccountRow {
     const TABLE: &'static str = "accounts";
     const COLUMNS: &'static [&'static str] = &["account_id", "owner", "opened_seq", "opened_ts_ns"];
+    const KEY: &'static [&'static str] = &["account_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = None;
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(self.account_id)
             .bind(self.owner.as_str())
             .bind(self.opened_seq)
             .bind(self.opened_ts_ns)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.account_id),
+            Cell::text(self.owner.as_str()),
+            Cell::Int(self.opened_seq),
+            Cell::Int(self.opened_ts_ns),
+        ]
     }
 }
 
@@ -100,6 +157,7 @@ pub struct BalanceRow {
 impl TableRow for BalanceRow {
     const TABLE: &'static str = "balances";
     const COLUMNS: &'static [&'static str] = &["account_id", "cash", "cash_hold", "updated_seq"];
+    const KEY: &'static [&'static str] = &["account_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> =
         Some((&["account_id"], &["cash", "cash_hold", "updated_seq"]));
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
@@ -107,6 +165,14 @@ impl TableRow for BalanceRow {
             .bind(self.cash)
             .bind(self.cash_hold)
             .bind(self.updated_seq)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.account_id),
+            Cell::Int(self.cash),
+            Cell::Int(self.cash_hold),
+            Cell::Int(self.updated_seq),
+        ]
     }
 }
 
@@ -132,6 +198,7 @@ impl TableRow for PositionRow {
         "realized_pnl",
         "updated_seq",
     ];
+    const KEY: &'static [&'static str] = &["account_id", "symbol_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = Some((
         &["account_id", "symbol_id"],
         &["qty", "hold", "cost_basis", "realized_pnl", "updated_seq"],
@@ -144,6 +211,17 @@ impl TableRow for PositionRow {
             .bind(self.cost_basis)
             .bind(self.realized_pnl)
             .bind(self.updated_seq)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.account_id),
+            Cell::Int(self.symbol_id),
+            Cell::Int(self.qty),
+            Cell::Int(self.hold),
+            Cell::Int(self.cost_basis),
+            Cell::Int(self.realized_pnl),
+            Cell::Int(self.updated_seq),
+        ]
     }
 }
 
@@ -184,6 +262,24 @@ const TRANSACTION_COLUMNS: &[&str] = &[
     "updated_seq",
 ];
 
+fn transaction_cells(row: &TransactionRow) -> Vec<Cell> {
+    vec![
+        Cell::Int(row.tx_id),
+        Cell::text(row.tx_type),
+        Cell::text(row.status),
+        Cell::Int(row.account_id),
+        Cell::Int(row.asset_symbol_id),
+        Cell::Int(row.amount),
+        Cell::opt_text(row.external_ref.as_ref().map(|r| r.as_str())),
+        Cell::opt_int(row.trade_id),
+        Cell::opt_int(row.reverses_tx_id),
+        Cell::opt_int(row.reversed_by_tx_id),
+        Cell::Int(row.created_seq),
+        Cell::Int(row.created_ts_ns),
+        Cell::Int(row.updated_seq),
+    ]
+}
+
 fn bind_transaction<'q>(row: &TransactionRow, q: AnyQuery<'q>) -> AnyQuery<'q> {
     q.bind(row.tx_id)
         .bind(row.tx_type)
@@ -207,9 +303,13 @@ pub struct TradeTransactionRow(pub TransactionRow);
 impl TableRow for TradeTransactionRow {
     const TABLE: &'static str = "ledger_transactions";
     const COLUMNS: &'static [&'static str] = TRANSACTION_COLUMNS;
+    const KEY: &'static [&'static str] = &["tx_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = None;
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         bind_transaction(&self.0, q)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        transaction_cells(&self.0)
     }
 }
 
@@ -220,10 +320,14 @@ pub struct ExternalTransactionRow(pub TransactionRow);
 impl TableRow for ExternalTransactionRow {
     const TABLE: &'static str = "ledger_transactions";
     const COLUMNS: &'static [&'static str] = TRANSACTION_COLUMNS;
+    const KEY: &'static [&'static str] = &["tx_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> =
         Some((&["tx_id"], &["status", "reversed_by_tx_id", "updated_seq"]));
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         bind_transaction(&self.0, q)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        transaction_cells(&self.0)
     }
 }
 
@@ -251,6 +355,7 @@ impl TableRow for EntryRow {
         "line_kind",
         "seq",
     ];
+    const KEY: &'static [&'static str] = &["tx_id", "line_no"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = None;
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(self.tx_id)
@@ -261,6 +366,18 @@ impl TableRow for EntryRow {
             .bind(self.amount)
             .bind(self.line_kind)
             .bind(self.seq)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.tx_id),
+            Cell::Int(self.line_no),
+            Cell::text(self.ledger_account),
+            Cell::Int(self.account_id),
+            Cell::Int(self.asset_symbol_id),
+            Cell::Int(self.amount),
+            Cell::text(self.line_kind),
+            Cell::Int(self.seq),
+        ]
     }
 }
 
@@ -313,6 +430,7 @@ impl TableRow for OrderRow {
         "accepted_ts_ns",
         "updated_seq",
     ];
+    const KEY: &'static [&'static str] = &["order_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = Some((
         &["order_id"],
         &[
@@ -346,6 +464,27 @@ impl TableRow for OrderRow {
             .bind(self.accepted_seq)
             .bind(self.accepted_ts_ns)
             .bind(self.updated_seq)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.order_id),
+            Cell::Int(self.account_id),
+            Cell::Int(self.client_order_id),
+            Cell::Int(self.symbol_id),
+            Cell::text(self.side),
+            Cell::text(self.order_type),
+            Cell::text(self.tif),
+            Cell::Int(self.price),
+            Cell::Int(self.qty),
+            Cell::Int(self.leaves),
+            Cell::Int(self.filled),
+            Cell::text(self.status),
+            Cell::Int(i64::from(self.is_open)),
+            Cell::opt_text(self.cancel_reason),
+            Cell::Int(self.accepted_seq),
+            Cell::Int(self.accepted_ts_ns),
+            Cell::Int(self.updated_seq),
+        ]
     }
 }
 
@@ -389,6 +528,7 @@ impl TableRow for TradeRow {
         "rural_tax",
         "tx_id",
     ];
+    const KEY: &'static [&'static str] = &["trade_id"];
     const UPSERT: Option<(&'static [&'static str], &'static [&'static str])> = None;
     fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
         q.bind(self.trade_id)
@@ -407,6 +547,26 @@ impl TableRow for TradeRow {
             .bind(self.securities_tax)
             .bind(self.rural_tax)
             .bind(self.tx_id)
+    }
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Int(self.trade_id),
+            Cell::Int(self.seq),
+            Cell::Int(self.ts_ns),
+            Cell::Int(self.symbol_id),
+            Cell::Int(self.price),
+            Cell::Int(self.qty),
+            Cell::text(self.taker_side),
+            Cell::Int(self.maker_order_id),
+            Cell::Int(self.maker_account_id),
+            Cell::Int(self.taker_order_id),
+            Cell::Int(self.taker_account_id),
+            Cell::Int(self.buyer_commission),
+            Cell::Int(self.seller_commission),
+            Cell::Int(self.securities_tax),
+            Cell::Int(self.rural_tax),
+            Cell::Int(self.tx_id),
+        ]
     }
 }
 

@@ -8,6 +8,11 @@
 //! batch size. The checkpoint update is conditional on the previous seq (`WHERE seq = ?`):
 //! if another writer moved it, the transaction is rolled back and the conflict reported.
 //!
+//! Every statement (begin, each chunk, the checkpoint update, commit) has its own deadline,
+//! [`Statements::statement_timeout`]: a batch on a healthy database may take long in total
+//! (a catch-up batch of 30,000 rows), but a statement whose reply does not come is abandoned
+//! within the deadline ([`PersistenceError::Timeout`]).
+//!
 //! **Invariants**: a batch's rows and its checkpoint commit together or not at all; the
 //! checkpoint only moves forward, by exactly the batch's commands.
 //!
@@ -38,19 +43,32 @@ pub struct Checkpoint {
     pub ts_ns: u64,
 }
 
-/// Generated SQL text per (row type, rows per statement), built once.
+/// Generated SQL text per (row type, rows per statement), built once; and how long one
+/// statement may take.
 #[derive(Debug)]
 pub struct Statements {
     backend: Backend,
     sql: FxHashMap<(TypeId, usize), SqlStr>,
+    statement_timeout: Duration,
 }
 
 impl Statements {
+    /// Statements with a 5 s deadline each (see [`Statements::set_statement_timeout`]).
     pub fn new(backend: Backend) -> Statements {
         Statements {
             backend,
             sql: FxHashMap::default(),
+            statement_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// How long one statement may take before it is abandoned.
+    pub fn set_statement_timeout(&mut self, timeout: Duration) {
+        self.statement_timeout = timeout;
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
     }
 
     fn insert_sql<R: TableRow + 'static>(&mut self, rows: usize) -> SqlStr {
@@ -124,10 +142,14 @@ async fn write_rows<R: TableRow + 'static>(
         for row in &rows[start..start + size] {
             query = row.bind(query);
         }
-        query
-            .execute(&mut *conn)
-            .await
-            .map_err(PersistenceError::db(R::TABLE))?;
+        let timeout = statements.statement_timeout;
+        with_timeout(R::TABLE, timeout, async {
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(PersistenceError::db(R::TABLE))
+        })
+        .await?;
         start += size;
     }
     debug_assert_eq!(start, rows.len());
@@ -146,10 +168,13 @@ pub async fn write_batch(
     debug_assert!(!batch.is_empty());
     debug_assert_eq!(batch.seq_first, previous.seq + 1, "batches are contiguous");
     use sqlx::Connection;
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(PersistenceError::db("beginning a batch"))?;
+    let timeout = statements.statement_timeout;
+    let mut tx = with_timeout("beginning a batch", timeout, async {
+        conn.begin()
+            .await
+            .map_err(PersistenceError::db("beginning a batch"))
+    })
+    .await?;
     write_rows(&mut tx, statements, &batch.symbols).await?;
     write_rows(&mut tx, statements, &batch.accounts).await?;
     write_rows(&mut tx, statements, &batch.trade_transactions).await?;
@@ -167,24 +192,30 @@ pub async fn write_batch(
         seq: batch.seq_last,
         ts_ns: batch.ts_last_ns,
     };
-    let moved = sqlx::query(
-        "UPDATE kuku_checkpoint SET epoch = ?, seq = ?, ts_ns = ? WHERE id = 1 AND seq = ?",
-    )
-    .bind(int(checkpoint.epoch))
-    .bind(int(checkpoint.seq))
-    .bind(int(checkpoint.ts_ns))
-    .bind(int(previous.seq))
-    .execute(&mut *tx)
-    .await
-    .map_err(PersistenceError::db("moving the checkpoint"))?;
+    let moved = with_timeout("moving the checkpoint", timeout, async {
+        sqlx::query(
+            "UPDATE kuku_checkpoint SET epoch = ?, seq = ?, ts_ns = ? WHERE id = 1 AND seq = ?",
+        )
+        .bind(int(checkpoint.epoch))
+        .bind(int(checkpoint.seq))
+        .bind(int(checkpoint.ts_ns))
+        .bind(int(previous.seq))
+        .execute(&mut *tx)
+        .await
+        .map_err(PersistenceError::db("moving the checkpoint"))
+    })
+    .await?;
     if moved.rows_affected() != 1 {
         return Err(PersistenceError::CheckpointConflict {
             expected: previous.seq,
         });
     }
-    tx.commit()
-        .await
-        .map_err(PersistenceError::db("committing a batch"))?;
+    with_timeout("committing a batch", timeout, async {
+        tx.commit()
+            .await
+            .map_err(PersistenceError::db("committing a batch"))
+    })
+    .await?;
     failpoint::hit("writer::after_commit");
     Ok(checkpoint)
 }

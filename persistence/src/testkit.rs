@@ -1,6 +1,7 @@
 //! Test support shared by this crate's tests, the server's and the benchmark: a database of
 //! one's own on the shared MariaDB (or a SQLite file), dropped afterwards, and a TCP proxy
-//! that can cut and restore a database's connections without stopping the server.
+//! that can cut and restore a database's connections, or hang them (requests pass, replies do
+//! not), without stopping the server.
 //!
 //! MariaDB is found at `KUKU_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`); each
 //! [`TestDatabase::mysql`] creates a uniquely named database next to it, so tests run in
@@ -89,13 +90,26 @@ impl Drop for TestDatabase {
 }
 
 /// A TCP proxy to a database server that a test can cut (every connection reset, new ones
-/// refused) and restore, to simulate an outage without stopping the shared server.
+/// refused) and restore, to simulate an outage without stopping the server; or hang: every
+/// connection open at that moment, and every one opened until [`TcpProxy::restore`], still
+/// forwards what the client sends but withholds every reply, and keeps its server side open
+/// when the client gives up, as a network that drops packets would. A hung connection never
+/// heals (restoring only lets new connections through), so its server-side transaction stays
+/// open until the server ends it or someone kills it.
 pub struct TcpProxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    hanging: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
+    conns: Arc<Mutex<Vec<ProxiedConn>>>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// One proxied connection: its two sockets and whether it hangs.
+struct ProxiedConn {
+    client: TcpStream,
+    server: TcpStream,
+    hung: Arc<AtomicBool>,
 }
 
 impl TcpProxy {
@@ -105,19 +119,26 @@ impl TcpProxy {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
+        let hanging = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let streams = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(Vec::new()));
         let accept = {
-            let (cut, stop, streams) = (Arc::clone(&cut), Arc::clone(&stop), Arc::clone(&streams));
+            let state = AcceptState {
+                cut: Arc::clone(&cut),
+                hanging: Arc::clone(&hanging),
+                stop: Arc::clone(&stop),
+                conns: Arc::clone(&conns),
+            };
             std::thread::Builder::new()
                 .name("test-tcp-proxy".into())
-                .spawn(move || accept_loop(listener, upstream, &cut, &stop, &streams))?
+                .spawn(move || accept_loop(listener, upstream, &state))?
         };
         Ok(TcpProxy {
             addr,
             cut,
+            hanging,
             stop,
-            streams,
+            conns,
             accept: Some(accept),
         })
     }
@@ -147,14 +168,28 @@ impl TcpProxy {
     /// Resets every open connection and refuses new ones until [`TcpProxy::restore`].
     pub fn cut(&self) {
         self.cut.store(true, Ordering::Release);
-        if let Ok(mut streams) = self.streams.lock() {
-            for s in streams.drain(..) {
-                let _ = s.shutdown(Shutdown::Both);
+        if let Ok(mut conns) = self.conns.lock() {
+            for c in conns.drain(..) {
+                let _ = c.client.shutdown(Shutdown::Both);
+                let _ = c.server.shutdown(Shutdown::Both);
             }
         }
     }
 
+    /// Hangs every open connection, and every new one until [`TcpProxy::restore`]: requests
+    /// reach the server, replies never reach the client.
+    pub fn hang(&self) {
+        self.hanging.store(true, Ordering::Release);
+        if let Ok(conns) = self.conns.lock() {
+            for c in conns.iter() {
+                c.hung.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Ends a cut or a hang for new connections (hung ones stay hung).
     pub fn restore(&self) {
+        self.hanging.store(false, Ordering::Release);
         self.cut.store(false, Ordering::Release);
     }
 }
@@ -169,14 +204,16 @@ impl Drop for TcpProxy {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    upstream: SocketAddr,
-    cut: &AtomicBool,
-    stop: &AtomicBool,
-    streams: &Mutex<Vec<TcpStream>>,
-) {
-    while !stop.load(Ordering::Acquire) {
+/// What the accept loop shares with the proxy's handle.
+struct AcceptState {
+    cut: Arc<AtomicBool>,
+    hanging: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<ProxiedConn>>>,
+}
+
+fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: &AcceptState) {
+    while !state.stop.load(Ordering::Acquire) {
         let client = match listener.accept() {
             Ok((client, _)) => client,
             Err(_) => {
@@ -184,7 +221,7 @@ fn accept_loop(
                 continue;
             }
         };
-        if cut.load(Ordering::Acquire) {
+        if state.cut.load(Ordering::Acquire) {
             let _ = client.shutdown(Shutdown::Both);
             continue;
         }
@@ -193,6 +230,7 @@ fn accept_loop(
             continue;
         };
         let _ = client.set_nonblocking(false);
+        let hung = Arc::new(AtomicBool::new(state.hanging.load(Ordering::Acquire)));
         let pipes = (
             client.try_clone(),
             server.try_clone(),
@@ -202,30 +240,57 @@ fn accept_loop(
         let (Ok(c1), Ok(s1), Ok(c2), Ok(s2)) = pipes else {
             continue;
         };
-        if let Ok(mut list) = streams.lock() {
-            list.push(client);
-            list.push(server);
+        if let Ok(mut list) = state.conns.lock() {
+            list.push(ProxiedConn {
+                client,
+                server,
+                hung: Arc::clone(&hung),
+            });
         }
-        std::thread::spawn(move || pipe(c1, s1));
-        std::thread::spawn(move || pipe(s2, c2));
+        let up = Arc::clone(&hung);
+        std::thread::spawn(move || pipe_up(c1, s1, &up));
+        std::thread::spawn(move || pipe_down(s2, c2, &hung));
     }
 }
 
-/// Copies `from` to `to` until either side closes, then closes both.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Client to server: copies until the client closes. A hung connection's server side stays
+/// open after that (the server never learns the client left).
+fn pipe_up(mut client: TcpStream, mut server: TcpStream, hung: &AtomicBool) {
     let mut buf = [0u8; 16 * 1024];
     loop {
-        match from.read(&mut buf) {
+        match client.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
+                if server.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
         }
     }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
+    if !hung.load(Ordering::Acquire) {
+        let _ = server.shutdown(Shutdown::Both);
+    }
+}
+
+/// Server to client: copies until either side closes; while hung, reads and drops.
+fn pipe_down(mut server: TcpStream, mut client: TcpStream, hung: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if hung.load(Ordering::Acquire) => {}
+            Ok(n) => {
+                if client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    if !hung.load(Ordering::Acquire) {
+        let _ = server.shutdown(Shutdown::Both);
+    }
 }
 
 /// A deterministic command flow that exercises every table: accounts, deposits, withdrawals

@@ -21,9 +21,15 @@
 //!   re-derives them from the journal later. Memory is bounded by the queue, one batch, the
 //!   live-order rows and (while re-deriving) one shadow engine.
 //! - **Retries**: a failed batch is rolled back and retried as is, with exponential backoff
-//!   (`retry_backoff_min` doubling to `retry_backoff_max`); every attempt has a deadline
-//!   (`statement_timeout`). The lag (commands and seconds) is logged every `lag_log_every`
-//!   while behind, and is always in [`WriterMetrics`].
+//!   (`retry_backoff_min` doubling to `retry_backoff_max`); every attempt, connecting
+//!   included, has a deadline (`statement_timeout`, 5 s by default). The writer keeps one
+//!   connection; after a failed attempt it abandons it (closed at once, never handed back to
+//!   the pool) and, on MySQL / MariaDB, kills it by its connection id from the next
+//!   connection before writing again: a hung connection's transaction would otherwise hold
+//!   the checkpoint row's lock until the server's `wait_timeout` (8 hours by default), and
+//!   every later batch would wait for it. The lag (commands and seconds) is logged every
+//!   `lag_log_every` while behind, and is always in [`WriterMetrics`]; a failed attempt
+//!   clears `database_ok` (`kuku_db_up`) and counts a retry.
 //!
 //! **Invariants**
 //! - `checkpoint.seq <= position <= seen_seq`; the builder holds exactly the commands
@@ -59,7 +65,15 @@ use crate::db::{ConnectOptions, Database};
 use crate::error::PersistenceError;
 use crate::intake::{IntakeReceiver, Item, WriterHandle, is_stored};
 use crate::metrics::{WriterMetrics, WriterStatus, now_ns};
+use crate::rows::Batch;
 use crate::store::{self, Checkpoint, Statements, with_timeout};
+use crate::url::Backend;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AssertSqlSafe, Row};
+
+/// Abandoned connections remembered for a kill (older ones are left to the server's
+/// `idle_write_transaction_timeout`).
+const KILLS_PENDING_MAX: usize = 16;
 use crate::url::DatabaseUrl;
 
 /// How a writer runs.
@@ -79,7 +93,7 @@ pub struct WriterConfig {
     pub batch_rows_max: usize,
     pub retry_backoff_min: Duration,
     pub retry_backoff_max: Duration,
-    /// Deadline of one batch attempt (begin to commit).
+    /// Deadline of one batch attempt (connecting, begin to commit).
     pub statement_timeout: Duration,
     /// How often the lag is logged while the writer is behind.
     pub lag_log_every: Duration,
@@ -102,7 +116,7 @@ impl WriterConfig {
             batch_rows_max: 32_768,
             retry_backoff_min: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(5),
             lag_log_every: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -244,6 +258,8 @@ fn writer_thread(
         };
         let _ = ready.send(Ok(state.checkpoint));
         state.run(&intake, stop).await;
+        // Hand the connection back first: closing the pool waits for every connection.
+        drop(state.conn.take());
         state.db.close().await;
     });
     metrics.stopped.store(true, Ordering::Release);
@@ -282,6 +298,15 @@ struct WriterLoop {
     backoff: Duration,
     last_lag_log: Instant,
     stop_deadline: Option<Instant>,
+    /// The writer's connection (`None` until connected, and after a failed attempt).
+    conn: Option<PoolConnection<Any>>,
+    /// Its MySQL connection id (`None` on SQLite).
+    conn_id: Option<i64>,
+    /// Abandoned MySQL connections to kill before the next batch.
+    kills_pending: Vec<i64>,
+    /// An attempt was abandoned: its commit may have happened (only the reply was lost), so
+    /// the next attempt reads the checkpoint before writing.
+    outcome_unknown: bool,
 }
 
 impl WriterLoop {
@@ -290,13 +315,25 @@ impl WriterLoop {
         journal_seq_last: u64,
         metrics: &Arc<WriterMetrics>,
     ) -> Result<WriterLoop, PersistenceError> {
-        let db = Database::connect(&config.database_url, &config.connect).await?;
-        let mut conn = db
-            .pool()
-            .acquire()
-            .await
-            .map_err(PersistenceError::db("connecting"))?;
-        let checkpoint = store::read_checkpoint(&mut conn).await?;
+        let mut connect = config.connect.clone();
+        connect.statement_timeout = config.statement_timeout;
+        let db = Database::connect(&config.database_url, &connect).await?;
+        let timeout = config.connect.connect_timeout.max(config.statement_timeout);
+        let (checkpoint, open_orders) = with_timeout(
+            "reading the checkpoint and the open orders",
+            timeout,
+            async {
+                let mut conn = db
+                    .pool()
+                    .acquire()
+                    .await
+                    .map_err(PersistenceError::db("connecting"))?;
+                let checkpoint = store::read_checkpoint(&mut conn).await?;
+                let open_orders = store::read_open_orders(&mut conn).await?;
+                Ok((checkpoint, open_orders))
+            },
+        )
+        .await?;
         if checkpoint.seq > journal_seq_last || checkpoint.epoch > config.epoch {
             return Err(PersistenceError::CheckpointAhead {
                 db_epoch: checkpoint.epoch,
@@ -305,8 +342,6 @@ impl WriterLoop {
                 journal_seq: journal_seq_last,
             });
         }
-        let open_orders = store::read_open_orders(&mut conn).await?;
-        drop(conn);
         metrics
             .checkpoint_seq
             .store(checkpoint.seq, Ordering::Release);
@@ -314,8 +349,10 @@ impl WriterLoop {
             .checkpoint_ts_ns
             .store(checkpoint.ts_ns, Ordering::Release);
         metrics.database_ok.store(true, Ordering::Release);
+        let mut statements = Statements::new(db.backend());
+        statements.set_statement_timeout(config.statement_timeout);
         Ok(WriterLoop {
-            statements: Statements::new(db.backend()),
+            statements,
             db,
             metrics: Arc::clone(metrics),
             builder: BatchBuilder::new(open_orders),
@@ -328,6 +365,10 @@ impl WriterLoop {
             backoff: config.retry_backoff_min,
             last_lag_log: Instant::now(),
             stop_deadline: None,
+            conn: None,
+            conn_id: None,
+            kills_pending: Vec::new(),
+            outcome_unknown: false,
             config,
         })
     }
@@ -584,28 +625,15 @@ impl WriterLoop {
         }
         let rows = batch.row_count();
         loop {
-            let pool = self.db.pool().clone();
-            let (statements, epoch, previous) =
-                (&mut self.statements, self.config.epoch, self.checkpoint);
-            let batch = &batch;
-            let attempt = with_timeout(
-                "writing a batch",
-                self.config.statement_timeout,
-                async move {
-                    let mut conn = pool
-                        .acquire()
-                        .await
-                        .map_err(PersistenceError::db("connecting"))?;
-                    store::write_batch(&mut conn, statements, batch, epoch, previous).await
-                },
-            )
-            .await;
+            // Every step of an attempt has its own deadline (statement_timeout).
+            let attempt = self.attempt(&batch).await;
             match attempt {
                 Ok(checkpoint) => {
                     self.on_committed(checkpoint, batch.commands, rows);
                     return;
                 }
                 Err(e) => {
+                    self.abandon_connection();
                     self.on_failed(&e);
                     if self.stopping(stop) && self.past_deadline() {
                         return;
@@ -613,6 +641,103 @@ impl WriterLoop {
                     self.pause().await;
                 }
             }
+        }
+    }
+
+    /// One try at a batch: connect if needed, kill abandoned connections, write. Each step
+    /// has the statement timeout as its deadline.
+    async fn attempt(&mut self, batch: &Batch) -> Result<Checkpoint, PersistenceError> {
+        let timeout = self.config.statement_timeout;
+        if self.conn.is_none() {
+            let (pool, backend) = (self.db.pool().clone(), self.db.backend());
+            let (conn, id) = with_timeout("connecting", timeout, async move {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(PersistenceError::db("connecting"))?;
+                let id = match backend {
+                    Backend::MySql => Some(
+                        sqlx::query("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id")
+                            .fetch_one(&mut *conn)
+                            .await
+                            .and_then(|row| row.try_get::<i64, _>("id"))
+                            .map_err(PersistenceError::db("reading the connection id"))?,
+                    ),
+                    Backend::Sqlite => None,
+                };
+                Ok((conn, id))
+            })
+            .await?;
+            self.conn = Some(conn);
+            self.conn_id = id;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(PersistenceError::Start("no database connection".into()));
+        };
+        while let Some(&id) = self.kills_pending.last() {
+            let kill = format!("KILL CONNECTION {id}");
+            let killed = with_timeout("killing an abandoned connection", timeout, async {
+                match sqlx::raw_sql(AssertSqlSafe(kill))
+                    .execute(&mut **conn)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    // 1094: unknown thread id, it has already ended.
+                    Err(sqlx::Error::Database(e))
+                        if crate::error::mysql_error_number(e.as_ref()) == Some(1094) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(PersistenceError::db("killing an abandoned connection")(e)),
+                }
+            })
+            .await?;
+            if killed {
+                tracing::info!(
+                    connection = id,
+                    "The database writer killed its abandoned connection (and its transaction)."
+                );
+            }
+            self.kills_pending.pop();
+        }
+        let (epoch, previous) = (self.config.epoch, self.checkpoint);
+        if self.outcome_unknown {
+            // The abandoned attempt's transaction has ended now (killed, timed out by the
+            // server, or committed before its reply was lost): the checkpoint says which.
+            let stored = with_timeout("reading the checkpoint", timeout, async {
+                store::read_checkpoint(conn).await
+            })
+            .await?;
+            self.outcome_unknown = false;
+            if stored.seq == batch.seq_last && stored.seq > previous.seq {
+                tracing::info!(
+                    seq = stored.seq,
+                    "The abandoned batch had committed (only its reply was lost)."
+                );
+                return Ok(stored);
+            }
+            if stored.seq != previous.seq {
+                return Err(PersistenceError::CheckpointConflict {
+                    expected: previous.seq,
+                });
+            }
+        }
+        store::write_batch(conn, &mut self.statements, batch, epoch, previous).await
+    }
+
+    /// Drops the connection after a failed attempt without handing it back to the pool (it may
+    /// be stuck mid-statement), and remembers it to be killed on the server.
+    fn abandon_connection(&mut self) {
+        self.outcome_unknown = true;
+        if let Some(conn) = self.conn.take() {
+            // Closes the socket at once; the pool may open a replacement.
+            drop(conn.detach());
+        }
+        if let Some(id) = self.conn_id.take() {
+            if self.kills_pending.len() >= KILLS_PENDING_MAX {
+                self.kills_pending.remove(0);
+            }
+            self.kills_pending.push(id);
         }
     }
 

@@ -42,6 +42,7 @@ on_both_databases!(
     the_database_refuses_a_second_transaction_with_the_same_external_reference,
     reconcile_reports_a_tampered_balance_and_a_lost_order,
     a_store_of_the_first_schema_gains_each_orders_cancelled_quantity,
+    reconcile_finds_a_deleted_trade_and_an_altered_closed_order,
 );
 
 fn writer_config(db: &DatabaseUrl, journal: &Path, flow: &Flow) -> WriterConfig {
@@ -415,6 +416,97 @@ fn reconcile_reports_a_tampered_balance_and_a_lost_order(test_db: TestDatabase) 
             text.contains("MISMATCH ledger: USER_CASH account"),
             "{text}"
         );
+        db.close().await;
+    });
+}
+
+/// Closed orders and trades are not in the engine: reconcile rebuilds them by replaying the
+/// journal through the writer's row builder and compares every table.
+fn reconcile_finds_a_deleted_trade_and_an_altered_closed_order(test_db: TestDatabase) {
+    let (dir, flow) = setup(23, 1_500);
+    let journal = dir.path().join("journal");
+    let (writer, mut handle) =
+        Writer::start(writer_config(test_db.url(), &journal, &flow), 0).unwrap();
+    offer(&mut handle, &flow, 0, u64::MAX);
+    assert!(writer.wait_checkpoint(flow.seq_last(), Duration::from_secs(60)));
+    writer.shutdown();
+    block_on(async {
+        let db = Database::connect(test_db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        let clean = reconcile(&db, &journal, &flow.config).await.unwrap();
+        assert!(clean.is_clean(), "{clean}");
+        assert_eq!(clean.covered, Some((1, flow.seq_last())));
+        let tables: Vec<&str> = clean.tables.iter().map(|t| t.table).collect();
+        for table in [
+            "symbols",
+            "accounts",
+            "ledger_transactions",
+            "ledger_entries",
+            "trades",
+            "orders",
+            "balances",
+            "positions",
+        ] {
+            assert!(tables.contains(&table), "{table} compared: {tables:?}");
+        }
+        use sqlx::Row;
+        let trade: i64 = sqlx::query("SELECT MIN(trade_id) AS id FROM trades")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            .try_get("id")
+            .unwrap();
+        sqlx::query("DELETE FROM trades WHERE trade_id = ?")
+            .bind(trade)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let closed = sqlx::query(
+            "SELECT order_id, filled FROM orders WHERE is_open = 0 AND filled > 0 \
+             ORDER BY order_id LIMIT 1",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        let (order, filled): (i64, i64) = (
+            closed.try_get("order_id").unwrap(),
+            closed.try_get("filled").unwrap(),
+        );
+        sqlx::query("UPDATE orders SET filled = filled + 1 WHERE order_id = ?")
+            .bind(order)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let report = reconcile(&db, &journal, &flow.config).await.unwrap();
+        assert!(!report.is_clean(), "{report}");
+        let text = report.to_string();
+        let trades = report.tables.iter().find(|t| t.table == "trades").unwrap();
+        assert_eq!(trades.database_rows + 1, trades.expected_rows, "{text}");
+        assert_ne!(trades.database_hash, trades.expected_hash);
+        assert!(
+            text.contains(&format!(
+                "MISMATCH table trades: trade_id={trade}: database (missing)"
+            )),
+            "{text}"
+        );
+        let orders = report.tables.iter().find(|t| t.table == "orders").unwrap();
+        assert_eq!(orders.database_rows, orders.expected_rows);
+        assert_eq!(orders.differing_rows, 1, "{text}");
+        assert!(
+            text.contains(&format!(
+                "MISMATCH table orders: order_id={order}: database filled={} | engine filled={filled}",
+                filled + 1
+            )),
+            "{text}"
+        );
+        // Nothing else differs: the balances, positions and ledger lines are intact.
+        let other: Vec<_> = report
+            .differences
+            .iter()
+            .filter(|d| !d.area.starts_with("table "))
+            .collect();
+        assert!(other.is_empty(), "{other:?}");
         db.close().await;
     });
 }

@@ -5,6 +5,7 @@
 //! data_dir = "kuku-data"
 //! database_url = "mysql://kuku:secret@127.0.0.1:3306/kuku"   # default: DATA_DIR/kuku.sqlite
 //! durability = "every-batch"     # or "none"
+//! watermark_interval_ms = 1000   # none: how often the durable watermark advances (0: at stops)
 //! schedule = "krx"               # "krx" | "always-open" | "manual"
 //! metrics_listen = "127.0.0.1:7880"   # GET /metrics (Prometheus text); default: off
 //! [pipeline]
@@ -106,6 +107,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// `every-batch` or `none`.
     pub durability: String,
+    /// With `durability = "none"`: every this many milliseconds a helper thread syncs the
+    /// committed frames and moves the durable watermark to them, which bounds what a power
+    /// loss can take and makes damage before it a hard error (0: only at a clean stop).
+    pub watermark_interval_ms: u64,
     pub segment_mib: u64,
     pub schedule: ScheduleMode,
     /// A CSV universe (code,name,market,reference_price_krw) registered on a fresh journal;
@@ -133,6 +138,7 @@ impl Default for NodeConfig {
         NodeConfig {
             data_dir: PathBuf::from("kuku-data"),
             durability: "every-batch".to_owned(),
+            watermark_interval_ms: 1_000,
             segment_mib: 64,
             schedule: ScheduleMode::Krx,
             universe: None,

@@ -38,7 +38,13 @@ pub struct DatabaseSettings {
     pub retry_backoff_max_ms: u64,
     /// How long shutdown waits for the writer to catch up.
     pub shutdown_timeout_s: u64,
+    /// How long connecting (and waiting for a pooled connection) may take.
     pub connect_timeout_s: u64,
+    /// How long one writer batch (or one `kuku history` query) may take before it is
+    /// abandoned; a hung connection then counts a retry and clears `kuku_db_up`.
+    pub statement_timeout_ms: u64,
+    /// How long `kuku reconcile`'s reads (whole tables) may take.
+    pub reconcile_timeout_s: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -55,6 +61,8 @@ impl Default for DatabaseSettings {
             retry_backoff_max_ms: w.retry_backoff_max.as_millis() as u64,
             shutdown_timeout_s: w.shutdown_timeout.as_secs(),
             connect_timeout_s: w.connect.connect_timeout.as_secs(),
+            statement_timeout_ms: w.statement_timeout.as_millis() as u64,
+            reconcile_timeout_s: 600,
         }
     }
 }
@@ -82,7 +90,25 @@ pub fn writer_config(config: &NodeConfig, url: DatabaseUrl) -> WriterConfig {
     w.retry_backoff_max = Duration::from_millis(s.retry_backoff_max_ms.max(1));
     w.shutdown_timeout = Duration::from_secs(s.shutdown_timeout_s);
     w.connect.connect_timeout = Duration::from_secs(s.connect_timeout_s.max(1));
+    w.statement_timeout = statement_timeout(config);
+    w.connect.statement_timeout = w.statement_timeout;
     w
+}
+
+fn statement_timeout(config: &NodeConfig) -> Duration {
+    Duration::from_millis(config.database.statement_timeout_ms.max(1))
+}
+
+/// Runs `future` with the deadline `timeout`; a timeout is an error naming `op`.
+async fn timed<T>(
+    op: &'static str,
+    timeout: Duration,
+    future: impl Future<Output = Result<T, kuku_persistence::PersistenceError>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(timeout, future).await {
+        Ok(result) => Ok(result?),
+        Err(_) => anyhow::bail!("the database did not answer {op} within {timeout:?}"),
+    }
 }
 
 /// Starts the writer for a node whose journal ends at `journal_seq_last`, and the output
@@ -107,6 +133,21 @@ pub fn start_writer(
     Ok(Some((writer, handler)))
 }
 
+/// The checkpoint of the node's query store, read before the journal is opened (see
+/// `Node::start`): the database's URL (password masked) and its checkpoint; `None` without a
+/// database or before the first write.
+pub fn peek_checkpoint(
+    config: &NodeConfig,
+) -> anyhow::Result<Option<(String, kuku_persistence::Checkpoint)>> {
+    let Some(url) = database_url(config)? else {
+        return Ok(None);
+    };
+    let timeout = Duration::from_secs(config.database.connect_timeout_s.max(1));
+    let checkpoint =
+        kuku_persistence::block_on(kuku_persistence::db::peek_checkpoint(&url, timeout))?;
+    Ok(checkpoint.map(|c| (url.redacted(), c)))
+}
+
 /// `kuku reconcile`: the database against the engine rebuilt from the node's journal.
 pub fn reconcile(config: &NodeConfig) -> anyhow::Result<ReconcileReport> {
     let url =
@@ -126,12 +167,24 @@ pub fn reconcile(config: &NodeConfig) -> anyhow::Result<ReconcileReport> {
         let options = ConnectOptions {
             connections_max: 2,
             connect_timeout: Duration::from_secs(config.database.connect_timeout_s.max(1)),
+            statement_timeout: statement_timeout(config),
             migrate: false,
         };
-        let db = Database::connect(&url, &options).await?;
-        let report = kuku_persistence::reconcile(&db, &journal, &engine).await;
+        let db = timed(
+            "connecting",
+            options.connect_timeout,
+            Database::connect(&url, &options),
+        )
+        .await?;
+        let timeout = Duration::from_secs(config.database.reconcile_timeout_s.max(1));
+        let report = timed(
+            "reconcile's reads",
+            timeout,
+            kuku_persistence::reconcile(&db, &journal, &engine),
+        )
+        .await;
         db.close().await;
-        Ok(report?)
+        report
     })
 }
 
@@ -172,10 +225,17 @@ pub fn history(
         let options = ConnectOptions {
             connections_max: 1,
             connect_timeout: Duration::from_secs(config.database.connect_timeout_s.max(1)),
+            statement_timeout: statement_timeout(config),
             migrate: false,
         };
-        let db = Database::connect(&url, &options).await?;
-        let checkpoint = db.checkpoint().await?;
+        let each = options.statement_timeout;
+        let db = timed(
+            "connecting",
+            options.connect_timeout,
+            Database::connect(&url, &options),
+        )
+        .await?;
+        let checkpoint = timed("reading the checkpoint", each, db.checkpoint()).await?;
         writeln!(
             out,
             "account {account}: history from {url} (complete up to seq {}, epoch {})",
@@ -185,7 +245,12 @@ pub fn history(
         let asset = |id: u32| asset_name(&codes, id);
         let all = kind == HistoryKind::All;
         if all || kind == HistoryKind::Transactions {
-            let txs = db.account_transactions(account_id, after, limit).await?;
+            let txs = timed(
+                "reading transactions",
+                each,
+                db.account_transactions(account_id, after, limit),
+            )
+            .await?;
             writeln!(out, "\nledger transactions ({}):", txs.len())?;
             for t in &txs {
                 write!(
@@ -226,7 +291,12 @@ pub fn history(
             }
         }
         if all || kind == HistoryKind::Orders {
-            let orders = db.account_orders(account_id, after, limit).await?;
+            let orders = timed(
+                "reading orders",
+                each,
+                db.account_orders(account_id, after, limit),
+            )
+            .await?;
             writeln!(out, "\norders ({}):", orders.len())?;
             for o in &orders {
                 write!(
@@ -254,7 +324,12 @@ pub fn history(
             }
         }
         if all || kind == HistoryKind::Trades {
-            let trades = db.account_trades(account_id, after, limit).await?;
+            let trades = timed(
+                "reading trades",
+                each,
+                db.account_trades(account_id, after, limit),
+            )
+            .await?;
             writeln!(out, "\ntrades ({}):", trades.len())?;
             for t in &trades {
                 let side = if t.taker_account_id == account {

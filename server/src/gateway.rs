@@ -169,12 +169,16 @@ impl NodeLink for PipelineLink {
     }
 }
 
-/// Starts a node with the gateway on its output ring. Stop them with [`shutdown`].
+/// Starts a node with the gateway on its output ring. Stop them with [`shutdown`]. The
+/// gateway's port is bound only once the node has started and the gateway's read model and
+/// replay history are rebuilt: a client never connects to a node that is not ready (or that
+/// refuses to start).
 pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<(Node, GatewayHandle)> {
+    crate::node::check_data_dir(&config.data_dir)?;
     let credentials = config.gateway.credentials(config)?;
     let gateway_config = config.gateway.to_config(credentials)?;
     let serving = Arc::clone(&gateway_config.serving);
-    let mut gateway = Gateway::bind(gateway_config)?;
+    let mut gateway = Gateway::new(gateway_config)?;
     let waker = gateway.waker();
     let mut outputs = outputs;
     outputs.serving = Some(serving);
@@ -196,7 +200,13 @@ pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<(Node,
         submitter: node.submitter.clone(),
         poller,
     };
-    let handle = gateway.spawn(link)?;
+    let handle = match gateway.spawn(link) {
+        Ok(handle) => handle,
+        Err(e) => {
+            node.shutdown();
+            return Err(e.into());
+        }
+    };
     tracing::info!(addr = %handle.local_addr(), "The gateway is serving.");
     Ok((node, handle))
 }
@@ -227,7 +237,12 @@ fn recover(gateway: &mut Gateway, config: &NodeConfig, seq_last: u64) -> anyhow:
         return Ok(());
     }
     let dir = config.journal_dir();
-    let base_seq = seq_last.saturating_sub(config.gateway.history_commands_max);
+    let reader = JournalReader::open(&dir)?;
+    // Not before the journal's first frame (after `kuku upgrade` a snapshot stands in for
+    // the frames before it).
+    let base_seq = seq_last
+        .saturating_sub(config.gateway.history_commands_max)
+        .max(reader.seq_first() - 1);
     let at = |seq: u64| {
         recover_engine_with(
             &dir,
@@ -254,7 +269,6 @@ fn recover(gateway: &mut Gateway, config: &NodeConfig, seq_last: u64) -> anyhow:
     if engine.last_seq() >= seq_last {
         return Ok(());
     }
-    let reader = JournalReader::open(&dir)?;
     let mut fold = Fold {
         gateway,
         seq: 0,

@@ -36,8 +36,9 @@ enum Cmd {
     /// Run a node until SIGINT or SIGTERM. It fail-stops: a panic aborts it (SIGABRT), a
     /// journal failure ends it with status 74 (docs/operations.md, Fail-stop).
     Serve(ServeArgs),
-    /// Compare the database with the engine state rebuilt from the journal (trial balance,
-    /// balances, positions, open orders). Exit status 2 on any difference.
+    /// Compare every table of the database (orders, trades, ledger transactions and entries,
+    /// balances, positions, accounts, symbols, the checkpoint) with the rows the journal
+    /// rebuilds, and with the engine at the checkpoint. Exit status 2 on any difference.
     Reconcile(ReconcileArgs),
     /// An account's history (ledger transactions, orders, trades) read from the database.
     History(HistoryArgs),
@@ -47,6 +48,10 @@ enum Cmd {
     Client(kuku_gateway::cli::ClientArgs),
     /// Make a hot standby the primary, in a new epoch (docs/operations.md, Failover).
     Promote(PromoteArgs),
+    /// Move a stopped node's data directory to this build's engine-logic version: a new journal
+    /// from the final snapshot the old build wrote at its clean stop (docs/operations.md,
+    /// Upgrades). The old journal is kept next to the new one.
+    Upgrade(ReconcileArgs),
     /// A node's replication role, epoch, seqs and alarms (JSON).
     ReplicationStatus {
         /// The node's replication address (`replication.listen`).
@@ -167,6 +172,7 @@ fn main() -> ExitCode {
             | Cmd::Client(_)
             | Cmd::History(_)
             | Cmd::Promote(_)
+            | Cmd::Upgrade(_)
             | Cmd::ReplicationStatus { .. }
     ) {
         "warn"
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
         Cmd::Admin(args) => kuku_gateway::cli::run_admin(args, &mut std::io::stdout()),
         Cmd::Client(args) => kuku_gateway::cli::run_client(args, &mut std::io::stdout()),
         Cmd::Promote(args) => promote(&args),
+        Cmd::Upgrade(args) => upgrade(&args),
         Cmd::ReplicationStatus { node } => {
             kuku_server::replication::control::status(&node, Duration::from_secs(5)).and_then(|s| {
                 println!("{}", serde_json::to_string(&s)?);
@@ -362,6 +369,46 @@ fn database_config(args: &ReconcileArgs) -> anyhow::Result<NodeConfig> {
         config.database_url = args.database_url.clone();
     }
     Ok(config)
+}
+
+/// `kuku upgrade`: checks, then moves the data directory to this build's engine-logic version.
+fn upgrade(args: &ReconcileArgs) -> anyhow::Result<()> {
+    let config = database_config(args)?;
+    let journal = config.journal_dir();
+    let plan = kuku_journal::upgrade::plan_upgrade(&journal)?;
+    // The rows before the upgrade cannot be re-derived by the new build: the database must
+    // hold them all.
+    if plan.from_version != 0
+        && let Some((url, checkpoint)) = kuku_server::database::peek_checkpoint(&config)?
+        && checkpoint.seq < plan.seq_last
+    {
+        anyhow::bail!(
+            "the query database at {url} holds rows up to seq {}, behind the journal's last seq \
+             {}: the new build cannot re-derive the rest. Start the old build, let its database \
+             writer catch up (kuku_db_lag_seq 0), stop it cleanly, then upgrade",
+            checkpoint.seq,
+            plan.seq_last
+        );
+    }
+    let done = kuku_journal::upgrade::upgrade(plan)?;
+    match &done.archive {
+        Some(archive) => println!(
+            "upgraded {} from engine-logic version {} to {} at seq {} (state hash {:#018x}); the \
+             old journal is kept in {}",
+            done.journal_dir.display(),
+            done.from_version,
+            done.to_version,
+            done.seq,
+            done.state_hash,
+            archive.display()
+        ),
+        None => println!(
+            "finished an interrupted upgrade of {} to engine-logic version {}",
+            done.journal_dir.display(),
+            done.to_version
+        ),
+    }
+    Ok(())
 }
 
 /// `kuku history`: an account's history from the query store.

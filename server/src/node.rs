@@ -1,14 +1,22 @@
 //! A Kuku node: recovery at start-up, the pipeline, and the threads around it (read model,
 //! snapshotter, scheduler, simulated feed), with a graceful shutdown.
 //!
-//! Start-up: open (or create) the journal under `data_dir/journal`, cutting a torn tail;
-//! recover the engine from the newest valid snapshot plus the journal after it; build the read
-//! model from the recovered engine (the processor thread does not exist yet); start the
-//! pipeline; on a fresh journal, register the fee schedule and the symbol universe through it.
+//! Start-up reads and cross-checks everything before it changes anything: the data directory
+//! (a directory, writable), the journal (segments, headers, watermark, snapshots, engine
+//! config: `Journal::prepare_open`), the query database's checkpoint, and, for a primary with
+//! `peers`, how far a standby got. Only a new, empty data directory starts a fresh journal;
+//! any disagreement is a refusal that names what is missing and what to do
+//! (docs/operations.md, "Refusals at start-up"), with nothing modified. Then: open the journal
+//! (a torn tail is quarantined and cut, logged at WARN); recover the engine from the newest
+//! valid snapshot plus the journal after it; build the read model from the recovered engine
+//! (the processor thread does not exist yet); start the pipeline; on a fresh journal, register
+//! the fee schedule and the symbol universe through it. With `durability = "none"` the
+//! journal's watermark syncer moves the durable watermark every `watermark_interval_ms`.
 //!
 //! Shutdown: stop intake (scheduler, feed, the caller's producers), drop the last submitter
 //! so the pipeline drains every accepted command, close the journal (a final commit), let the
-//! snapshotter finish, and let the database writer catch up (`crate::database`).
+//! snapshotter finish, write a final snapshot at the last seq (what `kuku upgrade` starts a
+//! new engine-logic version from), and let the database writer catch up (`crate::database`).
 
 use crate::alarms::Alarms;
 use crate::config::NodeConfig;
@@ -145,15 +153,15 @@ pub struct Node {
     replication_listener: Option<JoinHandle<()>>,
     /// True while this node acts as primary (gateway logins, scheduler, feed, snapshots).
     serving: Arc<AtomicBool>,
+    /// For the final snapshot at a clean stop.
+    engine_config: EngineConfig,
 }
 
 impl Node {
     pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<Node> {
         config.validate()?;
+        check_data_dir(&config.data_dir)?;
         let journal_dir = config.journal_dir();
-        std::fs::create_dir_all(&journal_dir).with_context(|| {
-            format!("cannot create the data directory {}", journal_dir.display())
-        })?;
         let journal_config = JournalConfig {
             segment_bytes: config.segment_mib * 1024 * 1024,
             durability: config.durability()?,
@@ -163,17 +171,58 @@ impl Node {
             .serving
             .clone()
             .unwrap_or_else(|| Arc::new(AtomicBool::new(true)));
-        let (repl, upstream) = start_replication(config, journal_config, &serving)?;
+        let (repl, upstream, peer_ahead) = start_replication(config, journal_config, &serving)?;
         let epoch = repl.as_ref().map_or(0, |r| r.epoch());
-        let (journal, engine, report, info) = kuku_journal::state::open_journal_and_engine(
-            &journal_dir,
-            journal_config,
-            &config.engine,
-            epoch,
-        )
-        .with_context(|| format!("cannot recover the journal in {}", journal_dir.display()))?;
+        let database_checkpoint = crate::database::peek_checkpoint(config).context(
+            "cannot start the database writer (reading its checkpoint before the journal is opened)",
+        )?;
+        let primary = repl.as_ref().is_none_or(|r| r.role() != Role::Standby);
+        let check = |findings: &kuku_journal::Findings| {
+            if primary && findings.fresh && epoch > 0 {
+                return Err(format!(
+                    "the journal directory {} is new (empty), but its epoch file says this node \
+                     was a primary in epoch {epoch}: its journal is gone. Restore it, or rebuild \
+                     this node as a standby from an empty data directory (docs/operations.md, \
+                     \"Refusals at start-up\")",
+                    findings.dir.display()
+                ));
+            }
+            check_against_journal(
+                findings,
+                database_checkpoint.as_ref(),
+                epoch,
+                peer_ahead.as_ref(),
+            )
+        };
+        let (mut journal, engine, report, info) =
+            kuku_journal::state::open_journal_and_engine_checked(
+                &journal_dir,
+                journal_config,
+                &config.engine,
+                epoch,
+                check,
+            )
+            .with_context(|| format!("cannot recover the journal in {}", journal_dir.display()))?;
+        if let Some(cut) = &report.truncation {
+            tracing::warn!(
+                seq_from = cut.seq_expected,
+                frames_cut = ?cut.frames_cut,
+                bytes = cut.bytes_discarded,
+                quarantine = %cut.quarantine.as_deref().map_or_else(String::new, |q| q.display().to_string()),
+                "TORN TAIL: recovery cut the journal after the durable watermark ({cut}); the \
+                 cut bytes are kept in the quarantine directory. Nothing cut was acknowledged \
+                 as durable; see docs/operations.md, \"Torn tail or hard error\"."
+            );
+        }
+        if journal_config.durability == kuku_journal::Durability::None
+            && config.watermark_interval_ms > 0
+        {
+            journal
+                .start_watermark_sync(Duration::from_millis(config.watermark_interval_ms))
+                .context("cannot start the journal's watermark syncer")?;
+        }
         tracing::info!("{report}");
-        let fresh = engine.last_seq() == 0;
+        let fresh = engine.last_seq() == 0 && info.base.is_none();
         let startup = StartupReport {
             seq_last: engine.last_seq(),
             commands_replayed: info.commands_replayed,
@@ -251,6 +300,7 @@ impl Node {
             replication_receiver: None,
             replication_listener: None,
             serving,
+            engine_config: config.engine,
         };
         node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
         if let Some(r) = node.replication.clone() {
@@ -418,6 +468,11 @@ impl Node {
         if let Some(s) = self.snapshotter.take() {
             let _ = s.join();
         }
+        write_final_snapshot(
+            &self.startup.journal_dir,
+            &self.engine_config,
+            status.applied_seq.load(Ordering::Acquire),
+        );
         // Every event has been offered: the writer catches up (or times out) and stops.
         if let Some(writer) = self.database.take() {
             writer.shutdown();
@@ -532,15 +587,28 @@ fn spawn_snapshotter(
 /// A standby's joined connection to its primary and the last seq it keeps.
 type Upstream = (std::net::TcpStream, u64);
 
+/// A peer in this node's epoch that holds more of the journal than this node: (its replication
+/// address, its last journaled seq).
+type PeerAhead = (String, u64);
+
+/// What [`start_replication`] sets up: the replication state, a standby's joined connection,
+/// and a primary's standby that journaled more than this node.
+type ReplicationStart = (
+    Option<Arc<Replication>>,
+    Option<Upstream>,
+    Option<PeerAhead>,
+);
+
 /// Builds the replication state and, for a standby, joins the primary (truncating a divergent
-/// tail) before the journal is opened. Returns the joined connection for the receiver.
+/// tail) before the journal is opened. Returns the joined connection for the receiver, and for
+/// a primary the peer (a standby of this epoch) that journaled the most.
 fn start_replication(
     config: &NodeConfig,
     journal_config: JournalConfig,
     serving: &Arc<AtomicBool>,
-) -> anyhow::Result<(Option<Arc<Replication>>, Option<Upstream>)> {
+) -> anyhow::Result<ReplicationStart> {
     if !config.replication.enabled() {
-        return Ok((None, None));
+        return Ok((None, None, None));
     }
     let journal_dir = config.journal_dir();
     let mut epochs = replication::EpochFile::load(&journal_dir)?;
@@ -563,12 +631,116 @@ fn start_replication(
     );
     if repl.role() == Role::Standby {
         let joined = replication::join(&repl, journal_config)?;
-        return Ok((Some(repl), Some(joined)));
+        return Ok((Some(repl), Some(joined), None));
     }
-    if let Some((epoch, peer)) = replication::probe_peers(&config.replication.peers, repl.epoch()) {
+    let probe = replication::probe_peers(&config.replication.peers, repl.epoch());
+    if let Some((epoch, peer)) = probe.newer {
         repl.fence(epoch, &peer);
     }
-    Ok((Some(repl), None))
+    Ok((Some(repl), None, probe.standby_ahead))
+}
+
+/// Refuses to build on a journal that the query database or a standby shows is missing
+/// commands: run on the journal's findings before anything is changed (a torn tail is not yet
+/// cut). The reason names what is missing and what the operator can do.
+fn check_against_journal(
+    findings: &kuku_journal::Findings,
+    database: Option<&(String, kuku_persistence::Checkpoint)>,
+    epoch: u64,
+    peer_ahead: Option<&PeerAhead>,
+) -> Result<(), String> {
+    let journal = if findings.fresh {
+        "the journal directory is new (empty)".to_owned()
+    } else {
+        format!("the journal ends at seq {}", findings.seq_last)
+    };
+    let cut = findings.cut.as_ref().map_or_else(String::new, |c| {
+        format!(
+            " once recovery cuts its torn tail at seq {} (nothing was cut yet)",
+            c.seq_expected
+        )
+    });
+    if let Some((url, checkpoint)) = database
+        && (checkpoint.seq > findings.seq_last || checkpoint.epoch > epoch)
+    {
+        return Err(format!(
+            "{journal}{cut}, but the query database at {url} holds rows up to seq {} (epoch {}, \
+             this node's epoch {epoch}): either this data directory lost journal frames \
+             (restore them from a backup or the standby) or the database belongs to another \
+             data directory (point --database-url at this node's own database, or at an empty \
+             one to rebuild it from the journal). Nothing was changed (docs/operations.md, \
+             \"Refusals at start-up\").",
+            checkpoint.seq, checkpoint.epoch
+        ));
+    }
+    if let Some((peer, seq)) = peer_ahead
+        && *seq > findings.seq_last
+    {
+        return Err(format!(
+            "{journal}{cut}, but the standby at {peer} (same epoch {epoch}) journaled up to seq \
+             {seq}: this node lost commands the standby has. Promote the standby (`kuku promote \
+             --node {peer}`) and restart this node as its standby (`--standby-of {peer}`), which \
+             cuts and refetches its tail. Nothing was changed (docs/operations.md, \"Refusals at \
+             start-up\")."
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the data directory before anything is written into it: it must be a directory (it
+/// is created if missing) and writable. Clear errors instead of the first failing write's.
+pub fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => anyhow::bail!(
+            "the data directory {} is a file, not a directory: point --data-dir (data_dir in \
+             the config) at a directory, or move the file away (docs/operations.md, \"Refusals \
+             at start-up\")",
+            dir.display()
+        ),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the data directory {}", dir.display()));
+        }
+    }
+    let journal = dir.join("journal");
+    let staging = kuku_journal::upgrade::staging_dir(&journal);
+    if staging.exists() {
+        anyhow::bail!(
+            "{} exists: a `kuku upgrade` was interrupted. Run `kuku upgrade` again (it finishes \
+             or restarts it) before starting the node (docs/operations.md, \"Upgrades\")",
+            staging.display()
+        );
+    }
+    if journal.exists() && !journal.is_dir() {
+        anyhow::bail!(
+            "{} is a file, not the journal directory: move it away (docs/operations.md, \
+             \"Refusals at start-up\")",
+            journal.display()
+        );
+    }
+    let probe = dir.join(".kuku-write-probe");
+    let written = std::fs::File::create(&probe).and_then(|f| f.sync_all());
+    let _ = std::fs::remove_file(&probe);
+    if let Err(e) = written {
+        let why = match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                "the file system is full: free space on it, then start again"
+            }
+            Some(libc::EROFS) => "the file system is mounted read-only",
+            _ => "fix its owner or mode, or run kuku as its owner",
+        };
+        anyhow::bail!(
+            "the data directory {} is not writable ({e}): {why} (docs/operations.md, \
+             \"Refusals at start-up\")",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 impl Node {
@@ -618,6 +790,30 @@ fn gate_at_replicated_watermark(repl: Arc<Replication>, mut inner: OutputHandler
         }
         inner(slot, seq, end_of_batch)
     })
+}
+
+/// At a clean stop, a snapshot at the last applied seq (unless one exists): what `kuku
+/// upgrade` starts a build of a new engine-logic version from, and a short replay at the next
+/// start. A failure is logged; the journal is the truth either way.
+fn write_final_snapshot(journal_dir: &std::path::Path, config: &EngineConfig, seq: u64) {
+    if seq == 0 {
+        return;
+    }
+    let path = journal_dir
+        .join(kuku_journal::SnapshotStore::DIR_NAME)
+        .join(kuku_journal::snapshot_file_name(seq));
+    if path.exists() {
+        return;
+    }
+    match kuku_journal::state::write_snapshot_at(journal_dir, config, seq) {
+        Ok(w) => tracing::info!(
+            seq,
+            hash = format!("{:#018x}", w.meta.state_hash),
+            path = %w.path.display(),
+            "The final snapshot was written (kuku upgrade starts from it)."
+        ),
+        Err(e) => tracing::warn!(seq, error = %e, "The final snapshot could not be written."),
+    }
 }
 
 /// Sets this thread's nice value to 19 (Linux nice values are per thread). Best effort.

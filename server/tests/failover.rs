@@ -73,6 +73,8 @@ struct Setup {
     heartbeat_timeout_ms: u64,
     /// An embedded SQLite query store (`false`: `database_url = none`).
     database: bool,
+    /// How often the journal's watermark syncer runs (`durability = "none"`; 0: never).
+    watermark_interval_ms: u64,
 }
 
 impl Default for Setup {
@@ -84,6 +86,7 @@ impl Default for Setup {
             mode: Mode::Sync,
             heartbeat_timeout_ms: 600,
             database: false,
+            watermark_interval_ms: 1_000,
         }
     }
 }
@@ -118,6 +121,7 @@ impl NodeProc {
             c.database_url = Some("none".into());
         }
         c.snapshot_every = setup.snapshot_every;
+        c.watermark_interval_ms = setup.watermark_interval_ms;
         c.gateway.listen = self.gateway.to_string();
         c.replication = ReplicationSettings {
             mode: setup.mode,
@@ -393,15 +397,29 @@ fn replay(dir: &Path, engine: &EngineConfig) -> (Created, u64, u64) {
 }
 
 /// A fenced node refuses a trading login with NotPrimary.
+/// (Its gateway listens once its start-up is complete, which may be after its replication
+/// address already reports the role: a refused connection is retried for a while.)
 fn assert_refuses_logins(node: &NodeProc, account: AccountId) {
-    match TradingClient::login(
-        node.gateway,
-        account,
-        token(account),
-        LoginOptions::default(),
-    ) {
-        Err(GatewayError::LoginRejected { code }) => assert_eq!(code, NOT_PRIMARY),
-        other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TradingClient::login(
+            node.gateway,
+            account,
+            token(account),
+            LoginOptions::default(),
+        ) {
+            Err(GatewayError::LoginRejected { code }) => {
+                assert_eq!(code, NOT_PRIMARY);
+                return;
+            }
+            Err(GatewayError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("a fenced node took a login: {:?}", other.map(|_| ())),
+        }
     }
 }
 
@@ -1092,4 +1110,277 @@ fn heavy_promotion_fences_an_old_primary_that_still_runs() {
     )
     .unwrap();
     assert_eq!(at, 1);
+}
+
+/// What a journal's events say each identifier means: order ids, trade ids and transaction ids
+/// to what they were given to, per-account sequence numbers to the event that carried them.
+#[derive(Default)]
+struct Meanings {
+    orders: BTreeMap<u64, (u32, u64)>,
+    trades: BTreeMap<u64, String>,
+    txs: BTreeMap<u64, String>,
+    seqs: BTreeMap<(u32, u64), String>,
+}
+
+impl EventSink for Meanings {
+    fn emit(&mut self, event: &Event) {
+        for (account, seq) in event.recipients() {
+            if seq > 0 {
+                self.seqs.insert(
+                    (account.0, seq),
+                    format!("{event:?}").replace(&format!("acct_seq: {seq}"), ""),
+                );
+            }
+        }
+        match event {
+            Event::OrderAccepted {
+                order,
+                resent: false,
+                ..
+            } => {
+                self.orders
+                    .insert(order.order_id.0, (order.account.0, order.client_order_id.0));
+            }
+            Event::Trade {
+                trade_id,
+                maker_order,
+                taker_order,
+                qty,
+                price,
+                tx,
+                ..
+            } => {
+                let what = format!("{maker_order:?} {taker_order:?} {qty:?} {price:?}");
+                self.trades.insert(trade_id.0, what.clone());
+                self.txs.insert(tx.0, what);
+            }
+            Event::TransactionStatusChanged {
+                tx,
+                account,
+                amount,
+                external_ref,
+                resent: false,
+                ..
+            } => {
+                self.txs
+                    .entry(tx.0)
+                    .or_insert_with(|| format!("{account:?} {amount:?} {external_ref:?}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn meanings(dir: &Path, engine: &EngineConfig) -> Meanings {
+    let reader = JournalReader::open(dir).unwrap();
+    let mut e = kuku_engine::Engine::new(*engine);
+    let mut m = Meanings::default();
+    kuku_journal::state::replay_journal(&reader, &mut e, u64::MAX, &mut m).unwrap();
+    m
+}
+
+/// Every identifier both journals hold means the same thing in both.
+fn assert_no_identifier_reused(old: &Meanings, new: &Meanings) -> usize {
+    let mut shared = 0;
+    for (kind, a, b) in [
+        ("trade", &old.trades, &new.trades),
+        ("transaction", &old.txs, &new.txs),
+    ] {
+        for (id, meaning) in a {
+            if let Some(other) = b.get(id) {
+                assert_eq!(meaning, other, "{kind} id {id} was given a new meaning");
+                shared += 1;
+            }
+        }
+    }
+    for (id, who) in &old.orders {
+        if let Some(other) = new.orders.get(id) {
+            assert_eq!(who, other, "order id {id} was given to another order");
+            shared += 1;
+        }
+    }
+    for (key, event) in &old.seqs {
+        if let Some(other) = new.seqs.get(key) {
+            assert_eq!(event, other, "account {} seq {} was reused", key.0, key.1);
+            shared += 1;
+        }
+    }
+    shared
+}
+
+/// An asynchronous failover that loses acknowledged orders (the replication link is cut, then
+/// the primary dies): the promoted node issues no order, trade or transaction id and no
+/// per-account sequence number that the old primary had given to something else, and a
+/// client whose last seen number was in the lost tail is told its history diverged (with the
+/// number to replay from), logs in again from it and goes on trading.
+#[test]
+fn heavy_an_async_failover_that_loses_a_tail_reuses_no_identifier_and_the_client_recovers() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        mode: Mode::Async,
+        ..Setup::default()
+    };
+    let mut a = NodeProc::new(root.path(), "a");
+    let mut b = NodeProc::new(root.path(), "b");
+    let proxy = Proxy::start(a.replication);
+    a.spawn(&setup, None, &[b.replication]);
+    a.wait_role("primary");
+    b.spawn(&setup, Some(proxy.addr), &[a.replication]);
+    b.wait_role("standby");
+    let accounts = funded_accounts(a.gateway, 2);
+    let addrs = [a.gateway, b.gateway];
+    wait_market_open(&addrs, accounts[0]);
+    let mut client = FailoverClient::new(&addrs, accounts[0], token(accounts[0]));
+    client.failover_timeout = Duration::from_secs(20);
+    for i in 0..5 {
+        let placed = client.place(buy(1, 110_000 + i * 100)).unwrap();
+        assert!(matches!(placed, Message::OrderAccepted(_)), "{placed:?}");
+    }
+    wait_caught_up(&a, &b);
+    let shipped = status(b.replication).unwrap().applied_seq;
+
+    // The link is cut: the next orders are acknowledged by A alone (async), then A dies.
+    proxy.cut();
+    let mut lost = Vec::new();
+    for i in 0..10 {
+        match client.place(buy(1 + i, 111_000 + i * 100)).unwrap() {
+            Message::OrderAccepted(acc) => lost.push(acc.order_id.0),
+            other => panic!("{other:?}"),
+        }
+    }
+    let seen_in_lost_tail = client.last_seen_acct_seq;
+    a.kill();
+    assert_eq!(
+        status(b.replication).unwrap().applied_seq,
+        shipped,
+        "B never got the tail"
+    );
+    wait_until(
+        "B to find its primary lost",
+        Duration::from_secs(10),
+        || status(b.replication).is_some_and(|s| s.primary_lost_at_ms != 0),
+    );
+    promote(&b);
+    assert_eq!(
+        status(b.replication).unwrap().primary_lost_at_ms,
+        0,
+        "a primary has no lost primary"
+    );
+
+    // The client goes on: its history diverged, it replays from where B's epoch began.
+    let placed = client.place(buy(2, 112_000)).unwrap();
+    let Message::OrderAccepted(after) = placed else {
+        panic!("{placed:?}");
+    };
+    assert!(
+        after.order_id.0 >= 1 << 40,
+        "a new epoch's id: {:?}",
+        after.order_id
+    );
+    assert!(after.acct_seq > 1 << 40, "{}", after.acct_seq);
+    assert_eq!(client.diverged.len(), 1, "{:?}", client.diverged);
+    let (seen, replay_from) = client.diverged[0];
+    assert_eq!(seen, seen_in_lost_tail);
+    assert!(replay_from < seen, "{replay_from} < {seen}");
+    for i in 0..3 {
+        let placed = client.place(buy(1, 112_100 + i * 100)).unwrap();
+        assert!(matches!(placed, Message::OrderAccepted(_)), "{placed:?}");
+    }
+    // The other account, which saw nothing of the lost tail, logs in without a divergence.
+    let (_, replayed) = login_any(
+        &[b.gateway],
+        accounts[1],
+        LoginOptions::default(),
+        Duration::from_secs(10),
+    );
+    assert!(!replayed.is_empty());
+    let old = meanings(&a.journal(), &a.engine);
+
+    // The old primary rejoins: its lost tail is cut (the log names the seqs it removed).
+    a.spawn(&setup, Some(b.replication), &[b.replication]);
+    a.wait_role("standby");
+    let rejoin = a.log();
+    let line = rejoin
+        .lines()
+        .find(|l| l.contains("REJOIN"))
+        .unwrap_or_else(|| panic!("no REJOIN line:\n{rejoin}"));
+    assert!(
+        line.contains("removed_seqs") && line.contains(&format!("\"{}..=", shipped + 1)),
+        "{line}"
+    );
+    wait_caught_up(&b, &a);
+    b.stop();
+    a.stop();
+    let new = meanings(&b.journal(), &b.engine);
+    let rejoined = meanings(&a.journal(), &a.engine);
+    assert_eq!(
+        rejoined.orders, new.orders,
+        "the rejoined node has B's history"
+    );
+    for id in &lost {
+        assert!(old.orders.contains_key(id), "order {id} in A's lost tail");
+    }
+    let shared = assert_no_identifier_reused(&old, &new);
+    assert!(
+        shared > 10,
+        "the shared prefix was compared ({shared} identifiers)"
+    );
+    assert!(new.orders.keys().any(|id| *id >= 1 << 40));
+}
+
+/// A primary that lost frames its standby has (its tail after the local watermark, as a power
+/// loss of a `none`-durability node takes it) refuses to start as the primary again: it would
+/// cut the tail and diverge from the standby. Nothing is cut.
+#[test]
+fn heavy_a_primary_behind_its_standby_refuses_to_start() {
+    let root = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        watermark_interval_ms: 0,
+        ..Setup::default()
+    };
+    let (mut a, b) = start_pair(root.path(), &setup);
+    funded_accounts(a.gateway, 2);
+    wait_caught_up(&a, &b);
+    let standby_seq = status(b.replication).unwrap().journaled_seq;
+    a.kill();
+    // A's last frames are gone (zeroed: the pages never reached its disk).
+    let reader = JournalReader::open(a.journal()).unwrap();
+    assert_eq!(
+        reader.durable_watermark(),
+        0,
+        "no local watermark in none mode here"
+    );
+    drop(reader);
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(a.journal())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let end = bytes.iter().rposition(|&x| x != 0).unwrap() + 1;
+    // About the last few frames (a frame here is under 100 bytes).
+    bytes[end
+        .saturating_sub(200)
+        .max(kuku_journal::SEGMENT_DATA_START)..end]
+        .fill(0);
+    std::fs::write(&last, &bytes).unwrap();
+    a.spawn(&setup, None, &[b.replication]);
+    let mut child = a.child.take().unwrap();
+    let exit = (0..1_500)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            child.try_wait().unwrap()
+        })
+        .expect("the primary refuses to start");
+    assert_eq!(exit.code(), Some(1), "{}", a.log());
+    let log = a.log();
+    assert!(
+        log.contains(&format!("journaled up to seq {standby_seq}")),
+        "{log}"
+    );
+    assert!(log.contains("lost commands the standby has"), "{log}");
+    assert_eq!(std::fs::read(&last).unwrap(), bytes, "nothing was cut");
+    assert!(!a.journal().join(kuku_journal::QUARANTINE_DIR_NAME).exists());
 }

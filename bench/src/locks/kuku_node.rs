@@ -200,7 +200,13 @@ impl KukuTarget {
     /// database strategies) before the first trading day, then opens it.
     fn open_without_fees(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.node()?.read_model.read().symbol_by_code(SYMBOL).is_none() {
+        while self
+            .node()?
+            .read_model
+            .read()
+            .symbol_by_code(SYMBOL)
+            .is_none()
+        {
             anyhow::ensure!(Instant::now() < deadline, "the node never listed {SYMBOL}");
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -529,7 +529,10 @@ impl Ledger {
             return None;
         }
         let id = AccountId(self.accounts.len() as u32 + 1);
-        self.accounts.push(Account::new(id, owner));
+        let mut account = Account::new(id, owner);
+        // In a later replication epoch its sequence numbers start at that epoch's floor.
+        account.acct_seq = self.acct_seq_floor();
+        self.accounts.push(account);
         self.owners.insert(owner, id);
         Some(id)
     }

@@ -96,6 +96,22 @@ impl Ledger {
             .and_then(|i| self.accounts.get_mut(i))
     }
 
+    /// Raises the transaction-id counter and every account's sequence number to `floor`
+    /// (a new replication epoch, [`crate::epochs`]).
+    pub(crate) fn raise_ids_to(&mut self, floor: u64) {
+        self.next_tx_id = self.next_tx_id.max(floor);
+        for account in &mut self.accounts {
+            account.acct_seq = account.acct_seq.max(floor);
+        }
+    }
+
+    /// Where a new account's sequence numbers start: the floor of the epoch the transaction-id
+    /// counter is in (0 before any `BeginEpoch`).
+    pub(crate) fn acct_seq_floor(&self) -> u64 {
+        let epoch = crate::epochs::epoch_of(self.next_tx_id);
+        crate::epochs::epoch_floor(epoch).unwrap_or(0)
+    }
+
     /// The next per-account sequence number, or 0 for SYSTEM_MARKET / unknown accounts.
     #[inline]
     pub fn next_seq(&mut self, id: AccountId) -> u64 {

@@ -56,6 +56,7 @@ codes! {
         ShuttingDown = 9013: "the server is shutting down",
         NotPrimary = 9014: "this node is not the primary (a standby, or an old primary fenced after a failover): log in to another address",
         UnsupportedVersion = 9015: "the Login's protocol version is not the one this server speaks (docs/protocol.md, \"Versions\")",
+        HistoryDiverged = 9016: "the messages this client saw after replay_from_seq were never issued by this node (an asynchronous failover lost them): log in again from replay_from_seq and treat what was seen after it as void",
     }
 }
 

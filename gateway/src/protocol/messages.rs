@@ -267,6 +267,16 @@ messages! {
         /// A code from the login table (e.g. 9010 InvalidToken).
         code: u16,
     }
+    /// Login refused: the client's last seen sequence number is one this node never issued
+    /// (an asynchronous failover lost the old primary's last messages). The client treats
+    /// every message it saw after `replay_from_seq` as void and logs in again with
+    /// `last_seen_acct_seq = replay_from_seq`. The server closes the connection after it.
+    LoginDiverged = 0x07, ServerToClient {
+        /// 9016 HistoryDiverged.
+        code: u16,
+        /// The last sequence number of the client's epoch that this node issued.
+        replay_from_seq: u64,
+    }
     /// Keeps an idle session alive (either way).
     Heartbeat = 0x04, Both {}
     /// Ends a session (either way). The server closes the connection after it.

@@ -72,7 +72,9 @@ impl<L: NodeLink> EventLoop<L> {
         EventLoop {
             poll: gateway.poll,
             registry,
-            listener: gateway.listener,
+            listener: gateway
+                .listener
+                .expect("Gateway::spawn binds the listener before the loop starts"),
             link,
             sessions: Sessions::new(gateway.config.outbound_bytes_max, Arc::clone(&stats)),
             config: gateway.config,

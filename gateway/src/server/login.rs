@@ -3,8 +3,9 @@
 //!
 //! Checks, in order: the node serves (else `9014 NotPrimary`); the protocol version (else
 //! `9015 UnsupportedVersion`); the flags (unknown bits: ProtocolError `9054`); the token
-//! (`9010 InvalidToken`); the account exists (`3001`); `last_seen_acct_seq` is not ahead
-//! (`9011 SeqAhead`). A trading session then gets `LoginAccepted`, the replay, and its
+//! (`9010 InvalidToken`); a `last_seen_acct_seq` that an asynchronous failover cut off this
+//! node's history gets `LoginDiverged` (`9016 HistoryDiverged`, with the seq to replay
+//! from); the account exists (`3001`); `last_seen_acct_seq` is not ahead (`9011 SeqAhead`). A trading session then gets `LoginAccepted`, the replay, and its
 //! account's request budget.
 //!
 //! **Invariants**: the replay sent is a contiguous run of the newest held messages after
@@ -17,8 +18,8 @@ use super::event_loop::EventLoop;
 use super::session::{Ending, Role};
 use crate::auth::tokens_equal;
 use crate::protocol::{
-    FLAG_CANCEL_ON_DISCONNECT, FLAG_NO_REPLAY, GatewayCode, Login, LoginAccepted, LoginRejected,
-    Message, PROTOCOL_VERSION, ProtocolCode,
+    FLAG_CANCEL_ON_DISCONNECT, FLAG_NO_REPLAY, GatewayCode, Login, LoginAccepted, LoginDiverged,
+    LoginRejected, Message, PROTOCOL_VERSION, ProtocolCode,
 };
 use crate::translate::AdminOutcome;
 use kuku_engine::{AccountId, RejectReason};
@@ -49,6 +50,20 @@ impl<L: NodeLink> EventLoop<L> {
                 .protocol_error(i, ProtocolCode::InvalidValue, Login::TYPE);
         }
         let account = login.account;
+        // A client whose history an asynchronous failover cut is told where to resume.
+        if self.config.secret.verify(account, &login.token)
+            && let Some(replay_from_seq) = self
+                .mirror
+                .history
+                .diverged(account, login.last_seen_acct_seq)
+        {
+            GatewayStats::add(&self.stats.login_rejects);
+            let m = LoginDiverged {
+                code: GatewayCode::HistoryDiverged.code(),
+                replay_from_seq,
+            };
+            return self.sessions.end(i, Ending::Graceful(m.into()));
+        }
         let reject = if !self.config.secret.verify(account, &login.token) {
             Some(GatewayCode::InvalidToken.code())
         } else {

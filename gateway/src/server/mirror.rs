@@ -53,6 +53,12 @@ impl Mirror {
     /// messages in the history, then folds it into the read model.
     pub fn apply(&mut self, seq: u64, ts: u64, event: &Event) -> Translated {
         let out = translate_event(&self.symbols, &self.read_model, ts, event);
+        if let Event::EpochBegan { id_floor, .. } = *event {
+            // Before the fold raises them: each account's last number of the old epoch.
+            for (account, view) in &self.read_model.accounts {
+                self.history.mark_epoch(*account, id_floor, view.acct_seq);
+            }
+        }
         self.read_model.apply(seq, ts, event);
         self.symbols.observe(event);
         for a in out.iter().flatten() {

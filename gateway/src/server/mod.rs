@@ -9,9 +9,11 @@
 //! table, send and close), `session` (one connection), `login`, `requests` (trading and admin
 //! requests, queries), `fanout` (output events to sessions), `mirror` (the read model).
 //!
-//! Start-up: [`Gateway::bind`] binds the listener and creates the poll and its waker (hand
-//! the waker to the node as an output notifier, so the loop wakes once per output batch and
-//! never waits on a poll timeout, which mio rounds up to whole milliseconds);
+//! Start-up: [`Gateway::new`] creates the poll and its waker (hand the waker to the node as an
+//! output notifier, so the loop wakes once per output batch and never waits on a poll
+//! timeout, which mio rounds up to whole milliseconds) and [`Gateway::spawn`] binds the
+//! listener last, so no client connects before the gateway can answer ([`Gateway::bind`]
+//! binds at once);
 //! [`Gateway::seed`] and [`Gateway::recover_event`] rebuild the read model and the replay
 //! history (from the journal) up to where the node's output starts; [`Gateway::spawn`]
 //! runs the loop.
@@ -212,7 +214,8 @@ const LISTENER: MioToken = MioToken(usize::MAX - 2);
 pub struct Gateway {
     poll: Poll,
     waker: Arc<Waker>,
-    listener: mio::net::TcpListener,
+    /// `None` until bound ([`Gateway::bind`] at once, [`Gateway::new`] in `spawn`).
+    listener: Option<mio::net::TcpListener>,
     local_addr: SocketAddr,
     config: GatewayConfig,
     mirror: Mirror,
@@ -222,29 +225,48 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listener and creates the event loop's poll and waker.
     pub fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let mut gateway = Gateway::new(config)?;
+        gateway.listen()?;
+        Ok(gateway)
+    }
+
+    /// Creates the event loop's poll and waker; the listener is bound by [`Gateway::spawn`].
+    pub fn new(config: GatewayConfig) -> Result<Gateway, GatewayError> {
         config.validate()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut listener =
-            mio::net::TcpListener::bind(config.listen).map_err(|source| GatewayError::Bind {
-                addr: config.listen.to_string(),
-                source,
-            })?;
-        poll.registry()
-            .register(&mut listener, LISTENER, mio::Interest::READABLE)?;
-        let local_addr = listener.local_addr()?;
         let history = History::new(config.history_per_account_max, config.history_total_max);
         Ok(Gateway {
             poll,
             waker,
-            listener,
-            local_addr,
+            listener: None,
+            local_addr: config.listen,
             mirror: Mirror::new(ReadModel::default(), history),
             rate_limits: Arc::new(RateLimits::new(config.rate_per_s, config.burst)),
             config,
         })
     }
 
+    /// Binds and registers the listener (once).
+    fn listen(&mut self) -> Result<(), GatewayError> {
+        if self.listener.is_some() {
+            return Ok(());
+        }
+        let mut listener = mio::net::TcpListener::bind(self.config.listen).map_err(|source| {
+            GatewayError::Bind {
+                addr: self.config.listen.to_string(),
+                source,
+            }
+        })?;
+        self.poll
+            .registry()
+            .register(&mut listener, LISTENER, mio::Interest::READABLE)?;
+        self.local_addr = listener.local_addr()?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    /// The bound address (the configured one until the listener is bound).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -276,8 +298,10 @@ impl Gateway {
         &self.mirror
     }
 
-    /// Runs the event loop on its own thread until [`GatewayHandle::shutdown`].
-    pub fn spawn<L: NodeLink>(self, link: L) -> Result<GatewayHandle, GatewayError> {
+    /// Binds the listener if [`Gateway::new`] did not, and runs the event loop on its own
+    /// thread until [`GatewayHandle::shutdown`].
+    pub fn spawn<L: NodeLink>(mut self, link: L) -> Result<GatewayHandle, GatewayError> {
+        self.listen()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GatewayStats::default());
         let waker = Arc::clone(&self.waker);

@@ -1,6 +1,8 @@
 //! `kuku-replay`: inspect, verify and replay a Kuku journal directory. Thin: parses arguments,
 //! calls `kuku_journal::tool`, maps the outcome to an exit code. See docs/operations.md.
 //!
+//! Every verb takes a journal directory or a node's data directory (its `journal/` is used).
+//!
 //! Exit status: 0 success; 1 error or failed verification (the message says what and where);
 //! 2 the journal ends in a torn tail after the durable watermark (the output covers every frame
 //! before it; `Journal::open` will cut it on the next start).
@@ -33,7 +35,7 @@ struct Cli {
 enum Command {
     /// Check CRCs, seq continuity, payloads, snapshot hashes and engine invariants.
     Verify {
-        /// Journal directory.
+        /// Journal directory, or a node's data directory.
         dir: PathBuf,
         /// Print the report as one JSON object.
         #[arg(long)]
@@ -43,7 +45,7 @@ enum Command {
     Dump(DumpArgs),
     /// Rebuild the state (up to a seq): state hash, top of books, balances, trial balance.
     Replay {
-        /// Journal directory.
+        /// Journal directory, or a node's data directory.
         dir: PathBuf,
         /// Stop after this seq (inclusive).
         #[arg(long, value_name = "SEQ")]
@@ -57,7 +59,7 @@ enum Command {
     },
     /// Frames, commands by kind, seq and time ranges, segments and sizes.
     Stats {
-        /// Journal directory.
+        /// Journal directory, or a node's data directory.
         dir: PathBuf,
         /// Print the report as one JSON object.
         #[arg(long)]
@@ -67,7 +69,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DumpArgs {
-    /// Journal directory.
+    /// Journal directory, or a node's data directory.
     dir: PathBuf,
     /// Only this seq (the command a FAIL-STOP or alarm line names); same as --from N --to N.
     #[arg(long, value_name = "SEQ", conflicts_with_all = ["from", "to"])]
@@ -112,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let torn = |torn_tail: bool| if torn_tail { EXIT_TORN_TAIL } else { 0 };
     match cli.command {
         Command::Verify { dir, json } => {
+            let dir = tool::resolve_journal_dir(&dir);
             let config = tool::resolve_config(&dir, config_file)?;
             let report = tool::verify(&dir, &config)?;
             if json {
@@ -126,7 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Dump(args) => {
-            let config = optional_config(&args.dir, config_file)?;
+            let dir = tool::resolve_journal_dir(&args.dir);
+            let config = optional_config(&dir, config_file)?;
             let filter = DumpFilter {
                 seq_from: args.seq.or(args.from),
                 seq_to: args.seq.or(args.to),
@@ -136,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 symbol_code: args.symbol,
             };
             let mut out = io::BufWriter::new(stdout);
-            let summary = tool::dump(&args.dir, config.as_ref(), &filter, &mut out)?;
+            let summary = tool::dump(&dir, config.as_ref(), &filter, &mut out)?;
             out.flush()?;
             if let Some(t) = &summary.torn_tail {
                 eprintln!("kuku-replay: stopped at a torn tail: {t}");
@@ -149,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             no_snapshots,
             json,
         } => {
+            let dir = tool::resolve_journal_dir(&dir);
             let config = tool::resolve_config(&dir, config_file)?;
             let report = tool::replay(&dir, &config, until, !no_snapshots)?;
             if json {
@@ -163,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Stats { dir, json } => {
+            let dir = tool::resolve_journal_dir(&dir);
             let report = tool::stats(&dir)?;
             if json {
                 writeln!(stdout, "{}", report.to_json())?;

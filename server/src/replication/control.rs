@@ -2,9 +2,12 @@
 //! status` (client side), and the promotion itself (node side).
 //!
 //! Promotion of a standby: stop the receiver, let the pipeline journal and apply everything
-//! received, raise the epoch and persist it (with the seq it starts at), become primary (the
-//! gateway takes logins), and journal a `TakeSnapshot`: its frame opens the new epoch's
-//! segment and its snapshot records the state at the promotion point.
+//! received, raise the epoch and persist it (with the seq it starts at), journal a
+//! `BeginEpoch` as the epoch's first command (it opens the new epoch's segment and moves every
+//! id counter and account sequence number into the epoch's range, so nothing an old primary
+//! issued in a lost tail is ever issued again, `kuku_engine::epochs`) and wait until it is
+//! applied, become primary (the gateway takes logins), and journal a `TakeSnapshot`: its
+//! snapshot records the state at the promotion point.
 //!
 //! **Invariants**: a diverged standby is never promoted; the epoch file is fsynced before the
 //! node accepts a single order in the new epoch.
@@ -123,7 +126,17 @@ fn promote_standby(repl: &Arc<Replication>) -> anyhow::Result<String> {
     drop(epochs);
     repl.epoch.store(epoch, Ordering::Release);
     repl.links.lock().expect("links lock").sent_seq = received;
+    // The epoch's first command, before any client's: ids continue in the epoch's range.
+    if !repl.submit(kuku_engine::Command::BeginEpoch { epoch }) {
+        bail!("the epoch's first command could not be submitted (the input ring is full)");
+    }
+    wait_until(Duration::from_secs(30), || {
+        status.applied_seq.load(Ordering::Acquire) > received
+    })
+    .context("the pipeline did not apply the epoch's first command")?;
     repl.set_role(Role::Primary);
+    // A primary has no primary to lose: the standby's "lost at" no longer applies.
+    repl.primary_lost_at_ms.store(0, Ordering::Release);
     if !repl.submit(kuku_engine::Command::TakeSnapshot) {
         tracing::warn!("The promotion snapshot could not be submitted (ring full).");
     }

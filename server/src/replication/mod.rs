@@ -217,7 +217,7 @@ pub struct EpochFile {
     pub history: Vec<(u64, u64)>,
 }
 
-pub const EPOCH_FILE_NAME: &str = "epochs";
+pub const EPOCH_FILE_NAME: &str = kuku_journal::EPOCH_FILE_NAME;
 
 impl EpochFile {
     pub fn path(journal_dir: &Path) -> PathBuf {

@@ -331,13 +331,31 @@ pub(crate) fn fence_peers(repl: &Replication) {
 
 /// Asks `peers` for their status; returns the newest epoch a primary among them is in, if it is
 /// newer than `epoch`.
-pub(crate) fn probe_peers(peers: &[String], epoch: u64) -> Option<(u64, String)> {
-    let mut newest = None;
+/// What the `peers` said at a primary's start-up.
+#[derive(Debug, Default)]
+pub(crate) struct PeerProbe {
+    /// A primary in a newer epoch (this node must fence itself): (its epoch, its address).
+    pub newer: Option<(u64, String)>,
+    /// The standby of this node's epoch that journaled the most: (its address, its last seq).
+    pub standby_ahead: Option<(String, u64)>,
+}
+
+pub(crate) fn probe_peers(peers: &[String], epoch: u64) -> PeerProbe {
+    let mut probe = PeerProbe::default();
     for peer in peers {
         match super::control::status(peer, Duration::from_millis(1_000)) {
             Ok(s) if s.epoch > epoch && s.role == "primary" => {
-                if newest.as_ref().is_none_or(|(e, _)| s.epoch > *e) {
-                    newest = Some((s.epoch, peer.clone()));
+                if probe.newer.as_ref().is_none_or(|(e, _)| s.epoch > *e) {
+                    probe.newer = Some((s.epoch, peer.clone()));
+                }
+            }
+            Ok(s) if s.epoch == epoch && s.role == "standby" => {
+                if probe
+                    .standby_ahead
+                    .as_ref()
+                    .is_none_or(|(_, seq)| s.journaled_seq > *seq)
+                {
+                    probe.standby_ahead = Some((peer.clone(), s.journaled_seq));
                 }
             }
             Ok(_) => {}
@@ -346,5 +364,5 @@ pub(crate) fn probe_peers(peers: &[String], epoch: u64) -> Option<(u64, String)>
             }
         }
     }
-    newest
+    probe
 }

@@ -62,7 +62,7 @@ pub(crate) fn join(
             })?;
         tracing::warn!(
             kept_seq_last = welcome.truncate_after,
-            removed_after = seq_last,
+            removed_seqs = format!("{}..={seq_last}", welcome.truncate_after + 1),
             segments_removed = cut.segments_removed,
             snapshots_removed = cut.snapshots_removed,
             "REJOIN: this node's journal held a tail the primary does not have (an older \

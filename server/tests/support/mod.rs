@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use kuku_engine::{AccountId, Amount, EngineConfig, ExternalRef, MarketPhase, Price, Qty, Side};
 use kuku_gateway::auth::{Secret, Token, encode_hex};
 use kuku_gateway::client::{AdminClient, LoginOptions, OrderSpec, TradingClient};
