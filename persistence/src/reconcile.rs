@@ -172,6 +172,14 @@ impl Table {
     fn apply<R: TableRow>(&mut self, rows: &[R]) {
         for row in rows {
             let cells = row.cells();
+            // A row type's cells and its columns are written side by side in rows.rs: a
+            // column added to one and not the other is a bug, found here, not in a diff.
+            assert_eq!(
+                cells.len(),
+                self.columns.len(),
+                "{}: cells vs columns",
+                self.name
+            );
             let key = self.key_of(&cells);
             let (name, columns) = (self.name, self.columns);
             match (R::UPSERT, self.rows.get_mut(&key)) {

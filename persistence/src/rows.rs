@@ -478,6 +478,7 @@ impl TableRow for OrderRow {
             Cell::Int(self.qty),
             Cell::Int(self.leaves),
             Cell::Int(self.filled),
+            Cell::Int(self.cancelled),
             Cell::text(self.status),
             Cell::Int(i64::from(self.is_open)),
             Cell::opt_text(self.cancel_reason),

@@ -1430,6 +1430,47 @@ fn node_c(recording: &Arc<Recording>) {
     proxy.finish();
 }
 
+/// A node past an epoch boundary: a client that saw messages the old epoch's tail lost (here
+/// made by journaling `BeginEpoch` the way a promoted primary does) is told where to resume.
+fn node_d(recording: &Arc<Recording>) {
+    let mut t = TestNode::start();
+    let proxy = Proxy::start(t.addr, recording);
+    let p = proxy.addr;
+    let (account, _) = t.funded_account("diverged", 1_000);
+    let last_before = {
+        let node = t.node.as_ref().unwrap();
+        let read_model = node.read_model.read();
+        read_model.accounts.get(&account).map_or(0, |a| a.acct_seq)
+    };
+    t.node
+        .as_mut()
+        .unwrap()
+        .submit_blocking(kuku_engine::Command::BeginEpoch { epoch: 1 });
+    // The admin reply comes after the gateway fanned out everything before it.
+    let r = t
+        .admin()
+        .deposit(account, Amount(5), ExternalRef::new("after-epoch").unwrap())
+        .unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut c = Connection::connect(p).unwrap();
+    c.send(login_frame(
+        PROTOCOL_VERSION,
+        account,
+        0,
+        last_before + 1,
+        t.token(account),
+    ))
+    .unwrap();
+    let diverged = raw_expect(&mut c, |m| match m {
+        Message::LoginDiverged(d) => Some(*d),
+        _ => None,
+    });
+    assert_eq!(diverged.code, GatewayCode::HistoryDiverged.code());
+    assert_eq!(diverged.replay_from_seq, last_before);
+    t.stop();
+    proxy.finish();
+}
+
 #[test]
 fn heavy_every_message_field_and_code_of_the_document_occurs_on_a_live_node() {
     let doc = Doc::load();
@@ -1437,6 +1478,7 @@ fn heavy_every_message_field_and_code_of_the_document_occurs_on_a_live_node() {
     node_a(&recording);
     node_b(&recording);
     node_c(&recording);
+    node_d(&recording);
     let mut seen = Seen::default();
     seen.read(&doc, &recording);
     assert!(seen.frames > 1_000, "{} frames", seen.frames);
