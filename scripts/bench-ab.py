@@ -7,11 +7,10 @@ Usage:
 Each round runs every binary once (`kuku-bench engine ENGINE ARGS --json`), in an order that
 rotates from round to round so that no build always runs first. Each run's median ops/s per
 engine is read from its JSON line. Printed: per label and engine the median over rounds and
-the range; then, for every label against the first one, the per-round ratios of each engine
-and their median (a ratio of two runs a few seconds apart cancels most of a noisy host's
-drift); and per label the same-run ratios the floors use (kuku / the faster peer, kuku_full /
-kuku). Only the standard library; writes nothing but its report (and `--raw FILE`, one JSON
-line per run).
+the range; then, for every pair of labels, the per-round ratios of each engine and their
+median (a ratio of two runs a few seconds apart cancels most of a noisy host's drift); and per
+label the same-run ratios the floors use (kuku / the faster peer, kuku_full / kuku). Only the
+standard library; writes nothing but its report (and `--raw FILE`, one JSON line per run).
 """
 
 import argparse
@@ -64,12 +63,12 @@ def main():
             values = [r[e] for r in results[name]]
             print(f"  {name:>10} {e:<12} {statistics.median(values) / 1e6:7.3f}M "
                   f"({min(values) / 1e6:.3f}-{max(values) / 1e6:.3f})")
-    base = labels[0][0]
-    for name, _ in labels[1:]:
-        print(f"\n{name} / {base}, per-round paired ratios:")
-        for e in engines:
-            ratios = [r[e] / b[e] for r, b in zip(results[name], results[base])]
-            print(f"  {e:<12} {ratio_line(ratios)}")
+    for i, (base, _) in enumerate(labels):
+        for name, _ in labels[i + 1:]:
+            print(f"\n{name} / {base}, per-round paired ratios:")
+            for e in engines:
+                ratios = [r[e] / b[e] for r, b in zip(results[name], results[base])]
+                print(f"  {e:<12} {ratio_line(ratios)}")
     print("\nsame-run ratios (the floors):")
     for name, _ in labels:
         rows = results[name]
