@@ -1,0 +1,269 @@
+//! The node's market data: the market-data thread that runs the configured source through a
+//! [`Pump`] (sim by default, or the replay of a recorded file), optionally recording what the
+//! source delivered, and the candle writer that stores candles in the query database.
+//!
+//! The engine receives only top-of-book `QuoteUpdate` commands, submitted with the source's
+//! timestamps; the ten-level quotes, the ticks, the candles and the reference data live in
+//! the [`MarketData`] service, which [`Node::market_data`](crate::node::Node) exposes to the
+//! gateway, the HTTP door and the WebSocket channels (docs/market-data.md,
+//! docs/adr/ADR-022-market-data-outside-the-core.md).
+//!
+//! **Invariants**: nothing here runs on the processor thread or blocks it (submits are
+//! `try_submit_at`); the source is polled only while the node serves and the market is in
+//! its continuous phase (a replay pauses otherwise); the candle writer never blocks the
+//! market-data thread: updates wait in a map with one entry per candle, at most
+//! [`CANDLES_PENDING_MAX`].
+//!
+//! **Performance**: the thread sleeps between polls (the source says how long); the candle
+//! writer flushes every `candle_flush_ms` in one transaction.
+//!
+//! **Known limitations**: reference data changed with `kuku reference` while a node runs
+//! reaches its service at the next start; candles of an interval are rebuilt from the ticks
+//! the node sees after a restart (a candle open across a restart restarts from its next tick
+//! and its stored row is overwritten by the new state).
+
+use crate::config::NodeConfig;
+use anyhow::Context;
+use kuku_engine::SymbolCode;
+use kuku_marketdata::{
+    Candle, CandleUpdate, Interval, MarketData, MarketDataHandle, Recorder, ReferenceBook,
+    ReplaySource, ServiceLimits, SimSource, Source, Speed,
+};
+use kuku_persistence::{ConnectOptions, Database, DatabaseUrl};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The most candles waiting for the candle writer (one per symbol, interval and start).
+pub const CANDLES_PENDING_MAX: usize = 100_000;
+
+/// Which source feeds the node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceChoice {
+    /// The simulated walk (`sim`).
+    Sim,
+    /// The replay of a recorded file (`replay:FILE`).
+    Replay(PathBuf),
+}
+
+impl SourceChoice {
+    /// Parses `sim` or `replay:FILE`.
+    pub fn parse(s: &str) -> Result<SourceChoice, String> {
+        match s.trim() {
+            "sim" => Ok(SourceChoice::Sim),
+            other => match other.strip_prefix("replay:") {
+                Some(path) if !path.is_empty() => Ok(SourceChoice::Replay(PathBuf::from(path))),
+                _ => Err(format!("{other:?} is not `sim` or `replay:FILE`")),
+            },
+        }
+    }
+}
+
+/// Builds the configured source.
+pub fn open_source(config: &NodeConfig) -> anyhow::Result<Box<dyn Source>> {
+    let feed = &config.feed;
+    let choice =
+        SourceChoice::parse(&feed.source).map_err(|e| anyhow::anyhow!("feed.source: {e}"))?;
+    Ok(match choice {
+        SourceChoice::Sim => Box::new(SimSource::new(
+            feed.seed,
+            Duration::from_millis(feed.interval_ms.max(1)),
+        )),
+        SourceChoice::Replay(path) => {
+            let speed = Speed::new(feed.speed).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "feed.speed {} is not 0 (unpaced) or a multiple in (0, {}]",
+                    feed.speed,
+                    Speed::MAX
+                )
+            })?;
+            Box::new(ReplaySource::open(&path, speed)?)
+        }
+    })
+}
+
+/// The service with the reference data of the query database (empty without one).
+pub fn start_service(
+    config: &NodeConfig,
+) -> anyhow::Result<(MarketDataHandle, Option<DatabaseUrl>)> {
+    let url = crate::database::database_url(config)?;
+    let reference = match &url {
+        Some(url) => kuku_persistence::block_on(async {
+            let db = Database::connect(url, &connect_options(config)).await?;
+            let book = db.reference_book().await;
+            db.close().await;
+            book
+        })
+        .context("cannot load the reference data from the query database")?,
+        None => ReferenceBook::default(),
+    };
+    Ok((MarketData::new(ServiceLimits::default(), reference), url))
+}
+
+fn connect_options(config: &NodeConfig) -> ConnectOptions {
+    ConnectOptions {
+        connections_max: 1,
+        connect_timeout: Duration::from_secs(config.database.connect_timeout_s.max(1)),
+        statement_timeout: Duration::from_millis(config.database.statement_timeout_ms.max(1)),
+        migrate: true,
+    }
+}
+
+/// Opens the recorder if `feed.record` is set.
+pub fn open_recorder(config: &NodeConfig, source: &dyn Source) -> anyhow::Result<Option<Recorder>> {
+    config
+        .feed
+        .record
+        .as_ref()
+        .map(|path| Recorder::create(path, source.name()))
+        .transpose()
+        .context("cannot start recording the market data")
+}
+
+type CandleKey = (SymbolCode, Interval, u64);
+
+/// Candles waiting for the writer: the newest state of each.
+#[derive(Default)]
+pub struct PendingCandles {
+    candles: Mutex<BTreeMap<CandleKey, Candle>>,
+}
+
+impl PendingCandles {
+    /// Keeps the newest state of each updated candle; false if some did not fit.
+    pub fn offer(&self, updates: &[CandleUpdate]) -> bool {
+        let mut pending = self.candles.lock();
+        let mut all = true;
+        for u in updates {
+            let c = u.candle;
+            let key = (c.symbol, c.interval, c.start_ns.0);
+            if pending.len() >= CANDLES_PENDING_MAX && !pending.contains_key(&key) {
+                all = false;
+                continue;
+            }
+            pending.insert(key, c);
+        }
+        all
+    }
+
+    fn take(&self) -> BTreeMap<CandleKey, Candle> {
+        std::mem::take(&mut *self.candles.lock())
+    }
+
+    /// Puts back a batch that failed, unless newer states arrived meanwhile.
+    fn restore(&self, batch: BTreeMap<CandleKey, Candle>) {
+        let mut pending = self.candles.lock();
+        for (key, candle) in batch {
+            if pending.len() < CANDLES_PENDING_MAX {
+                pending.entry(key).or_insert(candle);
+            }
+        }
+    }
+}
+
+/// The candle writer: a thread with its own runtime and connection.
+pub struct CandleWriter {
+    pub pending: Arc<PendingCandles>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CandleWriter {
+    /// Connects (migrating the schema) and starts the thread.
+    pub fn start(
+        config: &NodeConfig,
+        url: &DatabaseUrl,
+        service: &MarketDataHandle,
+    ) -> anyhow::Result<CandleWriter> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the candle writer's runtime")?;
+        let db = runtime
+            .block_on(Database::connect(url, &connect_options(config)))
+            .context("cannot start the candle writer")?;
+        let pending = Arc::new(PendingCandles::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flush = Duration::from_millis(config.feed.candle_flush_ms.max(10));
+        let thread = {
+            let pending = Arc::clone(&pending);
+            let stop = Arc::clone(&stop);
+            let service = Arc::clone(service);
+            std::thread::Builder::new()
+                .name("kuku-candles".into())
+                .spawn(move || {
+                    loop {
+                        let stopping = stop.load(Ordering::Acquire);
+                        let batch = pending.take();
+                        if !batch.is_empty() {
+                            let candles: Vec<Candle> = batch.values().copied().collect();
+                            let timeout = db.statement_timeout() * 4;
+                            let written = runtime.block_on(async {
+                                tokio::time::timeout(timeout, db.upsert_candles(&candles)).await
+                            });
+                            let failed = match written {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(e.to_string()),
+                                Err(_) => Some(format!("no answer within {timeout:?}")),
+                            };
+                            if let Some(error) = failed {
+                                tracing::warn!(%error, candles = candles.len(), "Candles could not be written; retrying.");
+                                service.stats.candle_write_failures.fetch_add(1, Ordering::Relaxed);
+                                if !stopping {
+                                    pending.restore(batch);
+                                }
+                            }
+                        }
+                        if stopping {
+                            break;
+                        }
+                        crate::node::sleep_unless_stopped(&stop, flush);
+                    }
+                    runtime.block_on(db.close());
+                })
+                .context("cannot spawn the candle writer")?
+        };
+        Ok(CandleWriter {
+            pending,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes what is pending and stops.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CandleWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_from_their_names() {
+        assert_eq!(SourceChoice::parse("sim"), Ok(SourceChoice::Sim));
+        assert_eq!(
+            SourceChoice::parse("replay:data/x.jsonl"),
+            Ok(SourceChoice::Replay(PathBuf::from("data/x.jsonl")))
+        );
+        for bad in ["replay:", "kis", "", "simulated"] {
+            assert!(SourceChoice::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
