@@ -36,8 +36,8 @@ pub use reference::{
 };
 pub use replay::{ReplaySource, Speed};
 pub use service::{
-    MarketData, MarketDataHandle, MarketDataStats, ServiceLimits, SubscribeError, Subscription,
-    Topics, Update,
+    CallbackSubscription, Delivered, MarketData, MarketDataHandle, MarketDataStats, ServiceLimits,
+    SubscribeError, Subscription, Topics, Update,
 };
 pub use sim::SimSource;
 pub use source::{Delivery, Poll, Source, SourceError};

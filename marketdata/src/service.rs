@@ -2,7 +2,8 @@
 //! ([`crate::pump`]) ingests every event on the market-data thread; the HTTP door, the
 //! WebSocket channels and the admin commands read through a [`MarketDataHandle`] (the latest
 //! ten-level quote per symbol, the recent ticks, the recent candles, the reference data) and
-//! receive updates through a [`Subscription`].
+//! receive updates through a [`Subscription`] (a bounded queue) or a callback
+//! ([`MarketData::subscribe_callback`], for an async consumer's own bounded channel).
 //!
 //! **Invariants**: a reader sees whole events (one lock per ingested batch); ticks and candles
 //! are kept per symbol in time order, at most [`ServiceLimits::ticks_per_symbol_max`] and
@@ -135,9 +136,53 @@ impl Subscription {
     }
 }
 
+/// What a subscriber's callback did with an update (see [`MarketData::subscribe_callback`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Taken (queued by the subscriber).
+    Taken,
+    /// The subscriber's own queue is full: the update is dropped and counted.
+    Full,
+    /// The subscriber is gone: it is removed.
+    Closed,
+}
+
+/// A callback subscriber's end: only its count of dropped updates.
+pub struct CallbackSubscription {
+    dropped: Arc<AtomicU64>,
+}
+
+impl CallbackSubscription {
+    /// Updates dropped because the callback answered [`Delivered::Full`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A subscriber's callback: called on the market-data thread, must not block.
+type Deliver = Box<dyn FnMut(&Update) -> Delivered + Send>;
+
+enum Sink {
+    Queue(SyncSender<Update>),
+    Callback(Deliver),
+}
+
+impl Sink {
+    fn deliver(&mut self, update: &Update) -> Delivered {
+        match self {
+            Sink::Queue(sender) => match sender.try_send(*update) {
+                Ok(()) => Delivered::Taken,
+                Err(TrySendError::Full(_)) => Delivered::Full,
+                Err(TrySendError::Disconnected(_)) => Delivered::Closed,
+            },
+            Sink::Callback(deliver) => deliver(update),
+        }
+    }
+}
+
 struct Subscriber {
     topics: Topics,
-    sender: SyncSender<Update>,
+    sink: Sink,
     dropped: Arc<AtomicU64>,
 }
 
@@ -248,15 +293,15 @@ impl MarketData {
 
     fn publish(&self, updates: &[Update]) {
         let mut subscribers = self.subscribers.lock();
-        subscribers.retain(|s| {
+        subscribers.retain_mut(|s| {
             for update in updates.iter().filter(|u| s.topics.wants(u)) {
-                match s.sender.try_send(*update) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
+                match s.sink.deliver(update) {
+                    Delivered::Taken => {}
+                    Delivered::Full => {
                         s.dropped.fetch_add(1, Ordering::Relaxed);
                         self.stats.subscriber_drops.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(TrySendError::Disconnected(_)) => return false,
+                    Delivered::Closed => return false,
                 }
             }
             true
@@ -265,18 +310,35 @@ impl MarketData {
 
     /// Subscribes to updates; the queue holds `subscriber_queue_max` of them.
     pub fn subscribe(&self, topics: Topics) -> Result<Subscription, SubscribeError> {
+        let (sender, updates) = sync_channel(self.limits.subscriber_queue_max);
+        let dropped = self.add_subscriber(topics, Sink::Queue(sender))?;
+        Ok(Subscription { updates, dropped })
+    }
+
+    /// Subscribes with a callback, called on the market-data thread for every wanted update
+    /// (with the subscriber list locked): it must not block, e.g. a `try_send` into the
+    /// subscriber's own bounded async channel (a WebSocket session's).
+    pub fn subscribe_callback(
+        &self,
+        topics: Topics,
+        deliver: impl FnMut(&Update) -> Delivered + Send + 'static,
+    ) -> Result<CallbackSubscription, SubscribeError> {
+        let dropped = self.add_subscriber(topics, Sink::Callback(Box::new(deliver)))?;
+        Ok(CallbackSubscription { dropped })
+    }
+
+    fn add_subscriber(&self, topics: Topics, sink: Sink) -> Result<Arc<AtomicU64>, SubscribeError> {
         let mut subscribers = self.subscribers.lock();
         if subscribers.len() >= self.limits.subscribers_max {
             return Err(SubscribeError::TooMany(subscribers.len()));
         }
-        let (sender, updates) = sync_channel(self.limits.subscriber_queue_max);
         let dropped = Arc::new(AtomicU64::new(0));
         subscribers.push(Subscriber {
             topics,
-            sender,
+            sink,
             dropped: Arc::clone(&dropped),
         });
-        Ok(Subscription { updates, dropped })
+        Ok(dropped)
     }
 
     pub fn subscribers(&self) -> usize {
@@ -504,6 +566,48 @@ mod tests {
         drop(ticks_only);
         md.ingest(&[tick(6)], 0, &mut Vec::new());
         assert_eq!(md.subscribers(), 1, "a dropped subscription is removed");
+    }
+
+    #[test]
+    fn a_callback_subscriber_is_called_per_wanted_update_and_removed_when_closed() {
+        let md = service(ServiceLimits::default());
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        // A subscriber whose own queue holds one update, then goes away.
+        let mut calls = 0;
+        let sub = {
+            let seen = Arc::clone(&seen);
+            md.subscribe_callback(
+                Topics {
+                    quotes: true,
+                    ..Topics::default()
+                },
+                move |u| {
+                    calls += 1;
+                    match calls {
+                        1 => {
+                            seen.lock().push(*u);
+                            Delivered::Taken
+                        }
+                        2 => Delivered::Full,
+                        _ => Delivered::Closed,
+                    }
+                },
+            )
+            .expect("room")
+        };
+        md.ingest(&[quote(1, 90), tick(2), quote(3, 91)], 0, &mut Vec::new());
+        let MarketEvent::Quote(first) = quote(1, 90) else {
+            unreachable!()
+        };
+        assert_eq!(
+            *seen.lock(),
+            [Update::Quote(first)],
+            "quotes only, in order"
+        );
+        assert_eq!(sub.dropped(), 1, "the second quote did not fit");
+        assert_eq!(md.subscribers(), 1);
+        md.ingest(&[quote(4, 92)], 0, &mut Vec::new());
+        assert_eq!(md.subscribers(), 0, "Closed removes it");
     }
 
     #[test]

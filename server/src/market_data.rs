@@ -12,7 +12,9 @@
 //! `try_submit_at`); the source is polled only while the node serves and the market is in
 //! its continuous phase (a replay pauses otherwise); the candle writer never blocks the
 //! market-data thread: updates wait in a map with one entry per candle, at most
-//! [`CANDLES_PENDING_MAX`].
+//! [`CANDLES_PENDING_MAX`]; a write that fails or takes longer than the statement timeout
+//! abandons its connection (a hung one never blocks the writer or the node's stop) and is
+//! retried on a new one at the next flush.
 //!
 //! **Performance**: the thread sleeps between polls (the source says how long); the candle
 //! writer flushes every `candle_flush_ms` in one transaction.
@@ -92,13 +94,21 @@ pub fn start_service(
 ) -> anyhow::Result<(MarketDataHandle, Option<DatabaseUrl>)> {
     let url = crate::database::database_url(config)?;
     let reference = match &url {
-        Some(url) => kuku_persistence::block_on(async {
-            let db = Database::connect(url, &connect_options(config)).await?;
-            let book = db.reference_book().await;
-            db.close().await;
-            book
-        })
-        .context("cannot load the reference data from the query database")?,
+        Some(url) => {
+            let options = connect_options(config);
+            let deadline = options.connect_timeout + options.statement_timeout * 2;
+            kuku_persistence::block_on(async {
+                tokio::time::timeout(deadline, async {
+                    let db = Database::connect(url, &options).await?;
+                    let book = db.reference_book().await;
+                    db.close().await;
+                    book
+                })
+                .await
+            })
+            .map_err(|_| anyhow::anyhow!("the database did not answer within {deadline:?}"))?
+            .context("cannot load the reference data from the query database")?
+        }
         None => ReferenceBook::default(),
     };
     Ok((MarketData::new(ServiceLimits::default(), reference), url))
@@ -171,6 +181,63 @@ pub struct CandleWriter {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The candle writer's connection: opened on demand, abandoned after any failure.
+struct CandleStore {
+    url: DatabaseUrl,
+    options: ConnectOptions,
+    runtime: tokio::runtime::Runtime,
+    db: Option<Database>,
+}
+
+impl CandleStore {
+    /// Writes one batch within the statement deadline; an error names what failed.
+    fn write(&mut self, candles: &[Candle]) -> Result<(), String> {
+        let deadline = self.options.connect_timeout + self.options.statement_timeout;
+        if self.db.is_none() {
+            let connected = self.runtime.block_on(async {
+                tokio::time::timeout(deadline, Database::connect(&self.url, &self.options)).await
+            });
+            match connected {
+                Ok(Ok(db)) => self.db = Some(db),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("no connection within {deadline:?}")),
+            }
+        }
+        let db = self.db.as_ref().expect("connected above");
+        let timeout = self.options.statement_timeout;
+        let written = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, db.upsert_candles(candles)).await });
+        let failed = match written {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        self.abandon();
+        Err(failed)
+    }
+
+    /// Drops the pool without waiting for its connections: one of them may hang for ever.
+    /// A transaction left open on the server ends by MariaDB's idle_write_transaction_timeout
+    /// (twice the statement timeout; `kuku_persistence::db`).
+    fn abandon(&mut self) {
+        let _inside = self.runtime.enter();
+        drop(self.db.take());
+    }
+
+    fn close(&mut self) {
+        if let Some(db) = self.db.take() {
+            let timeout = self.options.statement_timeout;
+            let closed = self
+                .runtime
+                .block_on(async { tokio::time::timeout(timeout, db.close()).await });
+            if closed.is_err() {
+                tracing::warn!("The candle writer's connection did not close in time; abandoned.");
+            }
+        }
+    }
+}
+
 impl CandleWriter {
     /// Connects (migrating the schema) and starts the thread.
     pub fn start(
@@ -182,9 +249,16 @@ impl CandleWriter {
             .enable_all()
             .build()
             .context("cannot start the candle writer's runtime")?;
+        let options = connect_options(config);
         let db = runtime
-            .block_on(Database::connect(url, &connect_options(config)))
+            .block_on(Database::connect(url, &options))
             .context("cannot start the candle writer")?;
+        let mut store = CandleStore {
+            url: url.clone(),
+            options,
+            runtime,
+            db: Some(db),
+        };
         let pending = Arc::new(PendingCandles::default());
         let stop = Arc::new(AtomicBool::new(false));
         let flush = Duration::from_millis(config.feed.candle_flush_ms.max(10));
@@ -200,16 +274,7 @@ impl CandleWriter {
                         let batch = pending.take();
                         if !batch.is_empty() {
                             let candles: Vec<Candle> = batch.values().copied().collect();
-                            let timeout = db.statement_timeout() * 4;
-                            let written = runtime.block_on(async {
-                                tokio::time::timeout(timeout, db.upsert_candles(&candles)).await
-                            });
-                            let failed = match written {
-                                Ok(Ok(())) => None,
-                                Ok(Err(e)) => Some(e.to_string()),
-                                Err(_) => Some(format!("no answer within {timeout:?}")),
-                            };
-                            if let Some(error) = failed {
+                            if let Err(error) = store.write(&candles) {
                                 tracing::warn!(%error, candles = candles.len(), "Candles could not be written; retrying.");
                                 service.stats.candle_write_failures.fetch_add(1, Ordering::Relaxed);
                                 if !stopping {
@@ -222,7 +287,7 @@ impl CandleWriter {
                         }
                         crate::node::sleep_unless_stopped(&stop, flush);
                     }
-                    runtime.block_on(db.close());
+                    store.close();
                 })
                 .context("cannot spawn the candle writer")?
         };
@@ -233,7 +298,7 @@ impl CandleWriter {
         })
     }
 
-    /// Writes what is pending and stops.
+    /// Writes what is pending (within one statement deadline) and stops.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
