@@ -17,8 +17,8 @@
 //!
 //! **Performance**: one pass over the batch; the buffers are reused between steps.
 //!
-//! **Known limitations**: the engine's book is only the best level each side (no codec
-//! change): the ten levels live in the service.
+//! **Known limitations**: the engine sees only the best level each side (its `QuoteUpdate`
+//! carries one); the ten levels live in the service.
 
 use crate::candle::CandleUpdate;
 use crate::model::{MarketEvent, TimestampNs, TopOfBook};
