@@ -137,6 +137,35 @@ impl Database {
         rows.iter().map(candle_of).collect()
     }
 
+    /// The newest `limit` candles (capped at [`CANDLES_PER_READ_MAX`]) of `symbol` and
+    /// `interval` starting in `[from, to)`, oldest first: what a chart of the latest candles
+    /// reads (a primary-key range scan backwards).
+    pub async fn newest_candles(
+        &self,
+        symbol: SymbolCode,
+        interval: Interval,
+        from: TimestampNs,
+        to: TimestampNs,
+        limit: u32,
+    ) -> Result<Vec<Candle>, PersistenceError> {
+        let sql = format!(
+            "SELECT {CANDLE_COLUMNS} FROM candles WHERE code = ? AND interval_code = ? \
+             AND start_ns >= ? AND start_ns < ? ORDER BY start_ns DESC LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(symbol.as_str().to_owned())
+            .bind(interval.as_str())
+            .bind(ns_to_db(from))
+            .bind(ns_to_db(to))
+            .bind(i64::from(limit.min(CANDLES_PER_READ_MAX)))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db("reading the newest candles"))?;
+        let mut candles = rows.iter().map(candle_of).collect::<Result<Vec<_>, _>>()?;
+        candles.reverse();
+        Ok(candles)
+    }
+
     /// The markets, in code order.
     pub async fn markets(&self) -> Result<Vec<MarketCode>, PersistenceError> {
         let rows = sqlx::query("SELECT market_code FROM markets ORDER BY market_code")

@@ -137,7 +137,17 @@ fn round_trip(db: &TestDatabase) {
             .candles(code("000660"), Interval::M1, from, TimestampNs(u64::MAX), 1)
             .await
             .expect("read");
-        assert_eq!(one.len(), 1);
+        assert_eq!(one, [candle(0, 180_100, 1)], "the oldest from `from`");
+        let newest = store
+            .newest_candles(code("000660"), Interval::M1, from, TimestampNs(u64::MAX), 1)
+            .await
+            .expect("read");
+        assert_eq!(newest, [candle(1, 182_000, 2)], "the newest before `to`");
+        let both = store
+            .newest_candles(code("000660"), Interval::M1, from, TimestampNs(u64::MAX), 5)
+            .await
+            .expect("read");
+        assert_eq!(both, read, "oldest first");
         store.close().await;
     });
 }

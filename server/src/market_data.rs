@@ -134,6 +134,33 @@ pub fn open_recorder(config: &NodeConfig, source: &dyn Source) -> anyhow::Result
         .context("cannot start recording the market data")
 }
 
+/// Candles for a reader (the HTTP door): the newest `limit` of `symbol` and `interval`
+/// starting in `[from, to)`, oldest first, from the database (`None`: memory only) merged with
+/// the service's memory, whose state of a candle wins (the open candle, and candles the
+/// candle writer has not flushed yet).
+pub async fn candle_history(
+    service: &MarketData,
+    db: Option<&Database>,
+    symbol: SymbolCode,
+    interval: Interval,
+    from: kuku_marketdata::TimestampNs,
+    to: kuku_marketdata::TimestampNs,
+    limit: u32,
+) -> Result<Vec<Candle>, kuku_persistence::PersistenceError> {
+    let limit = limit.min(kuku_persistence::market::CANDLES_PER_READ_MAX);
+    let mut merged: BTreeMap<u64, Candle> = BTreeMap::new();
+    if let Some(db) = db {
+        for c in db.newest_candles(symbol, interval, from, to, limit).await? {
+            merged.insert(c.start_ns.0, c);
+        }
+    }
+    for c in service.candles(symbol, interval, from, to, limit as usize) {
+        merged.insert(c.start_ns.0, c);
+    }
+    let skip = merged.len().saturating_sub(limit as usize);
+    Ok(merged.into_values().skip(skip).collect())
+}
+
 type CandleKey = (SymbolCode, Interval, u64);
 
 /// Candles waiting for the writer: the newest state of each.

@@ -1,6 +1,7 @@
 //! Market data through the node: replaying the committed sample (data/market-data-sample.jsonl)
 //! twice gives the same engine state hash and the same candles, the replayed quotes reach the
-//! engine with their recorded timestamps, and /metrics reports quotes, ticks and quote ages.
+//! engine with their recorded timestamps, and /metrics reports quotes, ticks and quote ages;
+//! the candle history a reader gets merges the database with the service's newer state.
 
 use kuku_engine::{Command, Engine, EngineConfig, Envelope, FeeSchedule, MarketPhase, NullSink};
 use kuku_journal::{Journal, JournalConfig, codec, journal_meta, write_config};
@@ -241,4 +242,84 @@ fn a_replay_file_that_does_not_exist_stops_the_start_with_its_name() {
         .err()
         .expect("refused");
     assert!(format!("{e:#}").contains("/nonexistent/md.jsonl"), "{e:#}");
+}
+
+#[test]
+fn candle_history_merges_the_database_with_newer_state_in_memory() {
+    use kuku_engine::{Price, Qty, Side, SymbolCode};
+    use kuku_marketdata::Tick;
+    let test_db = kuku_persistence::testkit::TestDatabase::sqlite();
+    let minute = 60_000_000_000u64;
+    let t0 = 1_772_668_800_000_000_000u64;
+    let code = SymbolCode::new("005930").expect("valid");
+    let tick = |ts: u64, price: i64| {
+        MarketEvent::Tick(Tick {
+            symbol: code,
+            ts_ns: TimestampNs(ts),
+            price: Price(price),
+            qty: Qty(1),
+            aggressor: Side::Buy,
+        })
+    };
+    let service = MarketData::new(ServiceLimits::default(), ReferenceBook::default());
+    let mut stored = Vec::new();
+    // Minute 0 is only in the database (the service restarted since); minute 1 is in the
+    // database with an older state; minute 2 has not been flushed.
+    service.ingest(&[tick(t0, 100), tick(t0 + minute, 110)], 0, &mut stored);
+    let stale_minute_1: Vec<Candle> = stored
+        .iter()
+        .filter(|u| u.candle.interval == Interval::M1)
+        .map(|u| u.candle)
+        .collect();
+    let restarted = MarketData::new(ServiceLimits::default(), ReferenceBook::default());
+    restarted.ingest(
+        &[
+            tick(t0 + minute, 110),
+            tick(t0 + minute + 1, 120),
+            tick(t0 + 2 * minute, 130),
+        ],
+        0,
+        &mut Vec::new(),
+    );
+    let (all, newest_two, memory_only) = kuku_persistence::block_on(async {
+        let db = kuku_persistence::Database::connect(test_db.url(), &Default::default())
+            .await
+            .expect("connects");
+        db.upsert_candles(&stale_minute_1).await.expect("writes");
+        let range = (TimestampNs(0), TimestampNs(u64::MAX));
+        let history = |limit| {
+            kuku_server::market_data::candle_history(
+                &restarted,
+                Some(&db),
+                code,
+                Interval::M1,
+                range.0,
+                range.1,
+                limit,
+            )
+        };
+        let all = history(10).await.expect("reads");
+        let newest_two = history(2).await.expect("reads");
+        let memory_only = kuku_server::market_data::candle_history(
+            &restarted,
+            None,
+            code,
+            Interval::M1,
+            range.0,
+            range.1,
+            10,
+        )
+        .await
+        .expect("reads");
+        db.close().await;
+        (all, newest_two, memory_only)
+    });
+    let summary = |cs: &[Candle]| -> Vec<(u64, i64, u64)> {
+        cs.iter()
+            .map(|c| ((c.start_ns.0 - t0) / minute, c.close.0, c.trades))
+            .collect()
+    };
+    assert_eq!(summary(&all), [(0, 100, 1), (1, 120, 2), (2, 130, 1)]);
+    assert_eq!(summary(&newest_two), [(1, 120, 2), (2, 130, 1)]);
+    assert_eq!(summary(&memory_only), [(1, 120, 2), (2, 130, 1)]);
 }
