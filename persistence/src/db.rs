@@ -265,7 +265,7 @@ pub async fn peek_checkpoint(
 
 /// The migrations of one dialect, embedded in the binary, oldest first.
 pub fn migrator(backend: Backend) -> Migrator {
-    let steps: [(i64, &'static str, &'static str); 2] = match backend {
+    let steps: [(i64, &'static str, &'static str); 3] = match backend {
         Backend::MySql => [
             (
                 1,
@@ -276,6 +276,11 @@ pub fn migrator(backend: Backend) -> Migrator {
                 2,
                 "order cancelled quantity",
                 include_str!("../migrations/mysql/0002_order_cancelled.sql"),
+            ),
+            (
+                3,
+                "market data and reference data",
+                include_str!("../migrations/mysql/0003_market_data.sql"),
             ),
         ],
         Backend::Sqlite => [
@@ -288,6 +293,11 @@ pub fn migrator(backend: Backend) -> Migrator {
                 2,
                 "order cancelled quantity",
                 include_str!("../migrations/sqlite/0002_order_cancelled.sql"),
+            ),
+            (
+                3,
+                "market data and reference data",
+                include_str!("../migrations/sqlite/0003_market_data.sql"),
             ),
         ],
     };

@@ -79,6 +79,11 @@ pub enum PersistenceError {
     /// The writer thread or its runtime could not be started.
     #[error("cannot start the database writer: {0}")]
     Start(String),
+
+    /// A value to be written is not valid (reference data an operator typed, a mapping to an
+    /// unregistered symbol): nothing was written.
+    #[error("refused: {0}")]
+    Invalid(String),
 }
 
 impl PersistenceError {
@@ -98,6 +103,7 @@ impl PersistenceError {
             PersistenceError::CheckpointConflict { .. }
             | PersistenceError::CheckpointAhead { .. }
             | PersistenceError::Corrupt(_)
+            | PersistenceError::Invalid(_)
             | PersistenceError::Journal(_)
             | PersistenceError::JournalRead(_) => true,
             _ => false,

@@ -17,6 +17,7 @@
 //! [`builder`] (events to rows), [`store`] (a batch in one transaction), [`intake`] (the
 //! node's non-blocking side), [`writer`] (the writer thread: batching, retries, re-deriving
 //! from the journal), [`metrics`] (lag and counters), [`query`] (history and read models),
+//! [`market`] (candles and reference data, written outside the journal's path),
 //! [`reconcile`], [`testkit`] (a database per test, a TCP proxy for outages) and
 //! [`failpoint`] (crash points for tests).
 
@@ -25,6 +26,7 @@ pub mod db;
 mod error;
 pub mod failpoint;
 pub mod intake;
+pub mod market;
 pub mod metrics;
 pub mod query;
 pub mod reconcile;

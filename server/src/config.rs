@@ -15,7 +15,10 @@
 //!                                # (every-batch always runs staged: ADR-006)
 //! [feed]
 //! enabled = true
-//! interval_ms = 200
+//! source = "sim"                 # or "replay:FILE" (a recorded file)
+//! interval_ms = 200              # sim: one walk step per symbol this often
+//! speed = 1.0                    # replay: x recorded pace; 0 = as fast as possible
+//! record = "md.jsonl"            # record what the source delivers (default: off)
 //! [gateway]
 //! listen = "127.0.0.1:7878"
 //! rate_per_s = 20000
@@ -83,20 +86,34 @@ impl PipelineSettings {
     }
 }
 
+/// `[feed]`: the market-data source (see `crate::market_data`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeedSettings {
     pub enabled: bool,
+    /// `sim` (the simulated walk) or `replay:FILE` (a recorded file).
+    pub source: String,
+    /// The simulated walk's step interval.
     pub interval_ms: u64,
     pub seed: u64,
+    /// A replay's pace: a multiple of the recorded pace, 0 for as fast as the engine takes it.
+    pub speed: f64,
+    /// Record what the source delivers to this file (docs/market-data.md, "File format").
+    pub record: Option<PathBuf>,
+    /// How often the candle writer stores the changed candles.
+    pub candle_flush_ms: u64,
 }
 
 impl Default for FeedSettings {
     fn default() -> Self {
         FeedSettings {
             enabled: true,
+            source: "sim".to_owned(),
             interval_ms: 200,
             seed: 0x6b75_6b75,
+            speed: 1.0,
+            record: None,
+            candle_flush_ms: 1_000,
         }
     }
 }
@@ -202,6 +219,22 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.durability()?;
         self.replication.validate()?;
+        crate::market_data::SourceChoice::parse(&self.feed.source).map_err(|message| {
+            ConfigError::Invalid {
+                field: "feed.source",
+                message,
+            }
+        })?;
+        if kuku_marketdata::Speed::new(self.feed.speed).is_none() {
+            return Err(ConfigError::Invalid {
+                field: "feed.speed",
+                message: format!(
+                    "{} is not 0 (unpaced) or a multiple in (0, {}]",
+                    self.feed.speed,
+                    kuku_marketdata::Speed::MAX
+                ),
+            });
+        }
         for (field, n) in [
             ("pipeline.input_ring_size", self.pipeline.input_ring_size),
             ("pipeline.output_ring_size", self.pipeline.output_ring_size),
@@ -268,6 +301,18 @@ mod tests {
         std::fs::write(&path, "durability = \"sometimes\"\n").unwrap();
         let e = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("durability"), "{e}");
+        std::fs::write(&path, "[feed]\nsource = \"kis\"\n").unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("feed.source"), "{e}");
+        std::fs::write(
+            &path,
+            "[feed]\nsource = \"replay:md.jsonl\"\nspeed = -1.0\n",
+        )
+        .unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("feed.speed"), "{e}");
+        std::fs::write(&path, "[feed]\nsource = \"replay:md.jsonl\"\nspeed = 0.0\n").unwrap();
+        assert_eq!(NodeConfig::load(&path).unwrap().feed.speed, 0.0);
         std::fs::write(&path, "[pipeline]\ninput_ring_size = 1000\n").unwrap();
         assert!(NodeConfig::load(&path).is_err());
         assert!(matches!(

@@ -52,6 +52,9 @@ enum Cmd {
     /// from the final snapshot the old build wrote at its clean stop (docs/operations.md,
     /// Upgrades). The old journal is kept next to the new one.
     Upgrade(ReconcileArgs),
+    /// Reference data in the database: markets, symbols (ISIN, names, market, tick rule, lot,
+    /// listing status), provider mappings; and the stored candles.
+    Reference(ReferenceArgs),
     /// A node's replication role, epoch, seqs and alarms (JSON).
     ReplicationStatus {
         /// The node's replication address (`replication.listen`).
@@ -90,9 +93,18 @@ struct ServeArgs {
     processor_core: Option<usize>,
     #[arg(long, env = "KUKU_PROCESSOR_WAIT", value_enum)]
     processor_wait: Option<Wait>,
-    /// Disable the simulated quote feed.
+    /// Disable the market-data feed.
     #[arg(long)]
     no_feed: bool,
+    /// The market-data source: `sim` (the simulated walk, the default) or `replay:FILE`.
+    #[arg(long, env = "KUKU_MARKET_DATA")]
+    market_data: Option<String>,
+    /// A replay's pace: N x the recorded pace; 0 plays as fast as the engine takes it.
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Record what the market-data source delivers (quotes and ticks) to FILE.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// The query store: mysql://USER:PASSWORD@HOST:PORT/DATABASE, sqlite:PATH or none
     /// [default: DATA_DIR/kuku.sqlite].
     #[arg(long, env = "KUKU_DATABASE_URL", hide_env_values = true)]
@@ -142,6 +154,14 @@ struct ReconcileArgs {
 }
 
 #[derive(Args)]
+struct ReferenceArgs {
+    #[command(flatten)]
+    database: ReconcileArgs,
+    #[command(subcommand)]
+    command: kuku_server::reference::ReferenceCommand,
+}
+
+#[derive(Args)]
 struct HistoryArgs {
     #[command(flatten)]
     database: ReconcileArgs,
@@ -171,6 +191,7 @@ fn main() -> ExitCode {
             | Cmd::Admin(_)
             | Cmd::Client(_)
             | Cmd::History(_)
+            | Cmd::Reference(_)
             | Cmd::Promote(_)
             | Cmd::Upgrade(_)
             | Cmd::ReplicationStatus { .. }
@@ -200,6 +221,9 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => serve(args),
         Cmd::Reconcile(args) => return reconcile(args),
         Cmd::History(args) => history(&args),
+        Cmd::Reference(args) => database_config(&args.database).and_then(|config| {
+            kuku_server::reference::run(&config, args.command, &mut std::io::stdout().lock())
+        }),
         Cmd::Admin(args) => kuku_gateway::cli::run_admin(args, &mut std::io::stdout()),
         Cmd::Client(args) => kuku_gateway::cli::run_client(args, &mut std::io::stdout()),
         Cmd::Promote(args) => promote(&args),
@@ -242,6 +266,15 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     }
     if args.no_feed {
         config.feed.enabled = false;
+    }
+    if let Some(source) = &args.market_data {
+        config.feed.source = source.clone();
+    }
+    if let Some(speed) = args.speed {
+        config.feed.speed = speed;
+    }
+    if args.record.is_some() {
+        config.feed.record = args.record.clone();
     }
     if args.database_url.is_some() {
         config.database_url = args.database_url.clone();

@@ -2,7 +2,9 @@
 //! by a small HTTP server (axum on a one-thread tokio runtime) on its own thread, when
 //! `metrics_listen` is set. It reads shared atomics only: the pipeline's journaled and
 //! applied seq and its Busy count, the database writer's checkpoint and lag (seq and seconds),
-//! the gateway's session and request counters. Nothing here touches the processor.
+//! the gateway's session and request counters, the market data's quotes and ticks received
+//! and each symbol's quote age (`kuku_md_quote_age_seconds{symbol="005930"}`, read under the
+//! service's read lock). Nothing here touches the processor.
 //!
 //! **Performance**: a scrape loads a few dozen atomics and formats them; nothing is counted on
 //! the hot paths for it (the counters exist for the log and the tests anyway).
@@ -30,6 +32,8 @@ pub struct MetricsSources {
     pub gateway: Option<Arc<GatewayStats>>,
     /// Replication role, epoch, acks and alarms (`None`: replication off).
     pub replication: Option<Arc<crate::replication::Replication>>,
+    /// Market-data counters and quote ages (`None`: not reported).
+    pub market_data: Option<kuku_marketdata::MarketDataHandle>,
 }
 
 impl MetricsSources {
@@ -41,6 +45,7 @@ impl MetricsSources {
             database: node.database_metrics().cloned(),
             gateway: gateway.map(GatewayHandle::stats_handle),
             replication: node.replication.clone(),
+            market_data: Some(Arc::clone(&node.market_data)),
         }
     }
 }
@@ -297,11 +302,84 @@ pub fn render(s: &MetricsSources) -> String {
     if let Some(r) = &s.replication {
         render_replication(&mut out, r);
     }
+    if let Some(md) = &s.market_data {
+        render_market_data(&mut out, md);
+    }
     out
 }
 
 /// Replication gauges: an operator alerts on `kuku_replication_diverged == 1`,
 /// `kuku_replication_degraded == 1` and `kuku_replication_primary_lost == 1`.
+fn render_market_data(out: &mut String, md: &kuku_marketdata::MarketData) {
+    let s = &md.stats;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    for (name, help, value) in [
+        (
+            "kuku_md_quotes_received_total",
+            "Quotes the market-data source delivered.",
+            &s.quotes_received,
+        ),
+        (
+            "kuku_md_ticks_received_total",
+            "Market trades (ticks) the source delivered.",
+            &s.ticks_received,
+        ),
+        (
+            "kuku_md_events_invalid_total",
+            "Source events refused by validation.",
+            &s.events_invalid,
+        ),
+        (
+            "kuku_md_quotes_submitted_total",
+            "Top-of-book QuoteUpdate commands handed to the engine.",
+            &s.quotes_submitted,
+        ),
+        (
+            "kuku_md_quotes_conflated_total",
+            "Quotes replaced by a newer one before the engine took them.",
+            &s.quotes_conflated,
+        ),
+        (
+            "kuku_md_quotes_not_submitted_total",
+            "Quotes of unknown symbols or one-sided: not submitted.",
+            &s.quotes_not_submitted,
+        ),
+        (
+            "kuku_md_ticks_late_total",
+            "Ticks left out of a candle whose interval had moved on.",
+            &s.ticks_late,
+        ),
+        (
+            "kuku_md_subscriber_drops_total",
+            "Updates dropped because a subscriber fell behind.",
+            &s.subscriber_drops,
+        ),
+        (
+            "kuku_md_candle_write_failures_total",
+            "Candle batches the database refused (retried).",
+            &s.candle_write_failures,
+        ),
+    ] {
+        counter(out, name, help, load(value));
+    }
+    gauge(
+        out,
+        "kuku_md_source_ended",
+        "1 once the market-data source ended (a replay reached its end).",
+        load(&s.source_ended),
+    );
+    let ages = md.quote_ages_s(now_ns());
+    let name = "kuku_md_quote_age_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds since the latest quote of the symbol was received.\n# TYPE {name} gauge"
+    );
+    for (symbol, age) in ages {
+        // Symbol codes are ASCII letters and digits (validated): no label escaping needed.
+        let _ = writeln!(out, "{name}{{symbol=\"{symbol}\"}} {age}");
+    }
+}
+
 fn render_replication(out: &mut String, r: &crate::replication::Replication) {
     use crate::replication::Role;
     let st = r.status();

@@ -1,5 +1,5 @@
 //! A Kuku node: recovery at start-up, the pipeline, and the threads around it (read model,
-//! snapshotter, scheduler, simulated feed), with a graceful shutdown.
+//! snapshotter, scheduler, market data), with a graceful shutdown.
 //!
 //! Start-up reads and cross-checks everything before it changes anything: the data directory
 //! (a directory, writable), the journal (segments, headers, watermark, snapshots, engine
@@ -13,14 +13,13 @@
 //! the fee schedule and the symbol universe through it. With `durability = "none"` the
 //! journal's watermark syncer moves the durable watermark every `watermark_interval_ms`.
 //!
-//! Shutdown: stop intake (scheduler, feed, the caller's producers), drop the last submitter
+//! Shutdown: stop intake (scheduler, market data, the caller's producers), drop the last submitter
 //! so the pipeline drains every accepted command, close the journal (a final commit), let the
 //! snapshotter finish, write a final snapshot at the last seq (what `kuku upgrade` starts a
 //! new engine-logic version from), and let the database writer catch up (`crate::database`).
 
 use crate::alarms::Alarms;
 use crate::config::NodeConfig;
-use crate::feed::{Conflator, QuoteSim};
 use crate::pipeline::fold::{self, ReadModelFolder, SharedReadModel};
 use crate::pipeline::{
     self, Busy, CommandLog, LogError, Notify, Origin, OutputHandler, OutputPoller, OutputSlot,
@@ -33,6 +32,7 @@ use anyhow::Context;
 use kuku_engine::readmodel::ReadModel;
 use kuku_engine::{Command, Engine, EngineConfig, Event, FeeSchedule, MarketPhase};
 use kuku_journal::{Journal, JournalConfig, codec};
+use kuku_marketdata::MarketDataHandle;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -155,12 +155,22 @@ pub struct Node {
     serving: Arc<AtomicBool>,
     /// For the final snapshot at a clean stop.
     engine_config: EngineConfig,
+    /// The market-data service: quotes, ticks, candles, reference data (`crate::market_data`).
+    pub market_data: MarketDataHandle,
+    /// Stores candles in the query database (`None`: no database or no feed).
+    candle_writer: Option<crate::market_data::CandleWriter>,
 }
 
 impl Node {
     pub fn start(config: &NodeConfig, outputs: NodeOutputs) -> anyhow::Result<Node> {
         config.validate()?;
         check_data_dir(&config.data_dir)?;
+        // A replay file that cannot be read stops the start before anything else happens.
+        let source = config
+            .feed
+            .enabled
+            .then(|| crate::market_data::open_source(config))
+            .transpose()?;
         let journal_dir = config.journal_dir();
         let journal_config = JournalConfig {
             segment_bytes: config.segment_mib * 1024 * 1024,
@@ -252,6 +262,8 @@ impl Node {
             (Some(r), Some(h)) => Some(gate_at_replicated_watermark(Arc::clone(r), h)),
             (_, h) => h,
         };
+        // After the writer migrated the schema: start-up changes nothing before its checks.
+        let (market_data, market_data_url) = crate::market_data::start_service(config)?;
         let alarms = Arc::new(Alarms::default());
         let (snapshot_tx, snapshotter) = spawn_snapshotter(
             journal_dir.clone(),
@@ -301,6 +313,8 @@ impl Node {
             replication_listener: None,
             serving,
             engine_config: config.engine,
+            market_data,
+            candle_writer: None,
         };
         node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
         if let Some(r) = node.replication.clone() {
@@ -310,8 +324,8 @@ impl Node {
             node.bootstrap(config)?;
         }
         node.spawn_scheduler(config.schedule, day);
-        if config.feed.enabled {
-            node.spawn_feed(config.feed.interval_ms, config.feed.seed);
+        if let Some(source) = source {
+            node.spawn_market_data(config, source, market_data_url.as_ref())?;
         }
         if config.snapshot_every > 0 {
             node.spawn_snapshot_timer(config.snapshot_every);
@@ -374,36 +388,63 @@ impl Node {
         }));
     }
 
-    fn spawn_feed(&mut self, interval_ms: u64, seed: u64) {
+    /// The market-data thread: polls the source through the pump while the node serves and the
+    /// market is continuous, and hands candle updates to the candle writer.
+    fn spawn_market_data(
+        &mut self,
+        config: &NodeConfig,
+        source: Box<dyn kuku_marketdata::Source>,
+        url: Option<&kuku_persistence::DatabaseUrl>,
+    ) -> anyhow::Result<()> {
+        let recorder = crate::market_data::open_recorder(config, source.as_ref())?;
+        let mut pump = kuku_marketdata::Pump::new(source, Arc::clone(&self.market_data), recorder);
+        let writer = url
+            .map(|url| crate::market_data::CandleWriter::start(config, url, &self.market_data))
+            .transpose()?;
+        let pending = writer.as_ref().map(|w| Arc::clone(&w.pending));
+        self.candle_writer = writer;
         let mut submitter = self.submitter.clone();
         let stop = Arc::clone(&self.stop);
         let read_model = Arc::clone(&self.read_model);
         let serving = Arc::clone(&self.serving);
-        self.threads.push(spawn("kuku-feed", move || {
-            let mut sim = QuoteSim::new(seed);
-            let mut conflator = Conflator::default();
+        let idle = Duration::from_millis(config.feed.interval_ms.clamp(1, 1_000));
+        tracing::info!(source = pump.source_name(), record = ?config.feed.record, "Market data starts.");
+        self.threads.push(spawn("kuku-marketdata", move || {
+            let mut candles = Vec::new();
+            let mut submit = |ts: u64, c: Command| submitter.try_submit_at(Origin::INTERNAL, ts, c).is_ok();
+            let mut failed = false;
             while !stop.load(Ordering::Relaxed) {
-                if !serving.load(Ordering::Acquire) {
-                    sleep_unless_stopped(&stop, Duration::from_millis(100));
-                    continue;
-                }
                 let symbols: Vec<_> = {
                     let rm = read_model.read();
-                    if rm.phase == Some(MarketPhase::Continuous) {
+                    if serving.load(Ordering::Acquire) && rm.phase == Some(MarketPhase::Continuous) {
                         rm.symbols.values().map(|s| s.symbol).collect()
                     } else {
                         Vec::new()
                     }
                 };
-                for s in &symbols {
-                    if let Some(q) = sim.step(s) {
-                        conflator.offer(q);
-                    }
+                if symbols.is_empty() || failed {
+                    sleep_unless_stopped(&stop, idle);
+                    continue;
                 }
-                conflator.publish(|c| submitter.try_submit(Origin::INTERNAL, c));
-                sleep_unless_stopped(&stop, Duration::from_millis(interval_ms.max(1)));
+                let wait = match pump.step(now_ns(), &symbols, &mut submit, &mut candles) {
+                    Ok(wait) => wait,
+                    Err(e) => {
+                        tracing::error!(error = %e, "The market-data source failed; no more quotes come from it.");
+                        failed = true;
+                        idle
+                    }
+                };
+                if let Some(p) = &pending
+                    && !candles.is_empty()
+                    && !p.offer(&candles)
+                {
+                    tracing::warn!("The candle writer is too far behind; candle updates were dropped.");
+                }
+                candles.clear();
+                sleep_unless_stopped(&stop, wait);
             }
         }));
+        Ok(())
     }
 
     fn spawn_snapshot_timer(&mut self, every: u64) {
@@ -448,6 +489,9 @@ impl Node {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(w) = self.candle_writer.take() {
+            w.shutdown();
+        }
         let status = Arc::clone(&self.status);
         if let Some(r) = &self.replication {
             r.begin_stop();
@@ -488,7 +532,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .expect("the OS can start a thread")
 }
 
-fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
+pub(crate) fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
     let step = Duration::from_millis(20).min(total);
     let mut slept = Duration::ZERO;
     while slept < total && !stop.load(Ordering::Relaxed) {
@@ -871,6 +915,7 @@ mod tests {
             database: None,
             gateway: None,
             replication: None,
+            market_data: None,
         });
         assert!(text.contains("\nkuku_ledger_alarms_total 1\n"), "{text}");
         assert!(

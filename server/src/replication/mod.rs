@@ -671,6 +671,7 @@ mod tests {
             database: None,
             gateway: None,
             replication: Some(Arc::clone(&repl)),
+            market_data: None,
         });
         assert!(text.contains("\nkuku_replication_diverged 1\n"), "{text}");
         assert!(text.contains("\nkuku_replication_role 0\n"), "{text}");

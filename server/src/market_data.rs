@@ -1,0 +1,361 @@
+//! The node's market data: the market-data thread that runs the configured source through a
+//! [`Pump`] (sim by default, or the replay of a recorded file), optionally recording what the
+//! source delivered, and the candle writer that stores candles in the query database.
+//!
+//! The engine receives only top-of-book `QuoteUpdate` commands, submitted with the source's
+//! timestamps; the ten-level quotes, the ticks, the candles and the reference data live in
+//! the [`MarketData`] service, which [`Node::market_data`](crate::node::Node) exposes to the
+//! gateway, the HTTP door and the WebSocket channels (docs/market-data.md,
+//! docs/adr/ADR-022-market-data-outside-the-core.md).
+//!
+//! **Invariants**: nothing here runs on the processor thread or blocks it (submits are
+//! `try_submit_at`); the source is polled only while the node serves and the market is in
+//! its continuous phase (a replay pauses otherwise); the candle writer never blocks the
+//! market-data thread: updates wait in a map with one entry per candle, at most
+//! [`CANDLES_PENDING_MAX`]; a write that fails or takes longer than the statement timeout
+//! abandons its connection (a hung one never blocks the writer or the node's stop) and is
+//! retried on a new one at the next flush.
+//!
+//! **Performance**: the thread sleeps between polls (the source says how long); the candle
+//! writer flushes every `candle_flush_ms` in one transaction.
+//!
+//! **Known limitations**: reference data changed with `kuku reference` while a node runs
+//! reaches its service at the next start; candles of an interval are rebuilt from the ticks
+//! the node sees after a restart (a candle open across a restart restarts from its next tick
+//! and its stored row is overwritten by the new state).
+
+use crate::config::NodeConfig;
+use anyhow::Context;
+use kuku_engine::SymbolCode;
+use kuku_marketdata::{
+    Candle, CandleUpdate, Interval, MarketData, MarketDataHandle, Recorder, ReferenceBook,
+    ReplaySource, ServiceLimits, SimSource, Source, Speed,
+};
+use kuku_persistence::{ConnectOptions, Database, DatabaseUrl};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The most candles waiting for the candle writer (one per symbol, interval and start).
+pub const CANDLES_PENDING_MAX: usize = 100_000;
+
+/// Which source feeds the node.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceChoice {
+    /// The simulated walk (`sim`).
+    Sim,
+    /// The replay of a recorded file (`replay:FILE`).
+    Replay(PathBuf),
+}
+
+impl SourceChoice {
+    /// Parses `sim` or `replay:FILE`.
+    pub fn parse(s: &str) -> Result<SourceChoice, String> {
+        match s.trim() {
+            "sim" => Ok(SourceChoice::Sim),
+            other => match other.strip_prefix("replay:") {
+                Some(path) if !path.is_empty() => Ok(SourceChoice::Replay(PathBuf::from(path))),
+                _ => Err(format!("{other:?} is not `sim` or `replay:FILE`")),
+            },
+        }
+    }
+}
+
+/// Builds the configured source.
+pub fn open_source(config: &NodeConfig) -> anyhow::Result<Box<dyn Source>> {
+    let feed = &config.feed;
+    let choice =
+        SourceChoice::parse(&feed.source).map_err(|e| anyhow::anyhow!("feed.source: {e}"))?;
+    Ok(match choice {
+        SourceChoice::Sim => Box::new(SimSource::new(
+            feed.seed,
+            Duration::from_millis(feed.interval_ms.max(1)),
+        )),
+        SourceChoice::Replay(path) => {
+            let speed = Speed::new(feed.speed).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "feed.speed {} is not 0 (unpaced) or a multiple in (0, {}]",
+                    feed.speed,
+                    Speed::MAX
+                )
+            })?;
+            Box::new(ReplaySource::open(&path, speed)?)
+        }
+    })
+}
+
+/// The service with the reference data of the query database (empty without one).
+pub fn start_service(
+    config: &NodeConfig,
+) -> anyhow::Result<(MarketDataHandle, Option<DatabaseUrl>)> {
+    let url = crate::database::database_url(config)?;
+    let reference = match &url {
+        Some(url) => {
+            let options = connect_options(config);
+            let deadline = options.connect_timeout + options.statement_timeout * 2;
+            kuku_persistence::block_on(async {
+                tokio::time::timeout(deadline, async {
+                    let db = Database::connect(url, &options).await?;
+                    let book = db.reference_book().await;
+                    db.close().await;
+                    book
+                })
+                .await
+            })
+            .map_err(|_| anyhow::anyhow!("the database did not answer within {deadline:?}"))?
+            .context("cannot load the reference data from the query database")?
+        }
+        None => ReferenceBook::default(),
+    };
+    Ok((MarketData::new(ServiceLimits::default(), reference), url))
+}
+
+fn connect_options(config: &NodeConfig) -> ConnectOptions {
+    ConnectOptions {
+        connections_max: 1,
+        connect_timeout: Duration::from_secs(config.database.connect_timeout_s.max(1)),
+        statement_timeout: Duration::from_millis(config.database.statement_timeout_ms.max(1)),
+        migrate: true,
+    }
+}
+
+/// Opens the recorder if `feed.record` is set.
+pub fn open_recorder(config: &NodeConfig, source: &dyn Source) -> anyhow::Result<Option<Recorder>> {
+    config
+        .feed
+        .record
+        .as_ref()
+        .map(|path| Recorder::create(path, source.name()))
+        .transpose()
+        .context("cannot start recording the market data")
+}
+
+/// Candles for a reader (the HTTP door): the newest `limit` of `symbol` and `interval`
+/// starting in `[from, to)`, oldest first, from the database (`None`: memory only) merged with
+/// the service's memory, whose state of a candle wins (the open candle, and candles the
+/// candle writer has not flushed yet).
+pub async fn candle_history(
+    service: &MarketData,
+    db: Option<&Database>,
+    symbol: SymbolCode,
+    interval: Interval,
+    from: kuku_marketdata::TimestampNs,
+    to: kuku_marketdata::TimestampNs,
+    limit: u32,
+) -> Result<Vec<Candle>, kuku_persistence::PersistenceError> {
+    let limit = limit.min(kuku_persistence::market::CANDLES_PER_READ_MAX);
+    let mut merged: BTreeMap<u64, Candle> = BTreeMap::new();
+    if let Some(db) = db {
+        for c in db.newest_candles(symbol, interval, from, to, limit).await? {
+            merged.insert(c.start_ns.0, c);
+        }
+    }
+    for c in service.candles(symbol, interval, from, to, limit as usize) {
+        merged.insert(c.start_ns.0, c);
+    }
+    let skip = merged.len().saturating_sub(limit as usize);
+    Ok(merged.into_values().skip(skip).collect())
+}
+
+type CandleKey = (SymbolCode, Interval, u64);
+
+/// Candles waiting for the writer: the newest state of each.
+#[derive(Default)]
+pub struct PendingCandles {
+    candles: Mutex<BTreeMap<CandleKey, Candle>>,
+}
+
+impl PendingCandles {
+    /// Keeps the newest state of each updated candle; false if some did not fit.
+    pub fn offer(&self, updates: &[CandleUpdate]) -> bool {
+        let mut pending = self.candles.lock();
+        let mut all = true;
+        for u in updates {
+            let c = u.candle;
+            let key = (c.symbol, c.interval, c.start_ns.0);
+            if pending.len() >= CANDLES_PENDING_MAX && !pending.contains_key(&key) {
+                all = false;
+                continue;
+            }
+            pending.insert(key, c);
+        }
+        all
+    }
+
+    fn take(&self) -> BTreeMap<CandleKey, Candle> {
+        std::mem::take(&mut *self.candles.lock())
+    }
+
+    /// Puts back a batch that failed, unless newer states arrived meanwhile.
+    fn restore(&self, batch: BTreeMap<CandleKey, Candle>) {
+        let mut pending = self.candles.lock();
+        for (key, candle) in batch {
+            if pending.len() < CANDLES_PENDING_MAX {
+                pending.entry(key).or_insert(candle);
+            }
+        }
+    }
+}
+
+/// The candle writer: a thread with its own runtime and connection.
+pub struct CandleWriter {
+    pub pending: Arc<PendingCandles>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The candle writer's connection: opened on demand, abandoned after any failure.
+struct CandleStore {
+    url: DatabaseUrl,
+    options: ConnectOptions,
+    runtime: tokio::runtime::Runtime,
+    db: Option<Database>,
+}
+
+impl CandleStore {
+    /// Writes one batch within the statement deadline; an error names what failed.
+    fn write(&mut self, candles: &[Candle]) -> Result<(), String> {
+        let deadline = self.options.connect_timeout + self.options.statement_timeout;
+        if self.db.is_none() {
+            let connected = self.runtime.block_on(async {
+                tokio::time::timeout(deadline, Database::connect(&self.url, &self.options)).await
+            });
+            match connected {
+                Ok(Ok(db)) => self.db = Some(db),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("no connection within {deadline:?}")),
+            }
+        }
+        let db = self.db.as_ref().expect("connected above");
+        let timeout = self.options.statement_timeout;
+        let written = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, db.upsert_candles(candles)).await });
+        let failed = match written {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        self.abandon();
+        Err(failed)
+    }
+
+    /// Drops the pool without waiting for its connections: one of them may hang for ever.
+    /// A transaction left open on the server ends by MariaDB's idle_write_transaction_timeout
+    /// (twice the statement timeout; `kuku_persistence::db`).
+    fn abandon(&mut self) {
+        let _inside = self.runtime.enter();
+        drop(self.db.take());
+    }
+
+    fn close(&mut self) {
+        if let Some(db) = self.db.take() {
+            let timeout = self.options.statement_timeout;
+            let closed = self
+                .runtime
+                .block_on(async { tokio::time::timeout(timeout, db.close()).await });
+            if closed.is_err() {
+                tracing::warn!("The candle writer's connection did not close in time; abandoned.");
+            }
+        }
+    }
+}
+
+impl CandleWriter {
+    /// Connects (migrating the schema) and starts the thread.
+    pub fn start(
+        config: &NodeConfig,
+        url: &DatabaseUrl,
+        service: &MarketDataHandle,
+    ) -> anyhow::Result<CandleWriter> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the candle writer's runtime")?;
+        let options = connect_options(config);
+        let db = runtime
+            .block_on(Database::connect(url, &options))
+            .context("cannot start the candle writer")?;
+        let mut store = CandleStore {
+            url: url.clone(),
+            options,
+            runtime,
+            db: Some(db),
+        };
+        let pending = Arc::new(PendingCandles::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flush = Duration::from_millis(config.feed.candle_flush_ms.max(10));
+        let thread = {
+            let pending = Arc::clone(&pending);
+            let stop = Arc::clone(&stop);
+            let service = Arc::clone(service);
+            std::thread::Builder::new()
+                .name("kuku-candles".into())
+                .spawn(move || {
+                    loop {
+                        let stopping = stop.load(Ordering::Acquire);
+                        let batch = pending.take();
+                        if !batch.is_empty() {
+                            let candles: Vec<Candle> = batch.values().copied().collect();
+                            if let Err(error) = store.write(&candles) {
+                                tracing::warn!(%error, candles = candles.len(), "Candles could not be written; retrying.");
+                                service.stats.candle_write_failures.fetch_add(1, Ordering::Relaxed);
+                                if !stopping {
+                                    pending.restore(batch);
+                                }
+                            }
+                        }
+                        if stopping {
+                            break;
+                        }
+                        crate::node::sleep_unless_stopped(&stop, flush);
+                    }
+                    store.close();
+                })
+                .context("cannot spawn the candle writer")?
+        };
+        Ok(CandleWriter {
+            pending,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes what is pending (within one statement deadline) and stops.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CandleWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_from_their_names() {
+        assert_eq!(SourceChoice::parse("sim"), Ok(SourceChoice::Sim));
+        assert_eq!(
+            SourceChoice::parse("replay:data/x.jsonl"),
+            Ok(SourceChoice::Replay(PathBuf::from("data/x.jsonl")))
+        );
+        for bad in ["replay:", "kis", "", "simulated"] {
+            assert!(SourceChoice::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
