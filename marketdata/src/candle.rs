@@ -151,6 +151,29 @@ impl CandleBuilder {
         }
     }
 
+    /// Takes up a candle stored before a restart as the open candle of its series, so the
+    /// next tick of the same interval extends it (its open, high, low, volume and trade count
+    /// stand) instead of starting the interval again and overwriting the stored row. A series
+    /// that already has a candle as new or newer keeps it. The market clock closes a resumed
+    /// candle whose interval has ended like any other.
+    pub fn resume(&mut self, candle: Candle) {
+        let key = (candle.symbol, candle.interval);
+        if self
+            .current
+            .get(&key)
+            .is_some_and(|slot| slot.candle.start_ns >= candle.start_ns)
+        {
+            return;
+        }
+        self.current.insert(
+            key,
+            Slot {
+                candle,
+                closed: false,
+            },
+        );
+    }
+
     /// Ticks left out because their interval had moved on.
     pub fn ticks_late(&self) -> u64 {
         self.ticks_late
@@ -208,6 +231,64 @@ mod tests {
         b.on_tick(&tick(MIN + 1, 100, 1), &mut out);
         assert_eq!(b.ticks_late(), 1);
         assert!(out.iter().all(|u| u.candle.interval != Interval::M1));
+    }
+
+    #[test]
+    fn a_resumed_candle_is_extended_by_the_next_tick_of_its_interval() {
+        let mut b = CandleBuilder::default();
+        let stored = Candle {
+            trades: 3,
+            volume: 30,
+            ..Candle::first(&tick(MIN + 5, 100, 10), Interval::M1, TimestampNs(MIN))
+        };
+        let stored = Candle {
+            high: Price(120),
+            low: Price(95),
+            close: Price(110),
+            ..stored
+        };
+        b.resume(stored);
+        let mut out = Vec::new();
+        b.on_tick(&tick(MIN + 30, 90, 2), &mut out);
+        let m1 = b.current(stored.symbol, Interval::M1).expect("one");
+        assert_eq!(
+            (m1.open, m1.high, m1.low, m1.close, m1.volume, m1.trades),
+            (Price(100), Price(120), Price(90), Price(90), 32, 4)
+        );
+        assert_eq!(
+            out[0],
+            CandleUpdate {
+                candle: m1,
+                closed: false
+            }
+        );
+        // An older stored candle never replaces a newer one.
+        b.resume(Candle {
+            start_ns: TimestampNs(0),
+            ..stored
+        });
+        assert_eq!(b.current(stored.symbol, Interval::M1), Some(m1));
+    }
+
+    #[test]
+    fn a_resumed_candle_whose_interval_ended_is_closed_and_takes_no_tick() {
+        let mut b = CandleBuilder::default();
+        let stored = Candle::first(&tick(MIN, 100, 1), Interval::M1, TimestampNs(MIN));
+        b.resume(stored);
+        let mut out = Vec::new();
+        b.on_tick(&tick(3 * MIN, 105, 1), &mut out);
+        assert_eq!(
+            out[0],
+            CandleUpdate {
+                candle: stored,
+                closed: true
+            }
+        );
+        let m1 = b.current(stored.symbol, Interval::M1).expect("one");
+        assert_eq!(
+            (m1.start_ns, m1.open, m1.trades),
+            (TimestampNs(3 * MIN), Price(105), 1)
+        );
     }
 
     #[test]

@@ -231,6 +231,20 @@ impl MarketData {
         })
     }
 
+    /// Takes up the candles stored before a restart (the newest of each series): see
+    /// [`CandleBuilder::resume`]. Call before the first [`MarketData::ingest`].
+    pub fn resume_candles(&self, stored: &[Candle]) {
+        let mut state = self.state.write();
+        for candle in stored {
+            state.builder.resume(*candle);
+            keep_candle(
+                &mut state.candles,
+                *candle,
+                self.limits.candles_per_series_max,
+            );
+        }
+    }
+
     /// Keeps a batch of source events (invalid ones are counted and skipped), builds the
     /// candles, and pushes the updates to subscribers. Appends the candle updates to
     /// `candles_out` (for the candle store). `received_ns`: the wall clock now.

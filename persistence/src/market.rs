@@ -166,6 +166,22 @@ impl Database {
         Ok(candles)
     }
 
+    /// The newest candle of every symbol and interval: what a restarted node takes up
+    /// (`CandleBuilder::resume`), so that an interval open across the restart keeps what it
+    /// had. One row per series, read through the primary key.
+    pub async fn latest_candles(&self) -> Result<Vec<Candle>, PersistenceError> {
+        let sql = format!(
+            "SELECT {CANDLE_COLUMNS} FROM candles c WHERE c.start_ns = (SELECT MAX(n.start_ns) \
+             FROM candles n WHERE n.code = c.code AND n.interval_code = c.interval_code) \
+             ORDER BY c.code, c.interval_code"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db("reading the latest candles"))?;
+        rows.iter().map(candle_of).collect()
+    }
+
     /// The markets, in code order.
     pub async fn markets(&self) -> Result<Vec<MarketCode>, PersistenceError> {
         let rows = sqlx::query("SELECT market_code FROM markets ORDER BY market_code")

@@ -148,6 +148,17 @@ fn round_trip(db: &TestDatabase) {
             .await
             .expect("read");
         assert_eq!(both, read, "oldest first");
+        let day = Candle {
+            interval: Interval::D1,
+            ..candle(0, 180_500, 7)
+        };
+        store.upsert_candles(&[day]).await.expect("written");
+        let latest = store.latest_candles().await.expect("read");
+        assert_eq!(
+            latest,
+            [day, candle(1, 182_000, 2)],
+            "the newest of each series, by code and interval"
+        );
         store.close().await;
     });
 }

@@ -20,9 +20,10 @@
 //! writer flushes every `candle_flush_ms` in one transaction.
 //!
 //! **Known limitations**: reference data changed with `kuku reference` while a node runs
-//! reaches its service at the next start; candles of an interval are rebuilt from the ticks
-//! the node sees after a restart (a candle open across a restart restarts from its next tick
-//! and its stored row is overwritten by the new state).
+//! reaches its service at the next start. At start the service takes up the newest stored
+//! candle of each series, so an interval open across a restart goes on from its stored state;
+//! ticks the source delivered while the node was down, or that reached the service but not
+//! the candle writer before a crash, are not in it.
 
 use crate::config::NodeConfig;
 use anyhow::Context;
@@ -93,25 +94,36 @@ pub fn start_service(
     config: &NodeConfig,
 ) -> anyhow::Result<(MarketDataHandle, Option<DatabaseUrl>)> {
     let url = crate::database::database_url(config)?;
-    let reference = match &url {
+    let (reference, candles) = match &url {
         Some(url) => {
             let options = connect_options(config);
-            let deadline = options.connect_timeout + options.statement_timeout * 2;
+            let deadline = options.connect_timeout + options.statement_timeout * 3;
             kuku_persistence::block_on(async {
                 tokio::time::timeout(deadline, async {
                     let db = Database::connect(url, &options).await?;
-                    let book = db.reference_book().await;
+                    let loaded = async {
+                        let book = db.reference_book().await?;
+                        let candles = db.latest_candles().await?;
+                        Ok::<_, kuku_persistence::PersistenceError>((book, candles))
+                    }
+                    .await;
                     db.close().await;
-                    book
+                    loaded
                 })
                 .await
             })
             .map_err(|_| anyhow::anyhow!("the database did not answer within {deadline:?}"))?
-            .context("cannot load the reference data from the query database")?
+            .context(
+                "cannot load the reference data and the latest candles from the query database",
+            )?
         }
-        None => ReferenceBook::default(),
+        None => (ReferenceBook::default(), Vec::new()),
     };
-    Ok((MarketData::new(ServiceLimits::default(), reference), url))
+    let service = MarketData::new(ServiceLimits::default(), reference);
+    // An interval open across a restart goes on from what was stored, instead of starting
+    // again from the next tick and overwriting the stored row.
+    service.resume_candles(&candles);
+    Ok((service, url))
 }
 
 fn connect_options(config: &NodeConfig) -> ConnectOptions {

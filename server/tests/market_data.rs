@@ -323,3 +323,68 @@ fn candle_history_merges_the_database_with_newer_state_in_memory() {
     assert_eq!(summary(&newest_two), [(1, 120, 2), (2, 130, 1)]);
     assert_eq!(summary(&memory_only), [(1, 120, 2), (2, 130, 1)]);
 }
+
+#[test]
+fn a_restarted_node_goes_on_with_the_candle_open_across_the_restart() {
+    use kuku_engine::{Price, Qty, Side, SymbolCode};
+    use kuku_marketdata::Tick;
+    for test_db in [
+        kuku_persistence::testkit::TestDatabase::sqlite(),
+        kuku_persistence::testkit::TestDatabase::mysql(),
+    ] {
+        let t0 = 1_772_668_800_000_000_000u64;
+        let code = SymbolCode::new("005930").expect("valid");
+        let tick = |ts: u64, price: i64, qty: i64| {
+            MarketEvent::Tick(Tick {
+                symbol: code,
+                ts_ns: TimestampNs(ts),
+                price: Price(price),
+                qty: Qty(qty),
+                aggressor: Side::Buy,
+            })
+        };
+        // Before the restart: three trades in minute 0, stored by the candle writer.
+        let before = MarketData::new(ServiceLimits::default(), ReferenceBook::default());
+        let mut updates = Vec::new();
+        before.ingest(
+            &[tick(t0, 100, 5), tick(t0 + 1, 120, 1), tick(t0 + 2, 90, 2)],
+            0,
+            &mut updates,
+        );
+        let stored: Vec<Candle> = updates.iter().map(|u| u.candle).collect();
+        kuku_persistence::block_on(async {
+            let db = kuku_persistence::Database::connect(test_db.url(), &Default::default())
+                .await
+                .expect("connects");
+            db.upsert_candles(&stored).await.expect("writes");
+            db.close().await;
+        });
+        // The restarted node's service takes up the stored candles; one more trade in the
+        // same minute extends minute 0 instead of starting it again.
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = NodeConfig {
+            data_dir: dir.path().to_owned(),
+            database_url: Some(test_db.url().expose().to_owned()),
+            ..NodeConfig::default()
+        };
+        let (after, _) = kuku_server::market_data::start_service(&config).expect("starts");
+        let mut updates = Vec::new();
+        after.ingest(&[tick(t0 + 30, 110, 4)], 0, &mut updates);
+        let m1 = updates
+            .iter()
+            .find(|u| u.candle.interval == Interval::M1)
+            .expect("a 1m update")
+            .candle;
+        assert_eq!(
+            (m1.open, m1.high, m1.low, m1.close, m1.volume, m1.trades),
+            (Price(100), Price(120), Price(90), Price(110), 12, 4),
+            "minute 0 goes on from its stored state"
+        );
+        let d1 = updates
+            .iter()
+            .find(|u| u.candle.interval == Interval::D1)
+            .expect("a 1d update")
+            .candle;
+        assert_eq!((d1.open, d1.volume, d1.trades), (Price(100), 12, 4));
+    }
+}
