@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod failstop;
 pub mod feed;
 pub mod gateway;
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod node;
