@@ -120,8 +120,11 @@ pub struct NodeOutputs {
     /// Called with the recovered engine before the pipeline starts: a consumer that keeps
     /// its own read model (the HTTP door) builds it here, so it starts exactly where the
     /// output ring's first event follows.
-    pub seeds: Vec<Box<dyn FnOnce(&Engine) + Send>>,
+    pub seeds: Vec<Seed>,
 }
+
+/// A consumer's start from the recovered engine (see [`NodeOutputs::seeds`]).
+pub type Seed = Box<dyn FnOnce(&Engine) + Send>;
 
 /// What start-up found.
 #[derive(Clone, Debug)]

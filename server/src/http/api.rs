@@ -663,7 +663,8 @@ pub async fn list_orders(
     ApiQuery(q): ApiQuery<ListOrders>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let limit = page_limit(q.limit)?;
-    let symbol = q.symbol.as_deref().map(wire_code).transpose()?;
+    // A filter that names no listed symbol is a resource that does not exist.
+    let symbol = q.symbol.as_deref().map(|c| known_code(&s, c)).transpose()?;
     let mut orders: Vec<OrderView> = match q.state {
         OrderFilter::Open => s
             .query(

@@ -22,6 +22,7 @@
 //! **Known limitations**: recent trades start empty at each start of the node (they are not
 //! rebuilt from the journal).
 
+use crate::node::Seed;
 use crate::pipeline::{OutputHandler, OutputSlot};
 use kuku_engine::readmodel::ReadModel;
 use kuku_engine::{Engine, Event, Price, Qty, Side, SymbolId, TradeId};
@@ -150,7 +151,7 @@ impl Outcomes {
 }
 
 /// Builds the door's view from the recovered engine (a `NodeOutputs` seed).
-pub fn seed(outcomes: Arc<Outcomes>) -> Box<dyn FnOnce(&Engine) + Send> {
+pub fn seed(outcomes: Arc<Outcomes>) -> Seed {
     Box::new(move |engine: &Engine| {
         let read_model = ReadModel::from_engine(engine);
         let mut view = outcomes.view.write();
