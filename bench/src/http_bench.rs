@@ -165,7 +165,8 @@ impl HttpBenchArgs {
     }
 }
 
-/// Runs the benchmark and prints its report.
+/// Runs the benchmark and prints its report; false when a request failed, or when `--floor`
+/// was asked for and the median run missed it.
 pub fn run(mut args: HttpBenchArgs, out: &mut dyn std::io::Write) -> anyhow::Result<bool> {
     args.validate()?;
     let mut runs = Vec::with_capacity(args.runs);
@@ -223,7 +224,8 @@ pub fn run(mut args: HttpBenchArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
     }
-    Ok(!args.floor || report.floor_met)
+    // Errors fail any run (a smoke run included); the latency floor only with --floor.
+    Ok(report.errors_total == 0 && (!args.floor || report.floor_met))
 }
 
 /// The in-process node with its door, the baseline, the accounts; then the slices.

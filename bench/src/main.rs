@@ -3,7 +3,7 @@
 //!
 //! Exit status: 0 on success, 1 on an error, 3 when an engine ended in a different state than
 //! the oracle (its numbers are then not comparable; the report says which and how), 4 when
-//! the tcp run had more than 1% errors (or an http run with --floor missed its floor), 5 when a locking strategy meant to be correct failed
+//! the tcp run had more than 1% errors (an http run: any error, or a missed --floor), 5 when a locking strategy meant to be correct failed
 //! its correctness check.
 
 use anyhow::Context;
@@ -130,7 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Http(args) => {
             let met = kuku_bench::http_bench::run(args, &mut std::io::stdout())?;
-            // Exit 4, as tcp does for an invalid run, when --floor is asked for and not met.
+            // Exit 4, as tcp does for an invalid run: a request failed, or --floor was missed.
             Ok(if met {
                 ExitCode::SUCCESS
             } else {
