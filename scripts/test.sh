@@ -160,7 +160,7 @@ fi
 # The HTTP door against its own OpenAPI document, on a live node: no undocumented status, no
 # response outside its schema (schemathesis, pinned, in target/schemathesis-venv).
 step "HTTP API conformance (schemathesis against a live node)"
-scripts/schemathesis.sh 25
+scripts/schemathesis.sh 100
 
 step "ledger entry-point checks in a release build"
 # The ledger refuses unbalanced postings and over-holds with plain code, not debug asserts:
