@@ -378,6 +378,10 @@ const CODES_NOT_SENT: &[(u16, &str)] = &[
     ),
     (9025, "NotFound: the HTTP door's; http_api.rs checks it"),
     (9026, "BodyTooLarge: the HTTP door's; http_api.rs checks it"),
+    (
+        9027,
+        "HistoryUnavailable: the HTTP door's, when its query database does not answer",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -838,3 +838,182 @@ fn the_served_openapi_document_is_the_committed_one() {
         "docs/openapi.json differs from the served document"
     );
 }
+
+/// Two trades, Alice (20 shares transferred in at 100,000) selling to Bob: 5 @ 120,000 and
+/// 1 @ 121,000. Returns the seq of the last order's command.
+fn two_trades(addr: std::net::SocketAddr, alice: &Api, bob: &Api, alice_id: u32) -> u64 {
+    let r = admin(addr).post(
+        "/api/v1/admin/transfers-in",
+        None,
+        &json!({"account": alice_id, "symbol": SAMSUNG, "qty": 20, "price": 100_000, "external_ref": "in-1"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let mut seq = 0;
+    for (i, (qty, price)) in [(5, 120_000), (1, 121_000)].into_iter().enumerate() {
+        let s = alice.post(
+            ORDERS,
+            Some(&format!("s{i}")),
+            &limit(SAMSUNG, "sell", qty, price),
+        );
+        assert_eq!(s.status, 201);
+        let b = bob.post(
+            ORDERS,
+            Some(&format!("b{i}")),
+            &limit(SAMSUNG, "buy", qty, price),
+        );
+        assert_eq!(b.status, 201);
+        seq = b.json()["seq"].as_u64().unwrap();
+    }
+    seq
+}
+
+/// Waits until the query database holds every command up to `seq`.
+fn history_at(api: &Api, path: &str, seq: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = api.get(path);
+        assert_eq!(r.status, 200, "{}", r.json());
+        let page = r.json();
+        if page["checkpoint_seq"].as_u64().unwrap() >= seq {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database never caught up: {page}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn history_comes_from_the_database_for_the_account_only_and_in_pages() {
+    let t = node();
+    let addr = t.http_addr();
+    let alice_id = funded(addr, "alice", 0);
+    let bob_id = funded(addr, "bob", 10_000_000);
+    let carol_id = funded(addr, "carol", 1_000);
+    let (alice, bob, carol) = (
+        login(addr, alice_id),
+        login(addr, bob_id),
+        login(addr, carol_id),
+    );
+    let seq = two_trades(addr, &alice, &bob, alice_id);
+
+    // Alice's fills, from her side: she sold, as the maker; taxes by hand (see the portfolio
+    // test): 300 + 900 on the first, 60 + 181 on the second.
+    let page = history_at(&alice, "/api/v1/history/trades", seq);
+    let trades = page["trades"].as_array().unwrap();
+    assert_eq!(trades.len(), 2, "{page}");
+    let got: Vec<(i64, i64, i64, i64)> = trades
+        .iter()
+        .map(|t| {
+            assert_eq!(
+                (t["side"].as_str(), t["liquidity"].as_str()),
+                (Some("sell"), Some("maker"))
+            );
+            assert_eq!(t["symbol"], SAMSUNG);
+            let n = |k: &str| t[k].as_i64().unwrap();
+            (n("price"), n("qty"), n("commission"), n("tax"))
+        })
+        .collect();
+    assert_eq!(got, [(120_000, 5, 90, 1_200), (121_000, 1, 18, 241)]);
+    // Bob's, from his: bought, as the taker, no tax.
+    let page = history_at(&bob, "/api/v1/history/trades?limit=1", seq);
+    assert_eq!(page["trades"].as_array().unwrap().len(), 1);
+    assert_eq!(page["trades"][0]["side"], "buy");
+    assert_eq!(page["trades"][0]["liquidity"], "taker");
+    assert_eq!(page["trades"][0]["tax"], 0);
+    let after = page["next_after"].as_u64().expect("a second page");
+    let second = bob
+        .get(&format!("/api/v1/history/trades?after={after}"))
+        .json();
+    assert_eq!(second["trades"].as_array().unwrap().len(), 1);
+    assert_eq!(second["trades"][0]["price"], 121_000);
+    assert!(second["next_after"].is_null());
+    // Carol traded nothing and sees nothing of theirs.
+    let page = history_at(&carol, "/api/v1/history/trades", seq);
+    assert!(page["trades"].as_array().unwrap().is_empty(), "{page}");
+    let page = history_at(&carol, "/api/v1/history/transactions", seq);
+    let txs = page["transactions"].as_array().unwrap();
+    assert_eq!(txs.len(), 1, "her deposit only: {page}");
+    assert_eq!(txs[0]["tx_type"], "DEPOSIT");
+
+    // Alice's ledger: the transfer in, then the two trades; every transaction balances per
+    // asset.
+    let page = history_at(&alice, "/api/v1/history/transactions", seq);
+    let txs = page["transactions"].as_array().unwrap();
+    let types: Vec<&str> = txs.iter().map(|t| t["tx_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ADJUSTMENT", "TRADE", "TRADE"], "{page}");
+    for tx in txs {
+        let mut sums = std::collections::BTreeMap::<String, i64>::new();
+        for e in tx["entries"].as_array().unwrap() {
+            *sums
+                .entry(e["asset"].as_str().unwrap().to_owned())
+                .or_default() += e["amount"].as_i64().unwrap();
+        }
+        assert!(!sums.is_empty() && sums.values().all(|&s| s == 0), "{tx}");
+    }
+    for path in [
+        "/api/v1/history/trades?limit=0",
+        "/api/v1/history/transactions?limit=501",
+        "/api/v1/history/trades?after=-1",
+    ] {
+        let r = alice.get(path);
+        assert_eq!((r.status, r.problem_code()), (400, 9020), "{path}");
+    }
+}
+
+#[test]
+fn without_a_query_database_history_is_503() {
+    let t = TestNode::start_http_with(|c| c.database_url = Some("none".into()));
+    let addr = t.http_addr();
+    let alice = login(addr, funded(addr, "alice", 1_000));
+    let r = alice.get("/api/v1/history/trades");
+    assert_eq!((r.status, r.problem_code()), (503, 9027));
+}
+
+#[test]
+fn the_admin_lists_a_symbol_and_sets_the_fees_between_trading_days() {
+    let t =
+        TestNode::start_http_with(|c| c.schedule = kuku_server::scheduler::ScheduleMode::Manual);
+    let addr = t.http_addr();
+    let admin = admin(addr);
+    let symbol = json!({"code": "KUKU1", "name": "Kuku Test", "market": "kosdaq", "tick_kind": "fixed",
+                        "tick": 5, "base_price": 1_000, "banded": true, "lot_size": 1});
+    let r = admin.post("/api/v1/admin/symbols", None, &symbol);
+    assert_eq!(r.status, 201, "{}", r.json());
+    let id = r.json()["symbol_id"].as_u64().unwrap();
+    assert!(id > 0);
+    let r = admin.post("/api/v1/admin/symbols", None, &symbol);
+    assert_eq!((r.status, r.problem_code()), (409, 1002));
+    let mut krx_with_tick = symbol.clone();
+    krx_with_tick["code"] = json!("KUKU2");
+    krx_with_tick["tick_kind"] = json!("krx");
+    let r = admin.post("/api/v1/admin/symbols", None, &krx_with_tick);
+    assert_eq!((r.status, r.problem_code()), (400, 1004));
+    let mut long = symbol.clone();
+    long["code"] = json!("TOOLONGCODE");
+    assert_eq!(
+        admin
+            .post("/api/v1/admin/symbols", None, &long)
+            .problem_code(),
+        1003
+    );
+    let alice = login(addr, funded(addr, "alice", 1_000));
+    let listed = alice.get("/api/v1/symbols/KUKU1").json();
+    assert_eq!(
+        (listed["symbol_id"].as_u64(), listed["market"].as_str()),
+        (Some(id), Some("kosdaq"))
+    );
+
+    let fees = json!({"commission_ppm": 100, "kospi_securities_transaction_ppm": 500,
+        "kospi_rural_special_ppm": 1_500, "kosdaq_securities_transaction_ppm": 2_000,
+        "kosdaq_rural_special_ppm": 0, "other_securities_transaction_ppm": 0, "other_rural_special_ppm": 0});
+    let r = admin.send("PUT", "/api/v1/admin/fees", None, Some(&fees));
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(alice.get("/api/v1/market").json()["commission_ppm"], 100);
+    let mut bad = fees.clone();
+    bad["commission_ppm"] = json!(2_000_000);
+    let r = admin.send("PUT", "/api/v1/admin/fees", None, Some(&bad));
+    assert_eq!((r.status, r.problem_code()), (422, 1011));
+}

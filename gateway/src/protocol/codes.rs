@@ -64,6 +64,7 @@ codes! {
         OutcomeUnknown = 9024: "the command was submitted but its outcome did not arrive before the deadline: resend with the same Idempotency-Key to learn it",
         NotFound = 9025: "no such HTTP endpoint or resource",
         BodyTooLarge = 9026: "the HTTP request body exceeds the largest one the endpoint accepts",
+        HistoryUnavailable = 9027: "the query database did not answer, or the node runs without one: history is not available now",
     }
 }
 

@@ -1,13 +1,14 @@
 //! The admin endpoints of the HTTP door (`/api/v1/admin/...`, the admin token as the bearer
 //! token): accounts and their trading tokens, deposits, withdrawals and their confirmation or
-//! failure, reversals, share transfers in. Each request becomes the admin protocol message a
+//! failure, reversals, share transfers in, symbol registration and the fee schedule. Each request becomes the admin protocol message a
 //! TCP admin client would send and goes through `translate::admin_request`; the command's
 //! events add up to one `AdminResult` (`translate::AdminOutcome`), as on the TCP door.
 //!
 //! **Idempotency**: admin commands are idempotent by their own keys, as on the TCP door: an
 //! account by its `owner`, a deposit or withdrawal by its `external_ref` (a resend with the
 //! same content answers the original transaction with `resent: true`; other content is
-//! `409 ExternalRefReused`), a confirm, fail or reverse by the transaction's state. The
+//! `409 ExternalRefReused`), a confirm, fail or reverse by the transaction's state, a symbol
+//! by its code (`409 SymbolExists`), the fee schedule by being a value. The
 //! Idempotency-Key header is therefore not needed here.
 
 use super::api::AppState;
@@ -16,11 +17,14 @@ use super::problem::ApiError;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use kuku_engine::{AccountId, Amount, ExternalRef, Price, Qty, RejectReason, TxId};
+use axum::routing::{get, post, put};
+use kuku_engine::{
+    AccountId, Amount, ExternalRef, Market, Price, Qty, RejectReason, SymbolName, TxId,
+};
 use kuku_gateway::protocol::{
     Code, ConfirmTransaction, Deposit, FailTransaction, GatewayCode, Message, OpenAccount,
-    ReverseTransaction, TransferIn, Withdraw,
+    RegisterSymbol, ReverseTransaction, SetFeeSchedule, TickKind, TransferIn, WireTickRule,
+    Withdraw,
 };
 use kuku_gateway::translate::{self, AdminRequest, Refusal, Scope};
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,8 @@ pub struct AdminResponse {
     pub tx_status: Option<String>,
     /// True when this repeats an earlier identical request (nothing new happened).
     pub resent: bool,
+    /// The symbol a registration listed (0: none).
+    pub symbol_id: u32,
     pub seq: u64,
 }
 
@@ -56,6 +62,7 @@ async fn admin_command(s: &AppState, message: Message) -> Result<AdminResponse, 
         tx_id: a.tx_id,
         tx_status: a.tx_status.map(|t| format!("{t:?}").to_lowercase()),
         resent: a.resent,
+        symbol_id: a.symbol_id,
         seq: collected.seq,
     })
 }
@@ -311,6 +318,119 @@ pub async fn transfer_in(
     Ok((StatusCode::CREATED, Json(r)))
 }
 
+/// The market a symbol is listed on (its sell taxes follow from it).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiMarket {
+    Kospi,
+    Kosdaq,
+    Other,
+}
+
+/// How a symbol's prices are quantized.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiTickKind {
+    /// The KRX equity tick table (`tick` must be 0).
+    Krx,
+    /// One tick size for every price (`tick` > 0).
+    Fixed,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSymbolRequest {
+    /// 1-6 ASCII letters or digits.
+    pub code: String,
+    /// Up to 48 bytes.
+    pub name: String,
+    pub market: ApiMarket,
+    pub tick_kind: ApiTickKind,
+    /// The fixed tick (0 with the KRX table).
+    #[serde(default)]
+    pub tick: i64,
+    /// KRW, on the tick grid.
+    pub base_price: i64,
+    /// Whether the daily +-30% band applies.
+    pub banded: bool,
+    pub lot_size: i64,
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/symbols", tag = "admin",
+    request_body = RegisterSymbolRequest,
+    responses((status = 201, description = "The symbol is listed (`symbol_id`)", body = AdminResponse), AdminErrors),
+    security(("admin" = [])))]
+pub async fn register_symbol(
+    State(s): State<AppState>,
+    _admin: Admin,
+    Body(req): Body<RegisterSymbolRequest>,
+) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
+    let invalid = |what: &str| {
+        ApiError::gateway(GatewayCode::InvalidRequest)
+            .with_detail(format!("{what} is too long or empty"))
+    };
+    let message = RegisterSymbol {
+        request_id: 0,
+        code: Code::new(&req.code)
+            .ok_or_else(|| ApiError::reject(RejectReason::InvalidSymbolCode))?,
+        name: SymbolName::new(&req.name)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| invalid("name"))?,
+        market: match req.market {
+            ApiMarket::Kospi => Market::Kospi,
+            ApiMarket::Kosdaq => Market::Kosdaq,
+            ApiMarket::Other => Market::Other,
+        },
+        tick_rule: WireTickRule {
+            kind: match req.tick_kind {
+                ApiTickKind::Krx => TickKind::Krx,
+                ApiTickKind::Fixed => TickKind::Fixed,
+            },
+            tick: req.tick,
+        },
+        base_price: Price(req.base_price),
+        banded: req.banded,
+        lot_size: Qty(req.lot_size),
+    };
+    let r = admin_command(&s, message.into()).await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// The fee schedule: rates in parts per million (0-1,000,000).
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeeScheduleRequest {
+    pub commission_ppm: i64,
+    pub kospi_securities_transaction_ppm: i64,
+    pub kospi_rural_special_ppm: i64,
+    pub kosdaq_securities_transaction_ppm: i64,
+    pub kosdaq_rural_special_ppm: i64,
+    pub other_securities_transaction_ppm: i64,
+    pub other_rural_special_ppm: i64,
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/fees", tag = "admin",
+    request_body = FeeScheduleRequest,
+    responses((status = 200, description = "The schedule is set (only while no trading day is open: else 422 1012)", body = AdminResponse), AdminErrors),
+    security(("admin" = [])))]
+pub async fn set_fees(
+    State(s): State<AppState>,
+    _admin: Admin,
+    Body(req): Body<FeeScheduleRequest>,
+) -> Result<Json<AdminResponse>, ApiError> {
+    let message = SetFeeSchedule {
+        request_id: 0,
+        commission_ppm: req.commission_ppm,
+        kospi_securities_transaction_ppm: req.kospi_securities_transaction_ppm,
+        kospi_rural_special_ppm: req.kospi_rural_special_ppm,
+        kosdaq_securities_transaction_ppm: req.kosdaq_securities_transaction_ppm,
+        kosdaq_rural_special_ppm: req.kosdaq_rural_special_ppm,
+        other_securities_transaction_ppm: req.other_securities_transaction_ppm,
+        other_rural_special_ppm: req.other_rural_special_ppm,
+    };
+    admin_command(&s, message.into()).await.map(Json)
+}
+
 /// The admin routes (under /api/v1).
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -323,4 +443,6 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/admin/transactions/{tx_id}/fail", post(fail))
         .route("/admin/transactions/{tx_id}/reverse", post(reverse))
         .route("/admin/transfers-in", post(transfer_in))
+        .route("/admin/symbols", post(register_symbol))
+        .route("/admin/fees", put(set_fees))
 }

@@ -47,6 +47,8 @@ pub struct Inner {
     pub outcome_timeout: Duration,
     /// False on a standby or a fenced node: commands are refused with `503 9014 NotPrimary`.
     pub serving: Arc<std::sync::atomic::AtomicBool>,
+    /// Ledger and trade history from the query database.
+    pub history: super::history::HistoryStore,
 }
 
 #[derive(Clone)]
@@ -1247,7 +1249,7 @@ pub async fn get_trades(
 // ---------------------------------------------------------------------------------------
 // Documented error sets.
 
-fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+pub fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
     use utoipa::openapi::{ContentBuilder, ResponseBuilder};
     ResponseBuilder::new()
         .description(description)
@@ -1363,6 +1365,8 @@ pub fn router(state: AppState, body_bytes_max: usize) -> axum::Router {
         .route("/symbols/{code}/book", get(get_book))
         .route("/symbols/{code}/quote", get(get_quote))
         .route("/symbols/{code}/trades", get(get_trades))
+        .route("/history/transactions", get(super::history::transactions))
+        .route("/history/trades", get(super::history::trades))
         .route("/openapi.json", get(openapi_json))
         .merge(admin::routes());
     axum::Router::new()

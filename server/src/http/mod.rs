@@ -8,8 +8,8 @@
 //! Pieces: [`outcome`] (an output-ring handler that keeps this door's read model and hands
 //! each command's translated events to the request waiting for them), [`jwt`] (access
 //! tokens), [`problem`] (RFC 9457 errors carrying the stable codes), [`extract`] (bearer
-//! auth, the rate limit, bodies, paths, the Idempotency-Key), [`api`] and [`admin`] (the
-//! handlers), [`openapi`] (the OpenAPI 3.1 document generated from the handlers).
+//! auth, the rate limit, bodies, paths, the Idempotency-Key), [`api`], [`admin`] and
+//! [`history`] (the handlers; history reads the query database), [`openapi`] (the OpenAPI 3.1 document generated from the handlers).
 //!
 //! Threads: a tokio runtime of its own (`worker_threads`, named `kuku-http`) and one output
 //! handler thread (`kuku-http-outcomes`). Nothing here runs on, or waits for, the processor
@@ -29,12 +29,13 @@
 //! handler thread. Queries take the read lock of the door's read model.
 //!
 //! **Known limitations**: plain HTTP/1.1 (terminate TLS in front); the read model holds the
-//! last `OrderViews` window of orders, so "all orders" lists only recent ones; ledger
-//! history and trade history from the query database are not served yet.
+//! last `OrderViews` window of orders, so "all orders" lists only recent ones (the history
+//! endpoints read older trades and transactions from the query database).
 
 pub mod admin;
 pub mod api;
 pub mod extract;
+pub mod history;
 pub mod jwt;
 pub mod openapi;
 pub mod outcome;
@@ -137,6 +138,7 @@ pub struct HttpDoor {
     outcomes: Arc<Outcomes>,
     settings: HttpSettings,
     jwt_key: [u8; 32],
+    history: history::HistoryStore,
 }
 
 impl HttpDoor {
@@ -156,11 +158,17 @@ impl HttpDoor {
             outcome::handler(Arc::clone(&outcomes)),
         ));
         outputs.seeds.push(outcome::seed(Arc::clone(&outcomes)));
+        let history = history::HistoryStore::new(
+            crate::database::database_url(config)?,
+            Duration::from_secs(config.database.connect_timeout_s.max(1)),
+            Duration::from_millis(config.database.statement_timeout_ms.max(1)),
+        );
         Ok(HttpDoor {
             listener,
             outcomes,
             settings,
             jwt_key,
+            history,
         })
     }
 
@@ -186,6 +194,7 @@ impl HttpDoor {
             admin_token,
             outcome_timeout: Duration::from_millis(self.settings.outcome_timeout_ms),
             serving: node.serving(),
+            history: self.history,
         });
         start_server(
             self.listener,

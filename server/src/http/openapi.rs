@@ -5,6 +5,7 @@
 
 use super::admin;
 use super::api;
+use super::history;
 use super::problem::Problem;
 use std::sync::OnceLock;
 use utoipa::Modify;
@@ -37,6 +38,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::get_book,
         api::get_quote,
         api::get_trades,
+        history::transactions,
+        history::trades,
         admin::open_account,
         admin::get_any_account,
         admin::trading_token,
@@ -46,6 +49,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         admin::fail,
         admin::reverse,
         admin::transfer_in,
+        admin::register_symbol,
+        admin::set_fees,
     ),
     components(schemas(Problem)),
     modifiers(&Security),

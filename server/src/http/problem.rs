@@ -108,7 +108,7 @@ pub fn status_of(code: u16) -> StatusCode {
     use RejectReason as R;
     if let Some(g) = G::from_code(code) {
         return match g {
-            G::Busy | G::NotPrimary | G::ShuttingDown | G::SessionsFull => {
+            G::Busy | G::NotPrimary | G::ShuttingDown | G::SessionsFull | G::HistoryUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             G::RateLimited => StatusCode::TOO_MANY_REQUESTS,
