@@ -30,7 +30,7 @@ now_ms() { date +%s%3N; }
 serve() {
   local name=$1 gw=$2 repl=$3 mode=$4 of=${5:-}
   local args=(serve --data-dir "$OUT/$name" --durability none --schedule always-open --no-feed
-              --database-url none --listen "127.0.0.1:$gw")
+              --database-url none --listen "127.0.0.1:$gw" --no-http)
   if [ "$mode" != none ]; then
     args+=(--replication "$mode" --replication-listen "127.0.0.1:$repl")
     [ -n "$of" ] && args+=(--standby-of "127.0.0.1:$of")

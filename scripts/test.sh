@@ -157,6 +157,11 @@ else
     cargo test --workspace --locked --no-fail-fast -- --test-threads=2
 fi
 
+# The HTTP door against its own OpenAPI document, on a live node: no undocumented status, no
+# response outside its schema (schemathesis, pinned, in target/schemathesis-venv).
+step "HTTP API conformance (schemathesis against a live node)"
+scripts/schemathesis.sh 100
+
 step "ledger entry-point checks in a release build"
 # The ledger refuses unbalanced postings and over-holds with plain code, not debug asserts:
 # prove it where debug assertions are off.
@@ -167,5 +172,6 @@ cargo test --workspace --locked --doc
 
 step "benchmarks build and run once (smoke size)"
 cargo test --workspace --locked --benches
+cargo run --locked -p kuku-bench -- http --smoke
 
 step "all tests passed"

@@ -10,6 +10,8 @@
 //!   `kuku-bench engine`.
 //! - [`journal_bench`]: `kuku-bench journal`: append, sync, read, replay and recovery
 //!   against raw baselines.
+//! - [`http_bench`]: `kuku-bench http`: order-to-response latency over the HTTP door
+//!   against a baseline axum endpoint doing the same work minus the node.
 //! - [`kuku`]: Kuku's adapter for the engine comparison.
 //! - [`machine`]: the date and CPU every report states.
 //! - [`locks`]: `kuku-bench locks`: the lock-strategy experiment (one hot account, six ways,
@@ -24,6 +26,7 @@ pub mod end_state;
 pub mod engine_bench;
 pub mod engines;
 pub mod flow;
+pub mod http_bench;
 pub mod journal_bench;
 pub mod kuku;
 pub mod locks;

@@ -3,7 +3,7 @@
 //!
 //! Exit status: 0 on success, 1 on an error, 3 when an engine ended in a different state than
 //! the oracle (its numbers are then not comparable; the report says which and how), 4 when
-//! the tcp run had more than 1% errors, 5 when a locking strategy meant to be correct failed
+//! the tcp run had more than 1% errors (an http run: any error, or a missed --floor), 5 when a locking strategy meant to be correct failed
 //! its correctness check.
 
 use anyhow::Context;
@@ -38,6 +38,10 @@ enum Command {
     /// Order-to-ack latency over the TCP gateway, open loop at a fixed rate, beside a mio
     /// echo server (`--echo-baseline`); against `--addr` or an in-process node.
     Tcp(kuku_bench::tcp_bench::TcpBenchArgs),
+    /// Order-to-response latency over the HTTP door, open loop at a fixed rate, beside a
+    /// baseline axum endpoint doing the same work minus the node (JSON decode, JWT check, a
+    /// response of the same size).
+    Http(kuku_bench::http_bench::HttpBenchArgs),
     /// The lock-strategy experiment: concurrent orders reserving cash or shares from one hot
     /// account (or many), naive / pessimistic / optimistic / Redis lock / atomic update on
     /// MariaDB against Kuku's single writer.
@@ -119,6 +123,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tcp(args) => {
             let summary = kuku_bench::tcp_bench::run(args, &mut std::io::stdout())?;
             Ok(if summary["valid"] == serde_json::Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
+        }
+        Command::Http(args) => {
+            let met = kuku_bench::http_bench::run(args, &mut std::io::stdout())?;
+            // Exit 4, as tcp does for an invalid run: a request failed, or --floor was missed.
+            Ok(if met {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(4)

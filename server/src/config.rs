@@ -143,6 +143,8 @@ pub struct NodeConfig {
     pub database: DatabaseSettings,
     /// The TCP gateway (`kuku serve`); see `crate::gateway`.
     pub gateway: GatewaySettings,
+    /// The HTTP API (`kuku serve`); see `crate::http` and docs/api.md.
+    pub http: crate::http::HttpSettings,
     /// Replication to hot standbys and failover; see `crate::replication`.
     pub replication: crate::replication::ReplicationSettings,
     /// Where `GET /metrics` (Prometheus text) is served, e.g. `127.0.0.1:7880`; `None`: off.
@@ -165,6 +167,7 @@ impl Default for NodeConfig {
             database_url: None,
             database: DatabaseSettings::default(),
             gateway: GatewaySettings::default(),
+            http: crate::http::HttpSettings::default(),
             replication: Default::default(),
             metrics_listen: None,
             engine: EngineConfig {
@@ -235,6 +238,12 @@ impl NodeConfig {
                 ),
             });
         }
+        self.http
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                field: "http",
+                message,
+            })?;
         for (field, n) in [
             ("pipeline.input_ring_size", self.pipeline.input_ring_size),
             ("pipeline.output_ring_size", self.pipeline.output_ring_size),

@@ -10,6 +10,9 @@
 //!   `PlaceOrder` it sees (after the command was journaled), as a bug in the engine would.
 //!   Only orders are counted, so a test can aim at its own n-th order whatever the node
 //!   journaled before it (fees, symbols, accounts, the trading day).
+//! - `processor::stall_on_order`: the processor sleeps [`STALL`] before it applies the n-th
+//!   `PlaceOrder` (a paused processor: outcomes stop arriving and the input ring fills),
+//!   then goes on normally.
 //!
 //! **Performance**: without the feature a failpoint is an empty inline function. With it, an
 //! unarmed process pays one discriminant test and, for an order, one `OnceLock` load per
@@ -23,7 +26,10 @@
 use kuku_engine::Command;
 
 /// Every failpoint name this crate defines.
-pub const FAILPOINTS: &[&str] = &["processor::panic_on_order"];
+pub const FAILPOINTS: &[&str] = &["processor::panic_on_order", "processor::stall_on_order"];
+
+/// How long `processor::stall_on_order` pauses the processor.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The environment variable that arms a failpoint.
 pub const FAILPOINT_ENV: &str = "KUKU_NODE_FAILPOINT";
@@ -36,8 +42,14 @@ pub(crate) fn before_apply(_command: &Command) {}
 /// Runs on the processor thread just before it applies `command`.
 #[cfg(feature = "failpoints")]
 pub(crate) fn before_apply(command: &Command) {
-    if matches!(command, Command::PlaceOrder(_)) && fires("processor::panic_on_order") {
+    if !matches!(command, Command::PlaceOrder(_)) {
+        return;
+    }
+    if fires("processor::panic_on_order") {
         panic!("failpoint processor::panic_on_order: an injected bug in applying an order");
+    }
+    if fires("processor::stall_on_order") {
+        std::thread::sleep(STALL);
     }
 }
 

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod failstop;
 pub mod gateway;
+pub mod http;
 pub mod local;
 pub mod market_data;
 pub mod metrics;

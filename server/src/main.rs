@@ -1,7 +1,9 @@
 //! `kuku`: the Kuku node and its tools. Thin: parse arguments, build config, call the library.
 
 use clap::{Args, Parser, Subcommand};
+use kuku_gateway::translate::RateLimits;
 use kuku_server::config::NodeConfig;
+use kuku_server::http::HttpDoor;
 use kuku_server::node::{Node, NodeOutputs};
 use kuku_server::pipeline::wait::Wait;
 use kuku_server::scheduler::ScheduleMode;
@@ -55,6 +57,8 @@ enum Cmd {
     /// Reference data in the database: markets, symbols (ISIN, names, market, tick rule, lot,
     /// listing status), provider mappings; and the stored candles.
     Reference(ReferenceArgs),
+    /// Print the HTTP API's OpenAPI 3.1 document (what `/api/v1/openapi.json` serves).
+    Openapi,
     /// A node's replication role, epoch, seqs and alarms (JSON).
     ReplicationStatus {
         /// The node's replication address (`replication.listen`).
@@ -124,6 +128,15 @@ struct ServeArgs {
     /// Run without the TCP gateway.
     #[arg(long)]
     no_gateway: bool,
+    /// The HTTP API's listen address (default 127.0.0.1:8080).
+    #[arg(long, env = "KUKU_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// The HTTP API's JWT signing key (64 hex digits); default: DATA_DIR/http-jwt-key.
+    #[arg(long, env = "KUKU_HTTP_JWT_KEY", hide_env_values = true)]
+    http_jwt_key: Option<String>,
+    /// Run without the HTTP API.
+    #[arg(long)]
+    no_http: bool,
     /// Replication mode: none, async or sync (`replication.mode`).
     #[arg(long, env = "KUKU_REPLICATION", value_enum)]
     replication: Option<kuku_server::replication::Mode>,
@@ -195,6 +208,7 @@ fn main() -> ExitCode {
             | Cmd::Promote(_)
             | Cmd::Upgrade(_)
             | Cmd::ReplicationStatus { .. }
+            | Cmd::Openapi
     ) {
         "warn"
     } else {
@@ -228,6 +242,10 @@ fn main() -> ExitCode {
         Cmd::Client(args) => kuku_gateway::cli::run_client(args, &mut std::io::stdout()),
         Cmd::Promote(args) => promote(&args),
         Cmd::Upgrade(args) => upgrade(&args),
+        Cmd::Openapi => {
+            print!("{}", kuku_server::http::openapi::document());
+            Ok(())
+        }
         Cmd::ReplicationStatus { node } => {
             kuku_server::replication::control::status(&node, Duration::from_secs(5)).and_then(|s| {
                 println!("{}", serde_json::to_string(&s)?);
@@ -290,6 +308,13 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if args.no_gateway {
         config.gateway.enabled = false;
     }
+    if let Some(l) = &args.http_listen {
+        config.http.listen = l.clone();
+    }
+    config.http.jwt_key_hex = args.http_jwt_key.clone();
+    if args.no_http {
+        config.http.enabled = false;
+    }
     let r = &mut config.replication;
     if let Some(m) = args.replication {
         r.mode = m;
@@ -316,8 +341,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
+    let mut outputs = NodeOutputs::default();
+    let http = if config.http.enabled {
+        Some(HttpDoor::prepare(&config, &mut outputs)?)
+    } else {
+        None
+    };
     let (node, gateway) = if config.gateway.enabled {
-        let (node, gateway) = kuku_server::gateway::start(&config, NodeOutputs::default())?;
+        let (node, gateway) = kuku_server::gateway::start(&config, outputs)?;
         tracing::info!(
             listen = %gateway.local_addr(),
             secrets = %config.gateway.secrets_path(&config).display(),
@@ -325,7 +356,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         (node, Some(gateway))
     } else {
-        (Node::start(&config, NodeOutputs::default())?, None)
+        (Node::start(&config, outputs)?, None)
+    };
+    let http = match http {
+        Some(door) => {
+            let credentials = config.gateway.credentials(&config)?;
+            let rate_limits = match &gateway {
+                Some(g) => g.rate_limits(),
+                None => Arc::new(RateLimits::new(
+                    config.gateway.rate_per_s,
+                    config.gateway.burst,
+                )),
+            };
+            let server = door.serve(
+                &node,
+                rate_limits,
+                credentials.secret,
+                credentials.admin_token,
+            )?;
+            tracing::info!(
+                listen = %server.local_addr(),
+                jwt_key = %config.http.jwt_key_path(&config).display(),
+                "The HTTP API is up under /api/v1 (docs/api.md)."
+            );
+            Some(server)
+        }
+        None => None,
     };
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -358,6 +414,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     drop(metrics);
     tracing::info!("Stopping: no new commands are taken; draining the rings.");
+    if let Some(http) = http {
+        http.shutdown();
+    }
     if let Some(gateway) = gateway {
         gateway.shutdown();
     }

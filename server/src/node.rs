@@ -117,7 +117,14 @@ pub struct NodeOutputs {
     /// The gateway's "this node is the primary" flag (see `GatewayConfig::serving`): the node
     /// sets it from its replication role. `None`: the node keeps its own.
     pub serving: Option<Arc<AtomicBool>>,
+    /// Called with the recovered engine before the pipeline starts: a consumer that keeps
+    /// its own read model (the HTTP door) builds it here, so it starts exactly where the
+    /// output ring's first event follows.
+    pub seeds: Vec<Seed>,
 }
+
+/// A consumer's start from the recovered engine (see [`NodeOutputs::seeds`]).
+pub type Seed = Box<dyn FnOnce(&Engine) + Send>;
 
 /// What start-up found.
 #[derive(Clone, Debug)]
@@ -247,6 +254,9 @@ impl Node {
             "The engine was recovered from the journal."
         );
         let read_model = fold::share(ReadModel::from_engine(&engine));
+        for seed in outputs.seeds {
+            seed(&engine);
+        }
         let day = DayState {
             day_open: engine.day_open(),
             trading_day: engine.trading_day(),
@@ -331,6 +341,12 @@ impl Node {
             node.spawn_snapshot_timer(config.snapshot_every);
         }
         Ok(node)
+    }
+
+    /// True while this node acts as primary: a door submits commands only then (a standby's
+    /// journal takes its primary's commands only).
+    pub fn serving(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.serving)
     }
 
     /// Registers the fee schedule and the universe on a fresh journal.

@@ -356,6 +356,32 @@ const CODES_NOT_SENT: &[(u16, &str)] = &[
         9059,
         "SlowReader: by definition the client is not reading; gateway_hostile.rs checks the counter",
     ),
+    (
+        9020,
+        "InvalidRequest: the HTTP door's; http_api.rs checks it",
+    ),
+    (
+        9021,
+        "IdempotencyKeyMissing: the HTTP door's; http_api.rs checks it",
+    ),
+    (
+        9022,
+        "IdempotencyKeyInvalid: the HTTP door's; http_api.rs checks it",
+    ),
+    (
+        9023,
+        "Unauthenticated: the HTTP door's; http_api.rs checks it",
+    ),
+    (
+        9024,
+        "OutcomeUnknown: the HTTP door's; http_outcome.rs checks it",
+    ),
+    (9025, "NotFound: the HTTP door's; http_api.rs checks it"),
+    (9026, "BodyTooLarge: the HTTP door's; http_api.rs checks it"),
+    (
+        9027,
+        "HistoryUnavailable: the HTTP door's, when its query database does not answer",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ fn serve_refuses_a_bad_database_url_or_wrong_credentials_with_a_clear_error() {
             "--data-dir",
             data,
             "--no-gateway",
+            "--no-http",
             "--no-feed",
             "--database-url",
             &url,

@@ -57,6 +57,14 @@ codes! {
         NotPrimary = 9014: "this node is not the primary (a standby, or an old primary fenced after a failover): log in to another address",
         UnsupportedVersion = 9015: "the Login's protocol version is not the one this server speaks (docs/protocol.md, \"Versions\")",
         HistoryDiverged = 9016: "the messages this client saw after replay_from_seq were never issued by this node (an asynchronous failover lost them): log in again from replay_from_seq and treat what was seen after it as void",
+        InvalidRequest = 9020: "the HTTP request is malformed: its body is not the JSON the endpoint takes, a number is out of its type's range, or a path or query parameter is invalid",
+        IdempotencyKeyMissing = 9021: "a state-changing HTTP request needs an Idempotency-Key header",
+        IdempotencyKeyInvalid = 9022: "an Idempotency-Key is 1-64 visible ASCII characters",
+        Unauthenticated = 9023: "the HTTP request has no valid bearer token (missing, malformed, expired, or signed with another algorithm or key)",
+        OutcomeUnknown = 9024: "the command was submitted but its outcome did not arrive before the deadline: resend with the same Idempotency-Key to learn it",
+        NotFound = 9025: "no such HTTP endpoint or resource",
+        BodyTooLarge = 9026: "the HTTP request body exceeds the largest one the endpoint accepts",
+        HistoryUnavailable = 9027: "the query database did not answer, or the node runs without one: history is not available now",
     }
 }
 

@@ -306,6 +306,7 @@ impl Gateway {
         let stats = Arc::new(GatewayStats::default());
         let waker = Arc::clone(&self.waker);
         let local_addr = self.local_addr;
+        let rate_limits = Arc::clone(&self.rate_limits);
         let event_loop =
             event_loop::EventLoop::new(self, link, Arc::clone(&stop), Arc::clone(&stats));
         let thread = std::thread::Builder::new()
@@ -316,6 +317,7 @@ impl Gateway {
             waker,
             stats,
             local_addr,
+            rate_limits,
             thread: Some(thread),
         })
     }
@@ -327,10 +329,17 @@ pub struct GatewayHandle {
     waker: Arc<Waker>,
     stats: Arc<GatewayStats>,
     local_addr: SocketAddr,
+    rate_limits: Arc<RateLimits>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl GatewayHandle {
+    /// Every account's request budget, for the node's other doors (see
+    /// [`Gateway::rate_limits`]).
+    pub fn rate_limits(&self) -> Arc<RateLimits> {
+        Arc::clone(&self.rate_limits)
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod process;
 
 use kuku_engine::{AccountId, Amount, EngineConfig, ExternalRef, MarketPhase, Price, Qty, Side};
@@ -11,6 +12,7 @@ use kuku_gateway::client::{AdminClient, LoginOptions, OrderSpec, TradingClient};
 use kuku_gateway::protocol::{Code, Message};
 use kuku_gateway::server::GatewayHandle;
 use kuku_server::config::{FeedSettings, NodeConfig};
+use kuku_server::http::{HttpDoor, HttpServer};
 use kuku_server::node::{Node, NodeOutputs};
 use kuku_server::scheduler::ScheduleMode;
 use std::net::SocketAddr;
@@ -18,6 +20,8 @@ use std::path::Path;
 
 pub const ADMIN_TOKEN: Token = [0xad; 32];
 pub const SECRET: [u8; 32] = [0x5e; 32];
+/// The HTTP door's JWT signing key in tests (tests mint their own tokens with it).
+pub const JWT_KEY: [u8; 32] = [0x7a; 32];
 /// Samsung Electronics in the demo universe: base 119,900 KRW, tick 100.
 pub const SAMSUNG: &str = "005930";
 pub const PRICE: Price = Price(119_900);
@@ -46,12 +50,16 @@ pub fn config(dir: &Path) -> NodeConfig {
     c.gateway.listen = "127.0.0.1:0".into();
     c.gateway.secret_hex = Some(encode_hex(&SECRET));
     c.gateway.admin_token_hex = Some(encode_hex(&ADMIN_TOKEN));
+    c.http.listen = "127.0.0.1:0".into();
+    c.http.jwt_key_hex = Some(encode_hex(&JWT_KEY));
     c
 }
 
 pub struct TestNode {
     pub node: Option<Node>,
     pub gateway: Option<GatewayHandle>,
+    /// The HTTP door (only [`TestNode::start_http_with`] starts it).
+    pub http: Option<HttpServer>,
     pub addr: SocketAddr,
     pub config: NodeConfig,
     pub dir: tempfile::TempDir,
@@ -89,11 +97,45 @@ impl TestNode {
             addr: gateway.local_addr(),
             node: Some(node),
             gateway: Some(gateway),
+            http: None,
             config,
             dir,
         };
         t.wait_until_ready();
         t
+    }
+
+    /// A node with the TCP gateway and the HTTP door (sharing the rate limits).
+    pub fn start_http_with(tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = config(dir.path());
+        tweak(&mut config);
+        let mut outputs = NodeOutputs::default();
+        let door = HttpDoor::prepare(&config, &mut outputs).expect("the HTTP door binds");
+        let (node, gateway) = kuku_server::gateway::start(&config, outputs).expect("node starts");
+        let http = door
+            .serve(
+                &node,
+                gateway.rate_limits(),
+                Secret::from_bytes(SECRET),
+                ADMIN_TOKEN,
+            )
+            .expect("the HTTP door serves");
+        let mut t = TestNode {
+            addr: gateway.local_addr(),
+            node: Some(node),
+            gateway: Some(gateway),
+            http: Some(http),
+            config,
+            dir,
+        };
+        t.wait_until_ready();
+        t
+    }
+
+    /// The HTTP door's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.as_ref().expect("started with HTTP").local_addr()
     }
 
     /// Waits until the bootstrap (fees, universe) is applied and, on the always-open schedule,
@@ -131,6 +173,9 @@ impl TestNode {
     }
 
     pub fn stop(&mut self) {
+        if let Some(h) = self.http.take() {
+            h.shutdown();
+        }
         if let Some(g) = self.gateway.take() {
             g.shutdown();
         }
