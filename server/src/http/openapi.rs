@@ -72,7 +72,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "market", description = "Kuku's symbols, Kuku's own book, quote and recent trades"),
         (name = "market-data", description = "The market's data from the feed: its ten-level quote, its trades (ticks) and candles"),
         (name = "reference", description = "Markets, symbols as the market lists them, provider mappings"),
-        (name = "admin", description = "Accounts, money and shares (the admin token)"),
+        (name = "admin", description = "Accounts, money, shares, symbols and reference data (the admin token)"),
     )
 )]
 pub struct ApiDoc;
