@@ -3,15 +3,16 @@
 //! the sample's ticks, as do the market's quote and ticks; candles of ingested ticks honour
 //! `from`, `to` and `limit`; reference symbols and mappings registered over HTTP reach the
 //! database and the running node at once, refused ones write nothing anywhere; a trading
-//! token on the admin endpoints is 403; every numeric parameter at its extremes is a 400
-//! problem and the node goes on answering.
+//! token on the admin endpoints is 403; a database outage is 503 (9027 on candles, 9041 on
+//! writes, the service unchanged) and a resend after it stores; every numeric parameter at
+//! its extremes is a 400 problem and the node goes on answering.
 
 mod support;
 
 use kuku_engine::{Price, Qty, Side, SymbolCode};
 use kuku_marketdata::record::RecordReader;
 use kuku_marketdata::{Interval, MarketEvent, Tick, TimestampNs};
-use kuku_persistence::testkit::TestDatabase;
+use kuku_persistence::testkit::{TcpProxy, TestDatabase};
 use kuku_persistence::{ConnectOptions, Database, DatabaseUrl};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -584,4 +585,45 @@ fn a_node_without_a_database_refuses_reference_writes_with_503_and_changes_nothi
     let r = admin(t.http_addr()).post("/api/v1/admin/reference/symbols", None, &samsung_body());
     assert_eq!((r.status, r.problem_code()), (503, 9041));
     assert!(service(&t).reference_symbols(None).is_empty());
+}
+
+#[test]
+fn a_database_outage_is_503_on_candles_and_reference_writes_and_a_resend_after_it_stores() {
+    let db = TestDatabase::mysql();
+    let proxy = TcpProxy::to_test_mysql();
+    let url = db.url_through(&proxy);
+    let t = TestNode::start_http_with(|c| {
+        c.database_url = Some(url.expose().to_owned());
+        c.database.connect_timeout_s = 1;
+        c.database.statement_timeout_ms = 1_000;
+    });
+    let addr = t.http_addr();
+    let api = trader(&t);
+    proxy.cut();
+
+    let r = api.get("/api/v1/symbols/005930/candles?interval=1m");
+    assert_eq!((r.status, r.problem_code()), (503, 9027));
+    let r = admin(addr).post("/api/v1/admin/reference/symbols", None, &samsung_body());
+    assert_eq!((r.status, r.problem_code()), (503, 9041));
+    assert!(
+        service(&t)
+            .reference_symbol(SymbolCode::new(SAMSUNG).unwrap())
+            .is_none(),
+        "the service changes only after the database stored the write"
+    );
+
+    proxy.restore();
+    let r = admin(addr).post("/api/v1/admin/reference/symbols", None, &samsung_body());
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let (symbols, _) = stored(db.url());
+    assert_eq!(symbols, ["005930 KR7005930003 Samsung Electronics 1"]);
+    assert!(
+        service(&t)
+            .reference_symbol(SymbolCode::new(SAMSUNG).unwrap())
+            .is_some()
+    );
+    assert_eq!(
+        api.get("/api/v1/symbols/005930/candles?interval=1m").status,
+        200
+    );
 }
