@@ -382,6 +382,62 @@ const CODES_NOT_SENT: &[(u16, &str)] = &[
         9027,
         "HistoryUnavailable: the HTTP door's, when its query database does not answer",
     ),
+    (
+        9028,
+        "InvalidInterval: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9029,
+        "InvalidTimeRange: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9030,
+        "UnknownMarket: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9031,
+        "InvalidReferenceCode: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9032,
+        "InvalidIsin: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9033,
+        "InvalidReferenceName: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9034,
+        "InvalidLotSize: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9035,
+        "InvalidReferenceTickRule: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9036,
+        "InvalidListingStatus: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9037,
+        "InvalidProvider: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9038,
+        "InvalidExternalCode: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9039,
+        "UnknownReferenceSymbol: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9040,
+        "UnknownMapping: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
+    (
+        9041,
+        "ReferenceUnavailable: the HTTP door's market and reference data; http_market_data.rs checks it",
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------------

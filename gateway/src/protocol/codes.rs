@@ -65,6 +65,20 @@ codes! {
         NotFound = 9025: "no such HTTP endpoint or resource",
         BodyTooLarge = 9026: "the HTTP request body exceeds the largest one the endpoint accepts",
         HistoryUnavailable = 9027: "the query database did not answer, or the node runs without one: history is not available now",
+        InvalidInterval = 9028: "the candle interval is not 1m, 5m, 1h or 1d",
+        InvalidTimeRange = 9029: "the time range is not from < to with both in 0..=9223372036854775807 (Unix nanoseconds)",
+        UnknownMarket = 9030: "the market is not KOSPI or KOSDAQ",
+        InvalidReferenceCode = 9031: "the reference symbol code is not 1 to 12 ASCII letters or digits",
+        InvalidIsin = 9032: "the ISIN is not 2 letters, 9 letters or digits and a valid check digit",
+        InvalidReferenceName = 9033: "a symbol name (Korean or English) must be 1 to 64 characters without control characters",
+        InvalidLotSize = 9034: "the lot size must be between 1 and the largest quantity",
+        InvalidReferenceTickRule = 9035: "the tick rule is not `krx` or `fixed:N` with N in 1..=1000000000",
+        InvalidListingStatus = 9036: "the listing status is not listed, suspended or delisted",
+        InvalidProvider = 9037: "the provider must be 1 to 16 lowercase letters, digits or '-'",
+        InvalidExternalCode = 9038: "the external code must be 1 to 32 printable ASCII characters",
+        UnknownReferenceSymbol = 9039: "no symbol of that code is registered in the reference data",
+        UnknownMapping = 9040: "no symbol is mapped to that provider and external code",
+        ReferenceUnavailable = 9041: "the query database did not answer, or the node runs without one: reference data cannot be changed now: resend the same request (a registration or mapping is a value, so a resend is safe)",
     }
 }
 

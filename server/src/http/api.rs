@@ -49,6 +49,11 @@ pub struct Inner {
     pub serving: Arc<std::sync::atomic::AtomicBool>,
     /// Ledger and trade history from the query database.
     pub history: super::history::HistoryStore,
+    /// The market-data service: the market's quotes, ticks, candles and reference data.
+    pub market_data: kuku_marketdata::MarketDataHandle,
+    /// Serializes the admin reference writes, so the database and the service see them in
+    /// the same order.
+    pub reference_writes: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -1042,14 +1047,14 @@ pub async fn get_symbol(
         .ok_or_else(unknown_symbol)
 }
 
-fn unknown_symbol() -> ApiError {
+pub(super) fn unknown_symbol() -> ApiError {
     // A path that names no symbol is a resource that does not exist.
     let mut e = ApiError::reject(RejectReason::UnknownSymbol);
     e.status = StatusCode::NOT_FOUND;
     e
 }
 
-fn known_code(s: &Inner, code: &str) -> Result<Code, ApiError> {
+pub(super) fn known_code(s: &Inner, code: &str) -> Result<Code, ApiError> {
     let code = Code::new(code).ok_or_else(unknown_symbol)?;
     match s.read(|v| v.symbols.id(code)) {
         Some(_) => Ok(code),
@@ -1263,7 +1268,7 @@ pub fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::ope
         .into()
 }
 
-fn problems(
+pub(super) fn problems(
     list: &[(&str, &str)],
 ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
     list.iter()
@@ -1368,7 +1373,8 @@ pub fn router(state: AppState, body_bytes_max: usize) -> axum::Router {
         .route("/history/transactions", get(super::history::transactions))
         .route("/history/trades", get(super::history::trades))
         .route("/openapi.json", get(openapi_json))
-        .merge(admin::routes());
+        .merge(admin::routes())
+        .merge(super::market::routes());
     axum::Router::new()
         .nest("/api/v1", api)
         .fallback(not_found)

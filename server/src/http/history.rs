@@ -53,7 +53,12 @@ impl HistoryStore {
         }
     }
 
-    async fn db(&self) -> Result<&Database, ApiError> {
+    /// The query database (`None`: the node runs without one), connected on first use.
+    pub(super) fn configured(&self) -> bool {
+        self.url.is_some()
+    }
+
+    pub(super) async fn db(&self) -> Result<&Database, ApiError> {
         let url = self.url.as_ref().ok_or_else(|| {
             unavailable("the node runs without a query database (database_url = \"none\")")
         })?;
@@ -70,7 +75,7 @@ impl HistoryStore {
     }
 
     /// Runs a query with the statement timeout.
-    async fn timed<T>(
+    pub(super) async fn timed<T>(
         &self,
         query: impl Future<Output = Result<T, kuku_persistence::PersistenceError>>,
     ) -> Result<T, ApiError> {

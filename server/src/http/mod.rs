@@ -9,7 +9,8 @@
 //! each command's translated events to the request waiting for them), [`jwt`] (access
 //! tokens), [`problem`] (RFC 9457 errors carrying the stable codes), [`extract`] (bearer
 //! auth, the rate limit, bodies, paths, the Idempotency-Key), [`api`], [`admin`] and
-//! [`history`] (the handlers; history reads the query database), [`openapi`] (the OpenAPI 3.1 document generated from the handlers).
+//! [`history`] (the handlers; history reads the query database), [`market`] (the market's
+//! data and the reference data of the market-data service), [`openapi`] (the OpenAPI 3.1 document generated from the handlers).
 //!
 //! Threads: a tokio runtime of its own (`worker_threads`, named `kuku-http`) and one output
 //! handler thread (`kuku-http-outcomes`). Nothing here runs on, or waits for, the processor
@@ -37,6 +38,7 @@ pub mod api;
 pub mod extract;
 pub mod history;
 pub mod jwt;
+pub mod market;
 pub mod openapi;
 pub mod outcome;
 pub mod problem;
@@ -195,6 +197,8 @@ impl HttpDoor {
             outcome_timeout: Duration::from_millis(self.settings.outcome_timeout_ms),
             serving: node.serving(),
             history: self.history,
+            market_data: std::sync::Arc::clone(&node.market_data),
+            reference_writes: tokio::sync::Mutex::new(()),
         });
         start_server(
             self.listener,

@@ -6,6 +6,7 @@
 use super::admin;
 use super::api;
 use super::history;
+use super::market;
 use super::problem::Problem;
 use std::sync::OnceLock;
 use utoipa::Modify;
@@ -38,6 +39,14 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api::get_book,
         api::get_quote,
         api::get_trades,
+        market::get_candles,
+        market::get_market_quote,
+        market::get_market_ticks,
+        market::list_markets,
+        market::list_reference_symbols,
+        market::get_reference_symbol,
+        market::list_mappings,
+        market::resolve,
         history::transactions,
         history::trades,
         admin::open_account,
@@ -51,6 +60,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         admin::transfer_in,
         admin::register_symbol,
         admin::set_fees,
+        market::register_reference_symbol,
+        market::map_symbol,
     ),
     components(schemas(Problem)),
     modifiers(&Security),
@@ -58,8 +69,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "auth", description = "Access tokens"),
         (name = "orders", description = "Place, modify, cancel and list orders"),
         (name = "account", description = "Cash, positions and the valued portfolio"),
-        (name = "market", description = "Symbols, the book, quotes and recent trades"),
-        (name = "admin", description = "Accounts, money and shares (the admin token)"),
+        (name = "market", description = "Kuku's symbols, Kuku's own book, quote and recent trades"),
+        (name = "market-data", description = "The market's data from the feed: its ten-level quote, its trades (ticks) and candles"),
+        (name = "reference", description = "Markets, symbols as the market lists them, provider mappings"),
+        (name = "admin", description = "Accounts, money, shares, symbols and reference data (the admin token)"),
     )
 )]
 pub struct ApiDoc;

@@ -114,7 +114,8 @@ pub fn status_of(code: u16) -> StatusCode {
             G::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             G::InvalidToken | G::Unauthenticated => StatusCode::UNAUTHORIZED,
             G::NotPermitted => StatusCode::FORBIDDEN,
-            G::NotFound => StatusCode::NOT_FOUND,
+            G::NotFound | G::UnknownReferenceSymbol | G::UnknownMapping => StatusCode::NOT_FOUND,
+            G::ReferenceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             G::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             G::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
@@ -153,6 +154,9 @@ mod tests {
         assert_eq!(status_of(2011), StatusCode::CONFLICT);
         assert_eq!(status_of(9002), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(status_of(9001), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(9028), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(9039), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(9041), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]
