@@ -24,8 +24,8 @@
 //! and quantities that are non-negative integers within `PRICE_KRW_MAX`/`QTY_MAX`; a frame
 //! whose count does not match its fields is rejected whole (no partial records).
 //!
-//! **Performance**: one pass over the frame; a book record is decoded into fixed arrays
-//! without allocation; the frame's records go into the caller's vector.
+//! **Performance**: one pass over the frame and one allocation (the index of its fields); a
+//! book record is decoded into fixed arrays; the records go into the caller's vector.
 //!
 //! **Known limitations**: encrypted frames (E = 1) are rejected, not decrypted.
 
@@ -42,10 +42,10 @@ pub const TRADE_COLUMNS_MIN: usize = 46;
 pub const BOOK_COLUMNS_MIN: usize = 59;
 /// Book depth KIS publishes per side.
 pub const BOOK_LEVELS: usize = 10;
-/// Largest price accepted (KRW per share; the dearest KRX share trades far below it).
-pub const PRICE_KRW_MAX: i64 = 100_000_000_000;
-/// Largest quantity accepted per field (shares).
-pub const QTY_MAX: i64 = 1_000_000_000_000;
+/// Largest price accepted: the engine's `PRICE_MAX` (KRW per share).
+pub const PRICE_KRW_MAX: i64 = kuku_engine::limits::PRICE_MAX;
+/// Largest quantity accepted per field: the engine's `QTY_MAX` (shares).
+pub const QTY_MAX: i64 = kuku_engine::limits::QTY_MAX;
 /// Largest record count a frame may announce (KIS sends up to a few dozen).
 pub const RECORDS_PER_FRAME_MAX: usize = 999;
 

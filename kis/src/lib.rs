@@ -16,6 +16,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod frame;
@@ -31,6 +32,7 @@ pub mod token;
 
 pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use bridge::QuoteBridge;
 pub use config::{KisConfig, KisLimits};
 pub use error::KisError;
 pub use frame::{Book, BookLevel, Inbound, Record, ShortCode, Trade};

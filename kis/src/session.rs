@@ -429,6 +429,8 @@ async fn fallback_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
+        // An open breaker turns half open with time alone: keep the gauges current.
+        shared.publish_breakers();
         for code in shared.config.symbols.clone() {
             let now = Instant::now();
             let last = lock(&shared.last_quote)
