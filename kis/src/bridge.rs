@@ -5,8 +5,8 @@
 //!
 //! **Invariants**: a `Stale` status for a symbol is always followed by `Fresh` before its
 //! next `QuoteUpdate` (quotes of a stale symbol would be refused with 5007); a book with an
-//! empty side withdraws that side (size 0); trades and fallback prices refresh the age but
-//! carry no liquidity (a last price is not a quote).
+//! empty side withdraws that side (size 0); trades refresh the age but carry no liquidity;
+//! REST fallback prices (a last price, not a quote) do neither.
 //!
 //! **Performance**: O(1) per event; `tick` is O(symbols).
 //!
@@ -71,10 +71,14 @@ impl QuoteBridge {
 
     /// Appends the commands `event` (received at `now`) calls for.
     pub fn on_event(&mut self, event: &KisEvent, now: Instant, out: &mut Vec<Command>) {
+        // A fallback price is a last price, not a quote: it does not refresh the quote age.
         let code = match event {
             KisEvent::Record(record) => record.code(),
-            KisEvent::FallbackPrice { code, .. } => *code,
-            KisEvent::Connected | KisEvent::Disconnected { .. } => return,
+            KisEvent::FallbackPrice { .. }
+            | KisEvent::Connected
+            | KisEvent::Disconnected { .. } => {
+                return;
+            }
         };
         let Some(&symbol) = self.ids.get(&code) else {
             return;

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod rest;
 pub mod secret;
 pub mod session;
+pub mod source;
 pub mod staleness;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -39,4 +40,5 @@ pub use frame::{Book, BookLevel, Inbound, Record, ShortCode, Trade};
 pub use metrics::KisMetrics;
 pub use secret::Secret;
 pub use session::{KisAdapter, KisEvent};
+pub use source::{KisSource, KisStatus};
 pub use staleness::{QuoteStatus, StaleTracker};
