@@ -12,7 +12,8 @@
 //! 6. qty > 0 (`InvalidQty`); qty <= `QTY_MAX` and price <= `PRICE_MAX` (`OutOfRange`);
 //! 7. qty a lot multiple (`QtyNotLotMultiple`);
 //! 8. LIMIT: price > 0 (`InvalidPrice`), on the grid (`PriceOffTick`), in the band
-//!    (`PriceOutsideBand`); MARKET: the symbol has a band (`MarketOrderWithoutBand`);
+//!    (`PriceOutsideBand`); MARKET: the symbol has a band (`MarketOrderWithoutBand`) and its
+//!    quotes are not stale (`QuoteStale`, ADR-023);
 //! 9. price x qty fits (`Overflow`); 10. a free order slot (`OrdersFull`), room for its level
 //!    (`LevelsFull`), and for a buy a position slot (`PositionsFull`);
 //! 11. risk: `InsufficientCash` (buy) / `InsufficientShares` (sell).
