@@ -302,24 +302,33 @@ async fn session_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Opens, subscribes and reads one session until it ends.
+/// A WebSocket session with KIS.
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens, subscribes and reads one session until it ends; a lost session is a breaker failure.
 async fn run_session(
     shared: &Arc<Shared>,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> SessionEnd {
-    let fail = |reason: String| {
+    let end = match open_session(shared).await {
+        Ok(ws) => read_session(shared, ws, stop, backoff).await,
+        Err(reason) => SessionEnd::Lost(reason),
+    };
+    if let SessionEnd::Lost(_) = &end {
         lock(&shared.ws_breaker).on_failure(Instant::now());
         shared.publish_breakers();
-        SessionEnd::Lost(reason)
-    };
-    let approval = match shared.rest.approval_key().await {
-        Ok(key) => key,
-        Err(e) => {
-            KisMetrics::add(&shared.metrics.approval_failures, 1);
-            return fail(format!("approval: {e}"));
-        }
-    };
+    }
+    end
+}
+
+/// The approval key, the connection, and both streams of every symbol subscribed.
+async fn open_session(shared: &Shared) -> Result<Ws, String> {
+    let approval = shared.rest.approval_key().await.map_err(|e| {
+        KisMetrics::add(&shared.metrics.approval_failures, 1);
+        format!("approval: {e}")
+    })?;
     let limits = &shared.config.limits;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limits.frame_bytes_max))
@@ -331,8 +340,8 @@ async fn run_session(
     );
     let mut ws = match tokio::time::timeout(limits.connect_timeout, connect).await {
         Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => return fail(format!("connect: {e}")),
-        Err(_) => return fail("connect timed out".into()),
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect timed out".into()),
     };
     KisMetrics::add(&shared.metrics.connects, 1);
     if KisMetrics::get(&shared.metrics.connects) > 1 {
@@ -342,78 +351,106 @@ async fn run_session(
         for tr_id in [frame::TR_TRADE, frame::TR_BOOK] {
             let text =
                 frame::subscribe_request(approval.expose(), SubscribeKind::Subscribe, tr_id, *code);
-            if let Err(e) = ws.send(Message::Text(text.into())).await {
-                return fail(format!("subscribe: {e}"));
-            }
+            ws.send(Message::Text(text.into()))
+                .await
+                .map_err(|e| format!("subscribe: {e}"))?;
             KisMetrics::add(&shared.metrics.subscriptions_sent, 1);
         }
     }
     shared.emit(KisEvent::Connected);
+    Ok(ws)
+}
+
+/// Reads frames until the session is lost (drop, close, silence) or the adapter stops.
+async fn read_session(
+    shared: &Shared,
+    mut ws: Ws,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> SessionEnd {
+    let silence = shared.config.limits.silence_timeout;
     let mut records = Vec::new();
     let mut healthy = false;
     loop {
         let next = tokio::select! {
-            next = tokio::time::timeout(limits.silence_timeout, ws.next()) => next,
+            next = tokio::time::timeout(silence, ws.next()) => next,
             _ = stop.changed() => {
                 let _ = ws.close(None).await;
                 return SessionEnd::Stopped;
             }
         };
         let message = match next {
-            Err(_) => {
-                return fail(format!(
-                    "silent for {} ms",
-                    limits.silence_timeout.as_millis()
-                ));
-            }
-            Ok(None) => return fail("closed by the server".into()),
+            Err(_) => return SessionEnd::Lost(format!("silent for {} ms", silence.as_millis())),
+            Ok(None) => return SessionEnd::Lost("closed by the server".into()),
             Ok(Some(Err(e))) => {
                 KisMetrics::add(&shared.metrics.frames_rejected, 1);
-                return fail(format!("read: {e}"));
+                return SessionEnd::Lost(format!("read: {e}"));
             }
             Ok(Some(Ok(m))) => m,
         };
         let text = match &message {
             Message::Text(t) => t.as_str(),
-            Message::Close(_) => return fail("closed by the server".into()),
+            Message::Close(_) => return SessionEnd::Lost("closed by the server".into()),
             Message::Binary(_) => {
                 KisMetrics::add(&shared.metrics.frames_rejected, 1);
                 continue;
             }
             _ => continue,
         };
-        records.clear();
-        match frame::decode(text, &mut records) {
-            Ok(Inbound::Data { .. }) => {
-                let m = &shared.metrics;
-                KisMetrics::add(&m.frames_decoded, 1);
-                KisMetrics::add(&m.records_decoded, records.len() as u64);
-                if !healthy {
-                    healthy = true;
-                    lock(&shared.ws_breaker).on_success();
-                    shared.publish_breakers();
-                    backoff.reset();
-                }
-                for record in records.drain(..) {
-                    shared.observe_quote(record.code());
-                    shared.emit(KisEvent::Record(record));
-                }
+        match on_text(shared, text, &mut records) {
+            TextOutcome::Data if !healthy => {
+                healthy = true;
+                lock(&shared.ws_breaker).on_success();
+                shared.publish_breakers();
+                backoff.reset();
             }
-            Ok(Inbound::PingPong) => {
-                KisMetrics::add(&shared.metrics.pingpongs, 1);
+            TextOutcome::Echo => {
                 if let Err(e) = ws.send(Message::Text(text.to_string().into())).await {
-                    return fail(format!("pingpong echo: {e}"));
+                    return SessionEnd::Lost(format!("pingpong echo: {e}"));
                 }
             }
-            Ok(Inbound::Ack { .. }) => {}
-            Ok(Inbound::Refused { tr_id, tr_key, msg }) => {
-                KisMetrics::add(&shared.metrics.subscriptions_refused, 1);
-                tracing::warn!(%tr_id, %tr_key, %msg, "KIS refused a subscription");
+            TextOutcome::Data | TextOutcome::Other => {}
+        }
+    }
+}
+
+/// What a text frame asks of the session.
+enum TextOutcome {
+    /// Records were decoded and handed on.
+    Data,
+    /// A PINGPONG: send it back.
+    Echo,
+    Other,
+}
+
+/// Decodes one text frame, counts it and hands its records on.
+fn on_text(shared: &Shared, text: &str, records: &mut Vec<Record>) -> TextOutcome {
+    let m = &shared.metrics;
+    records.clear();
+    match frame::decode(text, records) {
+        Ok(Inbound::Data { .. }) => {
+            KisMetrics::add(&m.frames_decoded, 1);
+            KisMetrics::add(&m.records_decoded, records.len() as u64);
+            for record in records.drain(..) {
+                shared.observe_quote(record.code());
+                shared.emit(KisEvent::Record(record));
             }
-            Err(e) => {
-                KisMetrics::add(&shared.metrics.frames_rejected, 1);
-                tracing::debug!(error = %e, "KIS frame rejected");
-            }
+            TextOutcome::Data
+        }
+        Ok(Inbound::PingPong) => {
+            KisMetrics::add(&m.pingpongs, 1);
+            TextOutcome::Echo
+        }
+        Ok(Inbound::Ack { .. }) => TextOutcome::Other,
+        Ok(Inbound::Refused { tr_id, tr_key, msg }) => {
+            KisMetrics::add(&m.subscriptions_refused, 1);
+            tracing::warn!(%tr_id, %tr_key, %msg, "KIS refused a subscription");
+            TextOutcome::Other
+        }
+        Err(e) => {
+            KisMetrics::add(&m.frames_rejected, 1);
+            tracing::debug!(error = %e, "KIS frame rejected");
+            TextOutcome::Other
         }
     }
 }
