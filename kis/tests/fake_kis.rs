@@ -508,3 +508,25 @@ fn an_expired_token_is_replaced_and_the_fallback_goes_on() {
         "an expired token is not a failure of KIS"
     );
 }
+
+#[test]
+fn subscriptions_beyond_the_session_limit_are_refused_and_counted() {
+    let fake = FakeKis::start(FakeKisConfig {
+        subscriptions_max: 3,
+        ..FakeKisConfig::default()
+    })
+    .expect("fake");
+    let dir = tempfile::tempdir().expect("dir");
+    let adapter = KisAdapter::start(config(&fake, &dir)).expect("adapter");
+    let m = adapter.metrics();
+    let mut seen = Vec::new();
+    wait_for(
+        &adapter,
+        &mut seen,
+        "the refusal of the fourth subscription",
+        |_| count(&m.subscriptions_refused) == 1,
+    );
+    assert_eq!(count(&m.subscriptions_sent), 4);
+    // The three accepted streams still flow.
+    wait_for(&adapter, &mut seen, "records", |s| records_after(s, 0) >= 3);
+}
