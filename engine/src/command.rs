@@ -40,6 +40,18 @@ pub enum MarketPhase {
     AfterHours,
 }
 
+/// Whether a symbol's external quotes can be trusted, as the quote source decided it
+/// (docs/adr/ADR-023-quote-sources-breaker-and-stale-quotes.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QuoteStatus {
+    /// Quotes flow (every symbol starts here).
+    #[default]
+    Fresh,
+    /// The source has had no quote for the symbol for too long: quote-driven liquidity is
+    /// withdrawn, new quotes and MARKET orders are rejected until the source says `Fresh`.
+    Stale,
+}
+
 /// A new order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewOrder {
@@ -166,6 +178,14 @@ pub enum Command {
     },
     /// A marker: a shadow engine replaying the journal writes a snapshot at this seq.
     TakeSnapshot,
+    /// The quote source's verdict on a symbol's quotes, journaled so that the engine never
+    /// reads a clock and a replay decides exactly as the live run did. `Stale` withdraws the
+    /// symbol's synthetic quote orders and refuses QuoteUpdates and MARKET orders until
+    /// `Fresh`; resting orders keep matching each other.
+    SetQuoteStatus {
+        symbol: SymbolId,
+        status: QuoteStatus,
+    },
     /// The first command of a replication epoch (a promoted primary journals it): raises the
     /// id counters and every account's sequence number to the epoch's floor
     /// ([`crate::epochs`]).
@@ -197,6 +217,7 @@ pub enum CommandKind {
     QuoteUpdate,
     TakeSnapshot,
     BeginEpoch,
+    SetQuoteStatus,
 }
 
 impl Command {
@@ -222,6 +243,7 @@ impl Command {
             Command::QuoteUpdate { .. } => CommandKind::QuoteUpdate,
             Command::TakeSnapshot => CommandKind::TakeSnapshot,
             Command::BeginEpoch { .. } => CommandKind::BeginEpoch,
+            Command::SetQuoteStatus { .. } => CommandKind::SetQuoteStatus,
         }
     }
 
@@ -243,7 +265,9 @@ impl Command {
     pub fn symbol(&self) -> Option<SymbolId> {
         match self {
             Command::PlaceOrder(o) => Some(o.symbol),
-            Command::QuoteUpdate { symbol, .. } => Some(*symbol),
+            Command::QuoteUpdate { symbol, .. } | Command::SetQuoteStatus { symbol, .. } => {
+                Some(*symbol)
+            }
             Command::CancelAll { symbol, .. } => *symbol,
             Command::Adjust {
                 asset: Asset::Shares(s),

@@ -15,7 +15,7 @@
 
 use crate::book::Book;
 use crate::book::order::OrderStore;
-use crate::command::{Command, CommandKind, Envelope, MarketPhase, RegisterSymbol};
+use crate::command::{Command, CommandKind, Envelope, MarketPhase, QuoteStatus, RegisterSymbol};
 use crate::config::EngineConfig;
 use crate::event::{CancelReason, Event, EventSink};
 use crate::fees::FeeSchedule;
@@ -34,6 +34,8 @@ pub struct SymbolState {
     /// The SYSTEM_MARKET's live quote orders, if any.
     pub synthetic_bid: Option<OrderId>,
     pub synthetic_ask: Option<OrderId>,
+    /// The quote source's last verdict (`SetQuoteStatus`); `Fresh` until one arrives.
+    pub quote_status: QuoteStatus,
 }
 
 pub struct Engine {
@@ -204,6 +206,9 @@ impl Engine {
             Command::ExpireStaleExternal { cutoff_ts } => self.expire_stale(*cutoff_ts, sink),
             Command::TakeSnapshot => sink.emit(&Event::SnapshotMarker),
             Command::BeginEpoch { epoch } => self.begin_epoch(*epoch, sink),
+            Command::SetQuoteStatus { symbol, status } => {
+                self.set_quote_status(*symbol, *status, sink)
+            }
         }
     }
 
@@ -289,6 +294,7 @@ impl Engine {
             book,
             synthetic_bid: None,
             synthetic_ask: None,
+            quote_status: QuoteStatus::Fresh,
         });
         self.symbol_by_code.insert(r.code, id);
         self.ledger.add_symbol();

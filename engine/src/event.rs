@@ -13,7 +13,7 @@
 //! lines are not carried but expanded on demand by [`Event::transaction`]; sinks receive
 //! events by reference.
 
-use crate::command::{Asset, CommandKind, MarketPhase};
+use crate::command::{Asset, CommandKind, MarketPhase, QuoteStatus};
 use crate::fees::FeeSchedule;
 use crate::idempotency::Outcome;
 use crate::portfolio::Position;
@@ -474,6 +474,12 @@ pub enum Event {
     QuoteRejected {
         symbol: SymbolId,
         reason: RejectReason,
+    },
+    /// The quote source's verdict on a symbol (`SetQuoteStatus`), after the withdrawals a
+    /// `Stale` one causes.
+    QuoteStatusSet {
+        symbol: SymbolId,
+        status: QuoteStatus,
     },
     Trade {
         trade_id: TradeId,

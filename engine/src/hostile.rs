@@ -15,7 +15,7 @@
 //!
 //! Nothing here is used by the engine itself.
 
-use crate::command::{Asset, Command, MarketPhase, NewOrder, RegisterSymbol};
+use crate::command::{Asset, Command, MarketPhase, NewOrder, QuoteStatus, RegisterSymbol};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::event::Event;
@@ -420,7 +420,7 @@ impl Iterator for ByteCommands<'_> {
     fn next(&mut self) -> Option<Command> {
         let kind = *self.data.first()?;
         self.data = &self.data[1..];
-        Some(match kind % 20 {
+        Some(match kind % 21 {
             0 => Command::RegisterSymbol(RegisterSymbol {
                 code: self.text(),
                 name: self.text(),
@@ -518,6 +518,10 @@ impl Iterator for ByteCommands<'_> {
                 ask_qty: Qty(self.i64()),
             },
             18 => Command::TakeSnapshot,
+            19 => Command::SetQuoteStatus {
+                symbol: SymbolId(self.u32()),
+                status: self.pick(&[QuoteStatus::Fresh, QuoteStatus::Stale]),
+            },
             _ => Command::BeginEpoch { epoch: self.u64() },
         })
     }

@@ -54,7 +54,9 @@ mod table;
 pub mod testkit;
 pub mod types;
 
-pub use command::{Asset, Command, CommandKind, Envelope, MarketPhase, NewOrder, RegisterSymbol};
+pub use command::{
+    Asset, Command, CommandKind, Envelope, MarketPhase, NewOrder, QuoteStatus, RegisterSymbol,
+};
 pub use config::{ENGINE_LOGIC_VERSION, EngineConfig, LadderPolicy};
 pub use engine::{Engine, SymbolState};
 pub use event::{

@@ -109,6 +109,9 @@ pub fn check_ranges(command: &Command) -> Result<(), RejectReason> {
             }
             false
         }
+        // A symbol id (any value: an unknown one is rejected by the engine) and a two-valued
+        // status: nothing to range-check.
+        Command::SetQuoteStatus { .. } => false,
         _ => false,
     };
     if out {

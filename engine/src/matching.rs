@@ -12,7 +12,8 @@
 //! 6. qty > 0 (`InvalidQty`); qty <= `QTY_MAX` and price <= `PRICE_MAX` (`OutOfRange`);
 //! 7. qty a lot multiple (`QtyNotLotMultiple`);
 //! 8. LIMIT: price > 0 (`InvalidPrice`), on the grid (`PriceOffTick`), in the band
-//!    (`PriceOutsideBand`); MARKET: the symbol has a band (`MarketOrderWithoutBand`);
+//!    (`PriceOutsideBand`); MARKET: the symbol has a band (`MarketOrderWithoutBand`) and its
+//!    quotes are not stale (`QuoteStale`, ADR-023);
 //! 9. price x qty fits (`Overflow`); 10. a free order slot (`OrdersFull`), room for its level
 //!    (`LevelsFull`), and for a buy a position slot (`PositionsFull`);
 //! 11. risk: `InsufficientCash` (buy) / `InsufficientShares` (sell).
@@ -28,7 +29,7 @@
 
 use crate::book::LevelState;
 use crate::book::order::{Links, NIL, Order, OrderHead, Slot};
-use crate::command::NewOrder;
+use crate::command::{NewOrder, QuoteStatus};
 use crate::engine::Engine;
 use crate::event::{CancelReason, Event, EventSink, OrderInfo, RequestKind};
 use crate::idempotency::{KeyCheck, KeyRecord, Outcome, RequestContent};
@@ -132,10 +133,10 @@ impl Engine {
 
     /// Steps 4-11 of the validation order.
     fn admit(&self, o: &NewOrder) -> Result<Admitted, RejectReason> {
-        let sym = &self
+        let state = self
             .symbol_state(o.symbol)
-            .ok_or(RejectReason::UnknownSymbol)?
-            .symbol;
+            .ok_or(RejectReason::UnknownSymbol)?;
+        let sym = &state.symbol;
         if self.phase != crate::command::MarketPhase::Continuous {
             return Err(RejectReason::MarketClosed);
         }
@@ -155,6 +156,9 @@ impl Engine {
             }
             OrderType::Market => {
                 let band = sym.band.ok_or(RejectReason::MarketOrderWithoutBand)?;
+                if state.quote_status == QuoteStatus::Stale {
+                    return Err(RejectReason::QuoteStale);
+                }
                 match o.side {
                     Side::Buy => band.upper,
                     Side::Sell => band.lower,
@@ -1243,6 +1247,46 @@ impl Engine {
         }
     }
 
+    // ----- SetQuoteStatus -----
+
+    /// Records the quote source's verdict; `Stale` withdraws the symbol's synthetic quote
+    /// orders (ADR-023). Orders of other participants stay in the book and keep matching.
+    pub(crate) fn set_quote_status(
+        &mut self,
+        symbol: SymbolId,
+        status: QuoteStatus,
+        sink: &mut impl EventSink,
+    ) {
+        if self.symbol_state(symbol).is_none() {
+            return sink.emit(&Event::QuoteRejected {
+                symbol,
+                reason: RejectReason::UnknownSymbol,
+            });
+        }
+        let si = symbol.0 as usize - 1;
+        self.symbols[si].quote_status = status;
+        if status == QuoteStatus::Stale {
+            for id in [
+                self.symbols[si].synthetic_bid.take(),
+                self.symbols[si].synthetic_ask.take(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(slot) = self.orders.slot_of(id) {
+                    self.cancel_live(slot, CancelReason::QuoteReplaced, ClientOrderId(0), sink);
+                }
+            }
+        }
+        sink.emit(&Event::QuoteStatusSet { symbol, status });
+        assert!(
+            status == QuoteStatus::Fresh
+                || (self.symbols[si].synthetic_bid.is_none()
+                    && self.symbols[si].synthetic_ask.is_none()),
+            "a stale symbol has no synthetic quote orders"
+        );
+    }
+
     /// Quote rules: symbol, phase, sizes, grid, band, crossed or locked, capacity.
     fn check_quote(
         &self,
@@ -1256,6 +1300,9 @@ impl Engine {
         let sym = &state.symbol;
         if self.phase != crate::command::MarketPhase::Continuous {
             return Err(RejectReason::MarketClosed);
+        }
+        if state.quote_status == QuoteStatus::Stale {
+            return Err(RejectReason::QuoteSourceStale);
         }
         let sides = [bid, ask];
         if sides

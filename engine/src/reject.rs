@@ -80,6 +80,7 @@ reasons! {
     KeysFull = 2012: "the account used up today's request ids (orders_per_account_day_max)",
     NoChange = 2013: "the modify changes neither price nor quantity",
     MarketOrderModify = 2014: "MARKET orders cannot be modified",
+    QuoteStale = 2016: "MARKET orders are refused while the symbol's external quotes are stale (SetQuoteStatus Stale); LIMIT orders are accepted",
     OutOfRange = 2015: "a price or quantity is beyond the range any command may carry (PRICE_MAX, QTY_MAX in docs/protocol.md)",
     UnknownAccount = 3001: "the account does not exist",
     InsufficientCash = 3002: "available cash does not cover the order or withdrawal",
@@ -104,6 +105,7 @@ reasons! {
     QuoteOutsideBand = 5004: "a quote price is outside today's band",
     InvalidQuoteQty = 5005: "quote sizes must be zero or positive multiples of the lot size",
     QuoteEmpty = 5006: "the quote has no size on either side and there is no earlier quote to withdraw",
+    QuoteSourceStale = 5007: "the symbol's quote source is marked stale: a SetQuoteStatus Fresh must come before new quotes",
 }
 
 impl std::fmt::Display for RejectReason {

@@ -11,7 +11,7 @@
 //! the standby); taking one costs O(state) and allocates.
 
 use crate::book::order::Order;
-use crate::command::MarketPhase;
+use crate::command::{MarketPhase, QuoteStatus};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::fees::FeeSchedule;
@@ -53,6 +53,7 @@ pub struct SymbolSnapshot {
     pub symbol: Symbol,
     pub synthetic_bid: Option<OrderId>,
     pub synthetic_ask: Option<OrderId>,
+    pub quote_status: QuoteStatus,
 }
 
 /// The whole logical state of an engine.
@@ -144,6 +145,7 @@ impl Engine {
                     symbol: s.symbol,
                     synthetic_bid: s.synthetic_bid,
                     synthetic_ask: s.synthetic_ask,
+                    quote_status: s.quote_status,
                 })
                 .collect(),
             orders: self.orders.iter().map(|(_, o)| o.into()).collect(),
@@ -219,6 +221,7 @@ impl Engine {
                 book,
                 synthetic_bid: s.synthetic_bid,
                 synthetic_ask: s.synthetic_ask,
+                quote_status: s.quote_status,
             });
             self.symbol_by_code.insert(sym.code, sym.id);
         }

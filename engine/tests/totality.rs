@@ -249,6 +249,11 @@ fn request() -> impl Strategy<Value = Command> {
             }
         }),
         Just(Command::TakeSnapshot),
+        (
+            symbol(),
+            prop_oneof![Just(QuoteStatus::Fresh), Just(QuoteStatus::Stale)]
+        )
+            .prop_map(|(symbol, status)| Command::SetQuoteStatus { symbol, status }),
         prop_oneof![
             0u64..4,
             Just(kuku_engine::epochs::EPOCH_MAX),

@@ -31,6 +31,7 @@
 //!  19  TakeSnapshot         (nothing)
 //!  20  Adjust at a cost     the fields of tag 9, then cost_price i64 (never 0: a cost price of
 //!                           0 is written as tag 9, so every command has one encoding)
+//!  21  SetQuoteStatus       symbol u32, status u8 (0 fresh, 1 stale)
 //!  30  BeginEpoch           epoch u64
 //! strN = len u8 (<= N) + len bytes of UTF-8; enums are u8 in declaration order
 //! (side: 0 buy, 1 sell; order_type: 0 limit, 1 market; tif: 0 day, 1 ioc, 2 fok;
@@ -70,8 +71,8 @@ use kuku_engine::fees::TaxRates;
 use kuku_engine::types::InlineStr;
 use kuku_engine::{
     AccountId, Amount, Asset, ClientOrderId, Command, EngineSnapshot, Envelope, FeeSchedule,
-    Market, MarketPhase, NewOrder, OrderId, OrderType, Price, Qty, RegisterSymbol, Side, SymbolId,
-    TickRule, TimeInForce, TxId,
+    Market, MarketPhase, NewOrder, OrderId, OrderType, Price, Qty, QuoteStatus, RegisterSymbol,
+    Side, SymbolId, TickRule, TimeInForce, TxId,
 };
 
 use crate::error::JournalError;
@@ -101,6 +102,7 @@ pub mod tag {
     pub const TAKE_SNAPSHOT: u8 = 19;
     /// An `Adjust` whose `cost_price` is not 0 (a share transfer in at a cost).
     pub const ADJUST_AT_COST: u8 = 20;
+    pub const SET_QUOTE_STATUS: u8 = 21;
     pub const BEGIN_EPOCH: u8 = 30;
 }
 
@@ -109,7 +111,8 @@ pub const PLACE_ORDER_ENCODED_BYTES: usize = 36;
 
 /// The version byte in front of every snapshot payload.
 /// 2: an external transaction carries the cost price of shares transferred in.
-pub const SNAPSHOT_CODEC_VERSION: u8 = 2;
+/// 3: a symbol carries its quote status (`SetQuoteStatus`, ADR-023).
+pub const SNAPSHOT_CODEC_VERSION: u8 = 3;
 
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +207,7 @@ pub fn encoded_len(command: &Command) -> usize {
         | Command::ExpireStaleExternal { .. }
         | Command::BeginEpoch { .. } => 8,
         Command::TakeSnapshot => 0,
+        Command::SetQuoteStatus { .. } => 4 + 1,
     }
 }
 
@@ -352,6 +356,14 @@ fn encode_exact(command: &Command, buf: &mut [u8]) -> usize {
             w.tag_u64(tag::EXPIRE_STALE_EXTERNAL, *cutoff_ts)
         }
         Command::TakeSnapshot => w.u8(tag::TAKE_SNAPSHOT),
+        Command::SetQuoteStatus { symbol, status } => {
+            w.u8(tag::SET_QUOTE_STATUS);
+            w.u32(symbol.0);
+            w.u8(match status {
+                QuoteStatus::Fresh => 0,
+                QuoteStatus::Stale => 1,
+            });
+        }
         Command::BeginEpoch { epoch } => w.tag_u64(tag::BEGIN_EPOCH, *epoch),
     }
     w.at
@@ -690,6 +702,14 @@ fn decode_admin(r: &mut Reader<'_>, tag: u8) -> Result<Command, CodecError> {
             cutoff_ts: r.u64("cutoff_ts")?,
         },
         tag::TAKE_SNAPSHOT => Command::TakeSnapshot,
+        tag::SET_QUOTE_STATUS => Command::SetQuoteStatus {
+            symbol: SymbolId(r.u32("symbol")?),
+            status: match r.u8("status")? {
+                0 => QuoteStatus::Fresh,
+                1 => QuoteStatus::Stale,
+                v => return Err(r.invalid("status", v)),
+            },
+        },
         tag::BEGIN_EPOCH => Command::BeginEpoch {
             epoch: r.u64("epoch")?,
         },

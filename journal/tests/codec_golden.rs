@@ -161,6 +161,20 @@ fn golden_reference_and_day_cycle() {
     );
     golden(Command::TakeSnapshot, "13");
     golden(
+        Command::SetQuoteStatus {
+            symbol: SymbolId(0x0102_0304),
+            status: QuoteStatus::Stale,
+        },
+        "15 04030201 01",
+    );
+    golden(
+        Command::SetQuoteStatus {
+            symbol: SymbolId(1),
+            status: QuoteStatus::Fresh,
+        },
+        "15 01000000 00",
+    );
+    golden(
         Command::BeginEpoch {
             epoch: 0x0102_0304_0506_0708,
         },
@@ -256,6 +270,15 @@ fn corrupt_payloads_are_errors() {
             field: "cost_price",
             offset: 15,
             value: 0
+        })
+    ));
+    // A quote status other than 0 (fresh) or 1 (stale).
+    assert!(matches!(
+        decode_command(&hex("15 01000000 02")),
+        Err(CodecError::InvalidValue {
+            field: "status",
+            offset: 5,
+            value: 2
         })
     ));
     let mut trailing = encode_command_to_vec(&Command::TakeSnapshot);
@@ -371,6 +394,14 @@ fn any_command() -> impl Strategy<Value = Command> {
         s32.prop_map(|owner| Command::OpenAccount { owner }),
         any::<u64>().prop_map(|cutoff_ts| Command::ExpireStaleExternal { cutoff_ts }),
         Just(Command::TakeSnapshot),
+        (any::<u32>(), any::<bool>()).prop_map(|(s, stale)| Command::SetQuoteStatus {
+            symbol: SymbolId(s),
+            status: if stale {
+                QuoteStatus::Stale
+            } else {
+                QuoteStatus::Fresh
+            },
+        }),
         any::<u64>().prop_map(|epoch| Command::BeginEpoch { epoch }),
         Just(Command::SetMarketPhase {
             phase: MarketPhase::AfterHours

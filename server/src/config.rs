@@ -15,10 +15,16 @@
 //!                                # (every-batch always runs staged: ADR-006)
 //! [feed]
 //! enabled = true
-//! source = "sim"                 # or "replay:FILE" (a recorded file)
+//! source = "sim"                 # or "replay:FILE" (a recorded file), or "kis"
 //! interval_ms = 200              # sim: one walk step per symbol this often
 //! speed = 1.0                    # replay: x recorded pace; 0 = as fast as possible
 //! record = "md.jsonl"            # record what the source delivers (default: off)
+//! [feed.kis]                     # source = "kis"; the app key and secret: KUKU_KIS_APP_KEY,
+//!                                # KUKU_KIS_APP_SECRET (never in this file)
+//! rest_base = "http://127.0.0.1:29443"   # a local TLS proxy to openapivts.koreainvestment.com:29443
+//! ws_url = "ws://ops.koreainvestment.com:31000/tryitout"
+//! symbols = ["005930", "000660"] # at most 20
+//! stale_after_ms = 30000         # no quote for this long: SetQuoteStatus Stale (ADR-023)
 //! [gateway]
 //! listen = "127.0.0.1:7878"
 //! rate_per_s = 20000
@@ -102,6 +108,8 @@ pub struct FeedSettings {
     pub record: Option<PathBuf>,
     /// How often the candle writer stores the changed candles.
     pub candle_flush_ms: u64,
+    /// The KIS source (`source = "kis"`): hosts, symbols, thresholds.
+    pub kis: crate::market_data::KisSettings,
 }
 
 impl Default for FeedSettings {
@@ -114,6 +122,7 @@ impl Default for FeedSettings {
             speed: 1.0,
             record: None,
             candle_flush_ms: 1_000,
+            kis: crate::market_data::KisSettings::default(),
         }
     }
 }
@@ -310,7 +319,7 @@ mod tests {
         std::fs::write(&path, "durability = \"sometimes\"\n").unwrap();
         let e = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("durability"), "{e}");
-        std::fs::write(&path, "[feed]\nsource = \"kis\"\n").unwrap();
+        std::fs::write(&path, "[feed]\nsource = \"bloomberg\"\n").unwrap();
         let e = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("feed.source"), "{e}");
         std::fs::write(

@@ -100,7 +100,9 @@ struct ServeArgs {
     /// Disable the market-data feed.
     #[arg(long)]
     no_feed: bool,
-    /// The market-data source: `sim` (the simulated walk, the default) or `replay:FILE`.
+    /// The market-data source: `sim` (the simulated walk, the default), `replay:FILE`, or
+    /// `kis` (the KIS Open API: `[feed.kis]` in the config file, the app key and secret in
+    /// KUKU_KIS_APP_KEY and KUKU_KIS_APP_SECRET).
     #[arg(long, env = "KUKU_MARKET_DATA")]
     market_data: Option<String>,
     /// A replay's pace: N x the recorded pace; 0 plays as fast as the engine takes it.

@@ -34,6 +34,7 @@ use kuku_marketdata::{
 };
 use kuku_persistence::{ConnectOptions, Database, DatabaseUrl};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,27 +52,122 @@ pub enum SourceChoice {
     Sim,
     /// The replay of a recorded file (`replay:FILE`).
     Replay(PathBuf),
+    /// The KIS Open API (`kis`, configured by `[feed.kis]`, credentials from the environment).
+    Kis,
 }
 
 impl SourceChoice {
-    /// Parses `sim` or `replay:FILE`.
+    /// Parses `sim`, `kis` or `replay:FILE`.
     pub fn parse(s: &str) -> Result<SourceChoice, String> {
         match s.trim() {
             "sim" => Ok(SourceChoice::Sim),
+            "kis" => Ok(SourceChoice::Kis),
             other => match other.strip_prefix("replay:") {
                 Some(path) if !path.is_empty() => Ok(SourceChoice::Replay(PathBuf::from(path))),
-                _ => Err(format!("{other:?} is not `sim` or `replay:FILE`")),
+                _ => Err(format!("{other:?} is not `sim`, `kis` or `replay:FILE`")),
             },
         }
     }
 }
 
+/// `[feed.kis]`: the KIS source (docs/market-data.md, "KIS"). The app key and secret come from
+/// `KUKU_KIS_APP_KEY` / `KUKU_KIS_APP_SECRET` only, so no configuration file holds them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KisSettings {
+    /// `http://host:port` of the REST API (a local TLS proxy in front of the KIS host).
+    pub rest_base: String,
+    /// `ws://host:port/path` of the WebSocket.
+    pub ws_url: String,
+    /// Six-digit KRX codes, at most 20 (two subscriptions each, 40 per session).
+    pub symbols: Vec<String>,
+    /// The access-token cache (mode 0600); default `DATA_DIR/kis-token.json`.
+    pub token_cache: Option<PathBuf>,
+    pub stale_after_ms: u64,
+    pub silence_timeout_ms: u64,
+    pub fallback_after_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for KisSettings {
+    fn default() -> Self {
+        let limits = kuku_kis::KisLimits::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        KisSettings {
+            rest_base: String::new(),
+            ws_url: kuku_kis::config::MOCK_WS_URL.to_owned(),
+            symbols: Vec::new(),
+            token_cache: None,
+            stale_after_ms: ms(limits.stale_after),
+            silence_timeout_ms: ms(limits.silence_timeout),
+            fallback_after_ms: ms(limits.fallback_after),
+            request_timeout_ms: ms(limits.request_timeout),
+        }
+    }
+}
+
+impl KisSettings {
+    /// The adapter's configuration, with the credentials from the environment.
+    pub fn adapter_config(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<kuku_kis::KisConfig> {
+        let (app_key, app_secret) = kuku_kis::KisConfig::credentials_from_env()?;
+        let symbols = self
+            .symbols
+            .iter()
+            .map(|s| {
+                kuku_kis::ShortCode::parse(s).ok_or_else(|| {
+                    anyhow::anyhow!("feed.kis.symbols: {s:?} is not a six-character code")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let config = kuku_kis::KisConfig {
+            rest_base: self.rest_base.clone(),
+            ws_url: self.ws_url.clone(),
+            app_key,
+            app_secret,
+            token_cache: self
+                .token_cache
+                .clone()
+                .unwrap_or_else(|| data_dir.join("kis-token.json")),
+            symbols,
+            limits: kuku_kis::KisLimits {
+                stale_after: Duration::from_millis(self.stale_after_ms.max(1)),
+                silence_timeout: Duration::from_millis(self.silence_timeout_ms.max(1)),
+                fallback_after: Duration::from_millis(self.fallback_after_ms.max(1)),
+                request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+                ..kuku_kis::KisLimits::default()
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The source the node runs, with the KIS handles when the source is KIS.
+pub struct OpenedSource {
+    pub source: Box<dyn Source>,
+    /// The quote-status changes the node journals before each poll (KIS only).
+    pub kis_status: Option<kuku_kis::KisStatus>,
+    pub kis_metrics: Option<Arc<kuku_kis::KisMetrics>>,
+}
+
 /// Builds the configured source.
-pub fn open_source(config: &NodeConfig) -> anyhow::Result<Box<dyn Source>> {
+pub fn open_source(config: &NodeConfig) -> anyhow::Result<OpenedSource> {
     let feed = &config.feed;
     let choice =
         SourceChoice::parse(&feed.source).map_err(|e| anyhow::anyhow!("feed.source: {e}"))?;
-    Ok(match choice {
+    let source: Box<dyn Source> = match choice {
+        SourceChoice::Kis => {
+            let adapter = feed.kis.adapter_config(&config.data_dir)?;
+            let (source, status) = kuku_kis::KisSource::start(adapter)?;
+            return Ok(OpenedSource {
+                kis_metrics: Some(source.metrics()),
+                source: Box::new(source),
+                kis_status: Some(status),
+            });
+        }
         SourceChoice::Sim => Box::new(SimSource::new(
             feed.seed,
             Duration::from_millis(feed.interval_ms.max(1)),
@@ -86,6 +182,11 @@ pub fn open_source(config: &NodeConfig) -> anyhow::Result<Box<dyn Source>> {
             })?;
             Box::new(ReplaySource::open(&path, speed)?)
         }
+    };
+    Ok(OpenedSource {
+        source,
+        kis_status: None,
+        kis_metrics: None,
     })
 }
 
@@ -366,7 +467,8 @@ mod tests {
             SourceChoice::parse("replay:data/x.jsonl"),
             Ok(SourceChoice::Replay(PathBuf::from("data/x.jsonl")))
         );
-        for bad in ["replay:", "kis", "", "simulated"] {
+        assert_eq!(SourceChoice::parse("kis"), Ok(SourceChoice::Kis));
+        for bad in ["replay:", "KIS", "", "simulated"] {
             assert!(SourceChoice::parse(bad).is_err(), "{bad}");
         }
     }

@@ -34,6 +34,8 @@ pub struct MetricsSources {
     pub replication: Option<Arc<crate::replication::Replication>>,
     /// Market-data counters and quote ages (`None`: not reported).
     pub market_data: Option<kuku_marketdata::MarketDataHandle>,
+    /// The KIS adapter's counters (`None`: another source).
+    pub kis: Option<Arc<kuku_kis::KisMetrics>>,
 }
 
 impl MetricsSources {
@@ -46,6 +48,7 @@ impl MetricsSources {
             gateway: gateway.map(GatewayHandle::stats_handle),
             replication: node.replication.clone(),
             market_data: Some(Arc::clone(&node.market_data)),
+            kis: node.kis_metrics.clone(),
         }
     }
 }
@@ -301,6 +304,9 @@ pub fn render(s: &MetricsSources) -> String {
     }
     if let Some(r) = &s.replication {
         render_replication(&mut out, r);
+    }
+    if let Some(kis) = &s.kis {
+        kis.render(&mut out);
     }
     if let Some(md) = &s.market_data {
         render_market_data(&mut out, md);

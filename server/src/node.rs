@@ -164,6 +164,8 @@ pub struct Node {
     engine_config: EngineConfig,
     /// The market-data service: quotes, ticks, candles, reference data (`crate::market_data`).
     pub market_data: MarketDataHandle,
+    /// The KIS adapter's counters when the source is KIS (for /metrics).
+    pub kis_metrics: Option<Arc<kuku_kis::KisMetrics>>,
     /// Stores candles in the query database (`None`: no database or no feed).
     candle_writer: Option<crate::market_data::CandleWriter>,
 }
@@ -324,6 +326,7 @@ impl Node {
             serving,
             engine_config: config.engine,
             market_data,
+            kis_metrics: None,
             candle_writer: None,
         };
         node.pollers = std::mem::take(&mut node.pipeline.as_mut().expect("started").pollers);
@@ -335,6 +338,7 @@ impl Node {
         }
         node.spawn_scheduler(config.schedule, day);
         if let Some(source) = source {
+            node.kis_metrics = source.kis_metrics.clone();
             node.spawn_market_data(config, source, market_data_url.as_ref())?;
         }
         if config.snapshot_every > 0 {
@@ -409,9 +413,12 @@ impl Node {
     fn spawn_market_data(
         &mut self,
         config: &NodeConfig,
-        source: Box<dyn kuku_marketdata::Source>,
+        opened: crate::market_data::OpenedSource,
         url: Option<&kuku_persistence::DatabaseUrl>,
     ) -> anyhow::Result<()> {
+        let crate::market_data::OpenedSource {
+            source, kis_status, ..
+        } = opened;
         let recorder = crate::market_data::open_recorder(config, source.as_ref())?;
         let mut pump = kuku_marketdata::Pump::new(source, Arc::clone(&self.market_data), recorder);
         let writer = url
@@ -420,6 +427,7 @@ impl Node {
         let pending = writer.as_ref().map(|w| Arc::clone(&w.pending));
         self.candle_writer = writer;
         let mut submitter = self.submitter.clone();
+        let mut status_submitter = self.submitter.clone();
         let stop = Arc::clone(&self.stop);
         let read_model = Arc::clone(&self.read_model);
         let serving = Arc::clone(&self.serving);
@@ -441,6 +449,9 @@ impl Node {
                 if symbols.is_empty() || failed {
                     sleep_unless_stopped(&stop, idle);
                     continue;
+                }
+                if let Some(status) = &kis_status {
+                    journal_quote_status(status, &symbols, &mut status_submitter, &stop);
                 }
                 let wait = match pump.step(now_ns(), &symbols, &mut submit, &mut candles) {
                     Ok(wait) => wait,
@@ -554,6 +565,33 @@ pub(crate) fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) {
     while slept < total && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(step);
         slept += step;
+    }
+}
+
+/// Journals the KIS source's quote-status changes before the pump delivers the quotes that
+/// follow them (ADR-023); never dropped, so the retry waits out a busy ring.
+fn journal_quote_status(
+    status: &kuku_kis::KisStatus,
+    symbols: &[kuku_engine::Symbol],
+    submitter: &mut Submitter,
+    stop: &AtomicBool,
+) {
+    let mut changes = Vec::new();
+    status.changes(std::time::Instant::now(), now_ns(), &mut changes);
+    for (code, change) in changes {
+        let Some(symbol) = symbols.iter().find(|s| s.code == code) else {
+            continue;
+        };
+        let status = match change {
+            kuku_kis::QuoteStatus::Fresh => kuku_engine::QuoteStatus::Fresh,
+            kuku_kis::QuoteStatus::Stale => kuku_engine::QuoteStatus::Stale,
+        };
+        tracing::info!(symbol = %code, ?status, "The quote source's verdict is journaled.");
+        let command = Command::SetQuoteStatus {
+            symbol: symbol.id,
+            status,
+        };
+        submit_retrying(submitter, Origin::INTERNAL, command, stop);
     }
 }
 
@@ -932,6 +970,7 @@ mod tests {
             gateway: None,
             replication: None,
             market_data: None,
+            kis: None,
         });
         assert!(text.contains("\nkuku_ledger_alarms_total 1\n"), "{text}");
         assert!(

@@ -349,6 +349,14 @@ const CODES_NOT_SENT: &[(u16, &str)] = &[
         "QuoteEmpty: answers the node's quote feed, not a client",
     ),
     (
+        2016,
+        "QuoteStale: needs a quote source that fell silent (the KIS source); server/tests/kis_feed.rs and engine/tests/quote_status.rs",
+    ),
+    (
+        5007,
+        "QuoteSourceStale: answers the node's quote feed, not a client",
+    ),
+    (
         9014,
         "NotPrimary: needs a standby or a fenced primary; server/tests/failover.rs logs in to both",
     ),

@@ -168,7 +168,7 @@ enum_field!(CommandKind, "CommandKind (u8)", {
     CommandKind::ReverseTransaction = 12, CommandKind::ExpireStaleExternal = 13,
     CommandKind::PlaceOrder = 14, CommandKind::CancelOrder = 15, CommandKind::CancelAll = 16,
     CommandKind::ModifyOrder = 17, CommandKind::QuoteUpdate = 18, CommandKind::TakeSnapshot = 19,
-    CommandKind::BeginEpoch = 30,
+    CommandKind::BeginEpoch = 30, CommandKind::SetQuoteStatus = 21,
 });
 
 enum_field!(MarketPhase, "MarketPhase (u8)", {

@@ -672,6 +672,7 @@ mod tests {
             gateway: None,
             replication: Some(Arc::clone(&repl)),
             market_data: None,
+            kis: None,
         });
         assert!(text.contains("\nkuku_replication_diverged 1\n"), "{text}");
         assert!(text.contains("\nkuku_replication_role 0\n"), "{text}");
