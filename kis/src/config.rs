@@ -10,7 +10,8 @@ use crate::secret::Secret;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// KIS's REST host for mock trading (the real-trading host is `openapi.koreainvestment.com:9443`).
+/// KIS's REST host for mock trading (the real-trading host is
+/// `https://openapi.koreainvestment.com:9443`).
 pub const MOCK_REST_HOST: &str = "https://openapivts.koreainvestment.com:29443";
 /// KIS's WebSocket host for mock trading (real trading: port 21000).
 pub const MOCK_WS_URL: &str = "ws://ops.koreainvestment.com:31000/tryitout";
@@ -76,8 +77,12 @@ impl Default for KisLimits {
 /// Everything the adapter needs.
 #[derive(Clone, Debug)]
 pub struct KisConfig {
-    /// `http://host:port` of the REST API (through a TLS proxy for the real hosts).
+    /// `https://host[:port]` of the REST API ([`MOCK_REST_HOST`], or the real-trading
+    /// host); `http://host[:port]` for a plain test server.
     pub rest_base: String,
+    /// A PEM file of extra trust anchors for the REST host (a private CA, a test server),
+    /// added to Mozilla's roots.
+    pub rest_ca_file: Option<PathBuf>,
     /// `ws://host:port/path` of the WebSocket.
     pub ws_url: String,
     pub app_key: Secret,
@@ -141,6 +146,7 @@ mod tests {
     fn config(symbols: usize) -> KisConfig {
         KisConfig {
             rest_base: "http://127.0.0.1:1".into(),
+            rest_ca_file: None,
             ws_url: "ws://127.0.0.1:1/tryitout".into(),
             app_key: Secret::new("key-value"),
             app_secret: Secret::new("secret-value"),

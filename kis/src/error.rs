@@ -12,6 +12,14 @@ pub enum KisError {
     /// Connecting or talking to the host failed.
     #[error("KIS {call}: transport error: {message}")]
     Transport { call: &'static str, message: String },
+    /// The server's TLS certificate is not trusted for the host (unknown issuer, wrong name,
+    /// expired): it repeats until the roots or the host change.
+    #[error("KIS {call}: TLS certificate of {host} refused: {message}")]
+    Certificate {
+        call: &'static str,
+        host: String,
+        message: String,
+    },
     /// The server answered with an HTTP status that is not success.
     #[error("KIS {call}: HTTP {status}: {message}")]
     Http {
@@ -61,7 +69,10 @@ impl KisError {
             | KisError::BreakerOpen { .. }
             | KisError::Malformed { .. } => true,
             KisError::Http { status, .. } => *status >= 500 || *status == 429,
-            KisError::Config(_) | KisError::Rejected { .. } | KisError::TokenCache { .. } => false,
+            KisError::Config(_)
+            | KisError::Certificate { .. }
+            | KisError::Rejected { .. }
+            | KisError::TokenCache { .. } => false,
         }
     }
 }

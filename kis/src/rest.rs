@@ -16,7 +16,7 @@
 
 use crate::error::KisError;
 use crate::frame::ShortCode;
-use crate::http::{self, BaseUrl, Call};
+use crate::http::{self, Call, Endpoint};
 use crate::secret::Secret;
 use kuku_engine::Price;
 use serde::Deserialize;
@@ -40,7 +40,7 @@ pub struct IssuedToken {
 /// The REST side of KIS.
 #[derive(Clone, Debug)]
 pub struct RestClient {
-    base: BaseUrl,
+    endpoint: Endpoint,
     app_key: Secret,
     app_secret: Secret,
     timeout: Duration,
@@ -84,13 +84,13 @@ fn snippet(body: &[u8]) -> String {
 
 impl RestClient {
     pub fn new(
-        base: BaseUrl,
+        endpoint: Endpoint,
         app_key: Secret,
         app_secret: Secret,
         timeout: Duration,
     ) -> RestClient {
         RestClient {
-            base,
+            endpoint,
             app_key,
             app_secret,
             timeout,
@@ -110,7 +110,7 @@ impl RestClient {
             headers: &[],
             body: Some(body.to_string()),
         };
-        let response = http::send(&self.base, call, self.timeout).await?;
+        let response = http::send(&self.endpoint, call, self.timeout).await?;
         if response.status != 200 {
             return Err(KisError::Http {
                 call: name,
@@ -175,7 +175,7 @@ impl RestClient {
             headers: &headers,
             body: None,
         };
-        let response = http::send(&self.base, call, self.timeout).await?;
+        let response = http::send(&self.endpoint, call, self.timeout).await?;
         // KIS answers an expired token with a business body (on 500 as well as 200).
         let answer: Result<BusinessAnswer, _> = serde_json::from_slice(&response.body);
         if let Ok(answer) = &answer

@@ -23,7 +23,7 @@ use crate::breaker::CircuitBreaker;
 use crate::config::KisConfig;
 use crate::error::KisError;
 use crate::frame::{self, Inbound, Record, ShortCode, SubscribeKind};
-use crate::http::BaseUrl;
+use crate::http::{BaseUrl, Endpoint};
 use crate::metrics::KisMetrics;
 use crate::rest::RestClient;
 use crate::secret::Secret;
@@ -90,7 +90,10 @@ impl KisAdapter {
         config.validate()?;
         let limits = config.limits.clone();
         let rest = RestClient::new(
-            BaseUrl::parse(&config.rest_base)?,
+            Endpoint::new(
+                BaseUrl::parse(&config.rest_base)?,
+                config.rest_ca_file.as_deref(),
+            )?,
             config.app_key.clone(),
             config.app_secret.clone(),
             limits.request_timeout,

@@ -4,7 +4,7 @@
 
 use kuku_kis::breaker::BreakerConfig;
 use kuku_kis::frame::{self, Inbound, Record};
-use kuku_kis::http::BaseUrl;
+use kuku_kis::http::{BaseUrl, Endpoint};
 use kuku_kis::metrics::KisMetrics;
 use kuku_kis::rest::RestClient;
 use kuku_kis::testkit::{self, FakeKis, FakeKisConfig};
@@ -45,6 +45,7 @@ fn fast_limits() -> KisLimits {
 fn config(fake: &FakeKis, dir: &tempfile::TempDir) -> KisConfig {
     KisConfig {
         rest_base: fake.rest_base(),
+        rest_ca_file: None,
         ws_url: fake.ws_url(),
         app_key: Secret::new(testkit::APP_KEY),
         app_secret: Secret::new(testkit::APP_SECRET),
@@ -56,7 +57,7 @@ fn config(fake: &FakeKis, dir: &tempfile::TempDir) -> KisConfig {
 
 fn rest(fake: &FakeKis) -> RestClient {
     RestClient::new(
-        BaseUrl::parse(&fake.rest_base()).expect("base"),
+        Endpoint::new(BaseUrl::parse(&fake.rest_base()).expect("base"), None).expect("endpoint"),
         Secret::new(testkit::APP_KEY),
         Secret::new(testkit::APP_SECRET),
         Duration::from_millis(500),
@@ -203,7 +204,7 @@ fn approval_key_is_issued_and_a_refusal_is_an_error() {
     let err = rt.block_on(rest(&fake).approval_key()).unwrap_err();
     assert!(matches!(err, KisError::Http { status: 403, .. }), "{err}");
     let wrong = RestClient::new(
-        BaseUrl::parse(&fake.rest_base()).expect("base"),
+        Endpoint::new(BaseUrl::parse(&fake.rest_base()).expect("base"), None).expect("endpoint"),
         Secret::new("other-key"),
         Secret::new("other-secret"),
         Duration::from_millis(500),

@@ -93,6 +93,7 @@ fn a_recorded_kis_session_replays_to_the_same_state_twice() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = KisConfig {
         rest_base: fake.rest_base(),
+        rest_ca_file: None,
         ws_url: fake.ws_url(),
         app_key: Secret::new(testkit::APP_KEY),
         app_secret: Secret::new(testkit::APP_SECRET),

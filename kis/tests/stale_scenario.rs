@@ -117,6 +117,7 @@ fn slow_then_down_then_back_withdraws_and_restores_liquidity_deterministically()
     let dir = tempfile::tempdir().expect("dir");
     let config = KisConfig {
         rest_base: fake.rest_base(),
+        rest_ca_file: None,
         ws_url: fake.ws_url(),
         app_key: Secret::new(testkit::APP_KEY),
         app_secret: Secret::new(testkit::APP_SECRET),

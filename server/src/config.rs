@@ -21,7 +21,8 @@
 //! record = "md.jsonl"            # record what the source delivers (default: off)
 //! [feed.kis]                     # source = "kis"; the app key and secret: KUKU_KIS_APP_KEY,
 //!                                # KUKU_KIS_APP_SECRET (never in this file)
-//! rest_base = "http://127.0.0.1:29443"   # a local TLS proxy to openapivts.koreainvestment.com:29443
+//! rest_base = "https://openapivts.koreainvestment.com:29443"   # default (mock trading)
+//! rest_ca_file = "private-ca.pem"  # extra trust anchors for rest_base (default: none)
 //! ws_url = "ws://ops.koreainvestment.com:31000/tryitout"
 //! symbols = ["005930", "000660"] # at most 20
 //! stale_after_ms = 30000         # no quote for this long: SetQuoteStatus Stale (ADR-023)
@@ -337,5 +338,26 @@ mod tests {
             NodeConfig::load(&dir.path().join("missing.toml")),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn feed_kis_defaults_to_the_https_mock_host_and_takes_a_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kuku.toml");
+        std::fs::write(&path, "[feed]\nsource = \"kis\"\n").unwrap();
+        let kis = NodeConfig::load(&path).unwrap().feed.kis;
+        assert_eq!(kis.rest_base, kuku_kis::config::MOCK_REST_HOST);
+        assert!(kis.rest_base.starts_with("https://"));
+        assert_eq!(kis.rest_ca_file, None);
+
+        std::fs::write(
+            &path,
+            "[feed.kis]\nrest_base = \"https://openapi.koreainvestment.com:9443\"\n\
+             rest_ca_file = \"private-ca.pem\"\n",
+        )
+        .unwrap();
+        let kis = NodeConfig::load(&path).unwrap().feed.kis;
+        assert_eq!(kis.rest_base, "https://openapi.koreainvestment.com:9443");
+        assert_eq!(kis.rest_ca_file, Some(PathBuf::from("private-ca.pem")));
     }
 }

@@ -75,8 +75,12 @@ impl SourceChoice {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KisSettings {
-    /// `http://host:port` of the REST API (a local TLS proxy in front of the KIS host).
+    /// `https://host[:port]` of the REST API; default the mock-trading host
+    /// (`kuku_kis::config::MOCK_REST_HOST`).
     pub rest_base: String,
+    /// A PEM file of extra trust anchors for the REST host (a private CA), added to
+    /// Mozilla's roots.
+    pub rest_ca_file: Option<PathBuf>,
     /// `ws://host:port/path` of the WebSocket.
     pub ws_url: String,
     /// Six-digit KRX codes, at most 20 (two subscriptions each, 40 per session).
@@ -94,7 +98,8 @@ impl Default for KisSettings {
         let limits = kuku_kis::KisLimits::default();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         KisSettings {
-            rest_base: String::new(),
+            rest_base: kuku_kis::config::MOCK_REST_HOST.to_owned(),
+            rest_ca_file: None,
             ws_url: kuku_kis::config::MOCK_WS_URL.to_owned(),
             symbols: Vec::new(),
             token_cache: None,
@@ -124,6 +129,7 @@ impl KisSettings {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let config = kuku_kis::KisConfig {
             rest_base: self.rest_base.clone(),
+            rest_ca_file: self.rest_ca_file.clone(),
             ws_url: self.ws_url.clone(),
             app_key,
             app_secret,
