@@ -138,8 +138,7 @@ pub async fn open_account(
         request_id: 0,
         owner: external_ref(&req.owner)?,
     };
-    let r = admin_command(&s, message.into()).await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    created(admin_command(&s, message.into()).await?)
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -201,6 +200,21 @@ pub struct MoneyRequest {
     pub external_ref: String,
 }
 
+impl MoneyRequest {
+    /// The fields a deposit and a withdrawal carry, in the protocol's types.
+    fn fields(&self) -> Result<(AccountId, Amount, ExternalRef), ApiError> {
+        Ok((
+            AccountId(self.account),
+            Amount(self.amount),
+            external_ref(&self.external_ref)?,
+        ))
+    }
+}
+
+fn created(r: AdminResponse) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
 #[utoipa::path(post, path = "/api/v1/admin/deposits", tag = "admin",
     request_body = MoneyRequest,
     responses((status = 201, description = "The deposit transaction", body = AdminResponse), AdminErrors),
@@ -210,14 +224,14 @@ pub async fn deposit(
     _admin: Admin,
     Body(req): Body<MoneyRequest>,
 ) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
+    let (account, amount, external_ref) = req.fields()?;
     let message = Deposit {
         request_id: 0,
-        account: AccountId(req.account),
-        amount: Amount(req.amount),
-        external_ref: external_ref(&req.external_ref)?,
+        account,
+        amount,
+        external_ref,
     };
-    let r = admin_command(&s, message.into()).await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    created(admin_command(&s, message.into()).await?)
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/withdrawals", tag = "admin",
@@ -229,14 +243,14 @@ pub async fn withdraw(
     _admin: Admin,
     Body(req): Body<MoneyRequest>,
 ) -> Result<(StatusCode, Json<AdminResponse>), ApiError> {
+    let (account, amount, external_ref) = req.fields()?;
     let message = Withdraw {
         request_id: 0,
-        account: AccountId(req.account),
-        amount: Amount(req.amount),
-        external_ref: external_ref(&req.external_ref)?,
+        account,
+        amount,
+        external_ref,
     };
-    let r = admin_command(&s, message.into()).await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    created(admin_command(&s, message.into()).await?)
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -314,8 +328,7 @@ pub async fn transfer_in(
         price: Price(req.price),
         external_ref: external_ref(&req.external_ref)?,
     };
-    let r = admin_command(&s, message.into()).await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    created(admin_command(&s, message.into()).await?)
 }
 
 /// The market a symbol is listed on (its sell taxes follow from it).
@@ -392,8 +405,7 @@ pub async fn register_symbol(
         banded: req.banded,
         lot_size: Qty(req.lot_size),
     };
-    let r = admin_command(&s, message.into()).await?;
-    Ok((StatusCode::CREATED, Json(r)))
+    created(admin_command(&s, message.into()).await?)
 }
 
 /// The fee schedule: rates in parts per million (0-1,000,000).
