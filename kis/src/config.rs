@@ -43,7 +43,8 @@ pub struct KisLimits {
     pub silence_timeout: Duration,
     /// A symbol with no quote for this long gets its price from the REST fallback.
     pub fallback_after: Duration,
-    /// A symbol with no quote (stream or fallback) for this long is stale.
+    /// A symbol with no book or trade from the stream for this long is stale (a REST
+    /// fallback price does not count: it is a last price, not a quote).
     pub stale_after: Duration,
     /// Largest WebSocket text frame accepted.
     pub frame_bytes_max: usize,

@@ -2,7 +2,7 @@
 //! journals each symbol's quote status before the pump delivers that symbol's next quote.
 //!
 //! The adapter's records become market events: a ten-level book a [`Quote`], a trade a
-//! [`Tick`]. Events are stamped with the poll's `now` (KIS's `HHMMSS` has whole seconds
+//! [`Tick`], a REST fallback price a [`LastPrice`]. Events are stamped with the poll's `now` (KIS's `HHMMSS` has whole seconds
 //! only), never earlier than the last stamp, so per-symbol timestamps never go backwards.
 //!
 //! The order that keeps the engine consistent (ADR-023): the node calls
@@ -14,17 +14,23 @@
 //! holds at most `events_queued_max` events (more are dropped and counted); the source never
 //! blocks and never ends.
 //!
-//! **Known limitations**: REST fallback prices are not market events (a last price is neither
-//! a quote nor a trade) and do not refresh a symbol's quote age.
+//! A fallback price is a last price, neither a quote nor a trade (ADR-023): it becomes a
+//! `LastPrice` event, which the market-data service shows as the symbol's last, and it does
+//! not refresh the symbol's quote age, so it never turns a stale symbol fresh.
+//!
+//! **Known limitations**: a fallback price is stamped when the pump takes it, like every KIS
+//! event; KIS does not say when that last trade happened.
 
 use crate::frame::{Book, Record, Trade};
 use crate::metrics::KisMetrics;
 use crate::session::{KisAdapter, KisEvent};
 use crate::staleness::{QuoteStatus, StaleTracker};
 use crate::{KisConfig, KisError, ShortCode};
+use kuku_engine::Price;
 use kuku_engine::{Side, Symbol, SymbolCode};
 use kuku_marketdata::{
-    Delivery, Level, Levels, MarketEvent, Poll, Quote, Source, SourceError, Tick, TimestampNs,
+    Delivery, LastPrice, Level, Levels, MarketEvent, Poll, Quote, Source, SourceError, Tick,
+    TimestampNs,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +87,16 @@ pub fn quote_of(book: &Book, ts_ns: TimestampNs) -> Option<Quote> {
     quote.validate().ok().map(|()| quote)
 }
 
+/// A REST fallback price as a market last price (`None`: not a valid code or price).
+pub fn last_price_of(code: ShortCode, price: Price, ts_ns: TimestampNs) -> Option<LastPrice> {
+    let last = LastPrice {
+        symbol: code_of(code)?,
+        ts_ns,
+        price,
+    };
+    last.validate().ok().map(|()| last)
+}
+
 /// A KIS trade as a market tick (a buyer took liquidity if it traded at or above the ask).
 pub fn tick_of(trade: &Trade, ts_ns: TimestampNs) -> Option<Tick> {
     let aggressor = if trade.best_ask.0 > 0 && trade.price >= trade.best_ask {
@@ -99,18 +115,24 @@ pub fn tick_of(trade: &Trade, ts_ns: TimestampNs) -> Option<Tick> {
 }
 
 impl Inner {
-    /// Moves what the adapter received into the buffer, observing quote times.
+    /// Moves what the adapter received into the buffer, observing quote times (of stream
+    /// records only: a fallback price does not refresh the quote age).
     fn collect(&mut self, now: Instant, ts: TimestampNs) {
         self.received.clear();
         self.adapter.drain(&mut self.received);
         for event in std::mem::take(&mut self.received) {
-            let KisEvent::Record(record) = event else {
-                continue;
-            };
-            self.tracker.observe(record.code(), now);
-            let market = match &record {
-                Record::Book(b) => quote_of(b, ts).map(MarketEvent::Quote),
-                Record::Trade(t) => tick_of(t, ts).map(MarketEvent::Tick),
+            let market = match &event {
+                KisEvent::Record(record) => {
+                    self.tracker.observe(record.code(), now);
+                    match record {
+                        Record::Book(b) => quote_of(b, ts).map(MarketEvent::Quote),
+                        Record::Trade(t) => tick_of(t, ts).map(MarketEvent::Tick),
+                    }
+                }
+                KisEvent::FallbackPrice { code, price } => {
+                    last_price_of(*code, *price, ts).map(MarketEvent::LastPrice)
+                }
+                KisEvent::Connected | KisEvent::Disconnected { .. } => continue,
             };
             match market {
                 Some(e) if self.pending.len() < self.pending_max => self.pending.push(e),
@@ -200,10 +222,7 @@ impl Source for KisSource {
         inner.collect(Instant::now(), ts);
         for mut event in inner.pending.drain(..) {
             // Stamped at delivery: never earlier than any event delivered before.
-            match &mut event {
-                MarketEvent::Quote(q) => q.ts_ns = ts,
-                MarketEvent::Tick(t) => t.ts_ns = ts,
-            }
+            event.set_ts_ns(ts);
             out.push(event);
         }
         Ok(Poll::Pending {

@@ -114,13 +114,14 @@ fn a_recorded_kis_session_replays_to_the_same_state_twice() {
         stats.quotes_received.load(Ordering::Relaxed) >= 10
             && stats.ticks_received.load(Ordering::Relaxed) >= 10
     });
-    let (quotes, ticks) = (
+    let (quotes, ticks, last_prices) = (
         stats.quotes_received.load(Ordering::Relaxed),
         stats.ticks_received.load(Ordering::Relaxed),
+        stats.last_prices_received.load(Ordering::Relaxed),
     );
 
     let mut reader = RecordReader::open(&path).expect("the recording opens");
-    let (mut recorded_quotes, mut recorded_ticks) = (0, 0);
+    let (mut recorded_quotes, mut recorded_ticks, mut recorded_last_prices) = (0, 0, 0);
     let mut symbols = BTreeSet::new();
     while let Some(event) = reader.next_event().expect("every record is valid") {
         event.validate().expect("valid");
@@ -132,9 +133,13 @@ fn a_recorded_kis_session_replays_to_the_same_state_twice() {
                 recorded_quotes += 1;
             }
             MarketEvent::Tick(_) => recorded_ticks += 1,
+            MarketEvent::LastPrice(_) => recorded_last_prices += 1,
         }
     }
-    assert_eq!((recorded_quotes, recorded_ticks), (quotes, ticks));
+    assert_eq!(
+        (recorded_quotes, recorded_ticks, recorded_last_prices),
+        (quotes, ticks, last_prices)
+    );
     assert_eq!(symbols.len(), 2);
 
     let first = replay(&path);

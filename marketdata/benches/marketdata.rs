@@ -15,8 +15,8 @@ use kuku_engine::{
 };
 use kuku_marketdata::record::{RecordReader, Recorder};
 use kuku_marketdata::{
-    CandleBuilder, LastTrade, Level, Levels, MarketData, MarketEvent, Quote, ReferenceBook,
-    ServiceLimits, SimSource, Source, Tick, TimestampNs,
+    CandleBuilder, LastPrice, LastTrade, Level, Levels, MarketData, MarketEvent, Quote,
+    ReferenceBook, ServiceLimits, SimSource, Source, Tick, TimestampNs,
 };
 
 /// The framed-binary alternative's record: postcard needs a layout without optional fields
@@ -37,6 +37,11 @@ enum Frame {
         qty: i64,
         buy: bool,
     },
+    LastPrice {
+        symbol: String,
+        ts_ns: u64,
+        price: i64,
+    },
 }
 
 fn frame_of(e: &MarketEvent) -> Frame {
@@ -55,6 +60,11 @@ fn frame_of(e: &MarketEvent) -> Frame {
             price: t.price.0,
             qty: t.qty.0,
             buy: t.aggressor == Side::Buy,
+        },
+        MarketEvent::LastPrice(l) => Frame::LastPrice {
+            symbol: l.symbol.to_string(),
+            ts_ns: l.ts_ns.0,
+            price: l.price.0,
         },
     }
 }
@@ -94,6 +104,15 @@ fn event_of(f: Frame) -> Option<MarketEvent> {
             price: Price(price),
             qty: Qty(qty),
             aggressor: if buy { Side::Buy } else { Side::Sell },
+        }),
+        Frame::LastPrice {
+            symbol,
+            ts_ns,
+            price,
+        } => MarketEvent::LastPrice(LastPrice {
+            symbol: SymbolCode::new(&symbol)?,
+            ts_ns: TimestampNs(ts_ns),
+            price: Price(price),
         }),
     })
 }
@@ -199,7 +218,7 @@ fn candles_and_ingest(c: &mut Criterion) {
         .iter()
         .filter_map(|e| match e {
             MarketEvent::Tick(t) => Some(*t),
-            MarketEvent::Quote(_) => None,
+            MarketEvent::Quote(_) | MarketEvent::LastPrice(_) => None,
         })
         .collect();
     println!(

@@ -25,8 +25,8 @@ pub mod time;
 
 pub use candle::{Candle, CandleBuilder, CandleUpdate};
 pub use model::{
-    LEVELS_MAX, LastTrade, Level, Levels, MarketEvent, ModelError, Quote, Tick, TimestampNs,
-    TopOfBook,
+    LEVELS_MAX, LastPrice, LastTrade, Level, Levels, MarketEvent, ModelError, Quote, Tick,
+    TimestampNs, TopOfBook,
 };
 pub use pump::{Conflator, EngineQuote, Pump};
 pub use record::{RecordReader, Recorder};
@@ -36,8 +36,8 @@ pub use reference::{
 };
 pub use replay::{ReplaySource, Speed};
 pub use service::{
-    CallbackSubscription, Delivered, MarketData, MarketDataHandle, MarketDataStats, ServiceLimits,
-    SubscribeError, Subscription, Topics, Update,
+    CallbackSubscription, Delivered, Last, LastOrigin, MarketData, MarketDataHandle,
+    MarketDataStats, ServiceLimits, SubscribeError, Subscription, Topics, Update,
 };
 pub use sim::SimSource;
 pub use source::{Delivery, Poll, Source, SourceError};

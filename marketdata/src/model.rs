@@ -1,6 +1,7 @@
 //! The source-independent market model: a [`Quote`] (up to ten price levels each side and the
-//! last trade), a [`Tick`] (one market trade with its aggressor side) and the [`MarketEvent`]
-//! a [`crate::Source`] delivers.
+//! last trade), a [`Tick`] (one market trade with its aggressor side), a [`LastPrice`] (a
+//! symbol's last traded price as a provider's snapshot reports it, without a book or a size)
+//! and the [`MarketEvent`] a [`crate::Source`] delivers.
 //!
 //! Every value that comes from outside (a recorded file, a provider's feed) goes through
 //! [`Quote::validate`] / [`Tick::validate`] before the service keeps it or the engine sees its
@@ -222,6 +223,24 @@ impl Tick {
     }
 }
 
+/// A symbol's last traded price as a provider reports it on request (the KIS REST fallback
+/// for a symbol whose stream is silent). It says neither when that trade happened nor its
+/// size, so it is not a [`Tick`]; it carries no book, so it is not a [`Quote`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LastPrice {
+    pub symbol: SymbolCode,
+    /// When the source received the price (not when the trade happened).
+    pub ts_ns: TimestampNs,
+    pub price: Price,
+}
+
+impl LastPrice {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        check_code(&self.symbol)?;
+        check_price(self.price)
+    }
+}
+
 /// What a source delivers. Not boxed: events travel in buffers the pump reuses, and a boxed
 /// quote would cost an allocation per quote.
 #[allow(clippy::large_enum_variant)]
@@ -230,6 +249,8 @@ impl Tick {
 pub enum MarketEvent {
     Quote(Quote),
     Tick(Tick),
+    /// Written `"kind":"last_price"` (recorded files of format version 2 on).
+    LastPrice(LastPrice),
 }
 
 impl MarketEvent {
@@ -237,6 +258,17 @@ impl MarketEvent {
         match self {
             MarketEvent::Quote(q) => q.ts_ns,
             MarketEvent::Tick(t) => t.ts_ns,
+            MarketEvent::LastPrice(l) => l.ts_ns,
+        }
+    }
+
+    /// Restamps the event (a recorder clamping a clock that stepped back, a source stamping
+    /// at delivery).
+    pub fn set_ts_ns(&mut self, ts_ns: TimestampNs) {
+        match self {
+            MarketEvent::Quote(q) => q.ts_ns = ts_ns,
+            MarketEvent::Tick(t) => t.ts_ns = ts_ns,
+            MarketEvent::LastPrice(l) => l.ts_ns = ts_ns,
         }
     }
 
@@ -244,6 +276,7 @@ impl MarketEvent {
         match self {
             MarketEvent::Quote(q) => q.symbol,
             MarketEvent::Tick(t) => t.symbol,
+            MarketEvent::LastPrice(l) => l.symbol,
         }
     }
 
@@ -251,6 +284,7 @@ impl MarketEvent {
         match self {
             MarketEvent::Quote(q) => q.validate(),
             MarketEvent::Tick(t) => t.validate(),
+            MarketEvent::LastPrice(l) => l.validate(),
         }
     }
 }
@@ -406,6 +440,25 @@ mod tests {
         assert!(serde_json::from_str::<Levels>(&json).is_err());
         let mut full = Levels::from_slice(&levels[..10]).expect("ten fit");
         assert!(!full.push(Level::new(1, 1)));
+    }
+
+    #[test]
+    fn a_last_price_is_checked_at_both_extremes_of_its_price() {
+        for (price, ok) in [
+            (i64::MIN, false),
+            (0, false),
+            (1, true),
+            (PRICE_MAX, true),
+            (PRICE_MAX + 1, false),
+            (i64::MAX, false),
+        ] {
+            let last = MarketEvent::LastPrice(LastPrice {
+                symbol: code(),
+                ts_ns: TimestampNs(u64::MAX),
+                price: Price(price),
+            });
+            assert_eq!(last.validate().is_ok(), ok, "price {price}");
+        }
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! The recorded market-data file (format version 1): what a source delivered, quotes and
-//! ticks with their source timestamps, one JSON object per line (docs/market-data.md, "File
-//! format"; the choice is argued in docs/adr/ADR-022-market-data-outside-the-core.md).
+//! The recorded market-data file (format version 2): what a source delivered, quotes, ticks
+//! and last prices with their source timestamps, one JSON object per line (docs/market-data.md,
+//! "File format"; the choice is argued in docs/adr/ADR-022-market-data-outside-the-core.md).
 //!
 //! ```text
-//! {"format":"kuku-market-data","version":1,"source":"sim"}
+//! {"format":"kuku-market-data","version":2,"source":"kis"}
 //! {"kind":"tick","symbol":"005930","ts_ns":1772668800000000000,"price":71100,"qty":30,"aggressor":"Buy"}
 //! {"kind":"quote","symbol":"005930","ts_ns":1772668800000000000,"bids":[[71000,300]],"asks":[[71100,470]],"last_trade":{"price":71100,"qty":30,"ts_ns":1772668800000000000}}
+//! {"kind":"last_price","symbol":"005930","ts_ns":1772668810000000000,"price":71200}
 //! ```
+//!
+//! Version 2 added the `last_price` record; nothing else changed, so a reader reads version 1
+//! files as they are (and refuses a `last_price` record in one: version 1 had none).
 //!
 //! **Invariants**: the first line is the header; every later line is one [`MarketEvent`] and
 //! ends with `\n`; timestamps never go backwards from one line to the next (the recorder
@@ -30,8 +34,12 @@ use std::path::{Path, PathBuf};
 
 /// The `format` field of the header.
 pub const FORMAT_NAME: &str = "kuku-market-data";
-/// The version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads (version 1: quotes and ticks only).
+pub const FORMAT_VERSION_MIN: u32 = 1;
+/// The first version with `last_price` records.
+const VERSION_LAST_PRICE: u32 = 2;
 /// The recorder flushes after this many records.
 pub const FLUSH_EVERY: u64 = 256;
 /// The longest line a reader accepts (a ten-level quote is about 300 bytes).
@@ -83,10 +91,7 @@ impl Recorder {
     pub fn write(&mut self, event: &MarketEvent) -> Result<(), SourceError> {
         let mut event = *event;
         let ts = event.ts_ns().max(self.last_ts);
-        match &mut event {
-            MarketEvent::Quote(q) => q.ts_ns = ts,
-            MarketEvent::Tick(t) => t.ts_ns = ts,
-        }
+        event.set_ts_ns(ts);
         self.last_ts = ts;
         let line = serde_json::to_string(&event).expect("an event always serializes");
         let path = &self.path;
@@ -128,6 +133,8 @@ pub struct RecordReader {
     last_ts: TimestampNs,
     torn_tail: bool,
     buf: String,
+    /// The header's version (what records the file may hold).
+    version: u32,
 }
 
 impl RecordReader {
@@ -148,6 +155,7 @@ impl RecordReader {
             last_ts: TimestampNs(0),
             torn_tail: false,
             buf: String::new(),
+            version: FORMAT_VERSION,
         };
         if !reader.next_line()? {
             return Err(reader.bad("the file is empty: expected a header line".into()));
@@ -160,12 +168,14 @@ impl RecordReader {
                 header.format
             )));
         }
-        if header.version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&header.version) {
             return Err(reader.bad(format!(
-                "format version {} is not supported (this build reads version {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads versions \
+                 {FORMAT_VERSION_MIN} to {FORMAT_VERSION})",
                 header.version
             )));
         }
+        reader.version = header.version;
         Ok(reader)
     }
 
@@ -175,7 +185,14 @@ impl RecordReader {
             return Ok(None);
         }
         let event: MarketEvent = serde_json::from_str(self.buf.trim_end())
-            .map_err(|e| self.bad(format!("not a quote or tick record: {e}")))?;
+            .map_err(|e| self.bad(format!("not a quote, tick or last_price record: {e}")))?;
+        if matches!(event, MarketEvent::LastPrice(_)) && self.version < VERSION_LAST_PRICE {
+            return Err(self.bad(format!(
+                "a last_price record in a version {} file (they exist from version \
+                 {VERSION_LAST_PRICE} on)",
+                self.version
+            )));
+        }
         event.validate().map_err(|e| self.bad(e.to_string()))?;
         if event.ts_ns() < self.last_ts {
             return Err(self.bad(format!(
@@ -191,6 +208,11 @@ impl RecordReader {
     /// True if the file ended in a line without its `\n` (ignored).
     pub fn torn_tail(&self) -> bool {
         self.torn_tail
+    }
+
+    /// The format version the header names.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Lines read so far (the header is line 1).
@@ -238,7 +260,7 @@ impl RecordReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Level, Levels, Quote, Tick};
+    use crate::model::{LastPrice, Level, Levels, Quote, Tick};
     use kuku_engine::{Price, Qty, Side, SymbolCode};
 
     fn reader(text: &str) -> Result<RecordReader, SourceError> {
@@ -265,6 +287,11 @@ mod tests {
                 asks: Levels::from_slice(&[Level::new(71_100, 470)]).expect("one"),
                 last_trade: None,
             }),
+            MarketEvent::LastPrice(LastPrice {
+                symbol,
+                ts_ns: TimestampNs(6),
+                price: Price(71_200),
+            }),
         ]
     }
 
@@ -287,6 +314,50 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_still_reads_and_may_not_hold_last_prices() {
+        let v1 = r#"{"format":"kuku-market-data","version":1,"source":"sim"}"#;
+        let lines: Vec<String> = events()
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("serializes"))
+            .collect();
+        let (tick, quote, last) = (&lines[0], &lines[1], &lines[2]);
+        let mut r = reader(&format!("{v1}\n{tick}\n{quote}\n")).expect("a version 1 header");
+        assert_eq!(r.version(), 1);
+        assert_eq!(r.next_event().expect("valid"), Some(events()[0]));
+        assert_eq!(r.next_event().expect("valid"), Some(events()[1]));
+        assert_eq!(r.next_event().expect("the end"), None);
+        let mut r = reader(&format!("{v1}\n{last}\n")).expect("a version 1 header");
+        let e = r.next_event().expect_err("no last prices in version 1");
+        assert!(matches!(e, SourceError::BadRecord { line: 2, .. }), "{e}");
+        assert!(e.to_string().contains("last_price"), "{e}");
+    }
+
+    #[test]
+    fn a_last_price_record_is_validated_like_a_live_event() {
+        let header = r#"{"format":"kuku-market-data","version":2,"source":"kis"}"#;
+        for (price, ok) in [
+            ("0", false),
+            ("1", true),
+            ("-5", false),
+            ("1000000001", false),
+        ] {
+            let line =
+                format!(r#"{{"kind":"last_price","symbol":"005930","ts_ns":1,"price":{price}}}"#);
+            let got = reader(&format!("{header}\n{line}\n"))
+                .expect("header")
+                .next_event();
+            assert_eq!(got.is_ok(), ok, "price {price}: {got:?}");
+        }
+        let no_price = r#"{"kind":"last_price","symbol":"005930","ts_ns":1}"#;
+        assert!(
+            reader(&format!("{header}\n{no_price}\n"))
+                .expect("header")
+                .next_event()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn a_torn_last_line_is_ignored_and_reported() {
         let header = r#"{"format":"kuku-market-data","version":1,"source":"sim"}"#;
         let tick = serde_json::to_string(&events()[0]).expect("serializes");
@@ -302,12 +373,15 @@ mod tests {
             reader(""),
             Err(SourceError::BadRecord { line: 0, .. })
         ));
-        let v2 = r#"{"format":"kuku-market-data","version":2,"source":"sim"}"#;
-        let e = reader(&format!("{v2}\n"))
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(e.contains("version 2"), "{e}");
+        for unknown in [0, 3, u32::MAX] {
+            let header =
+                format!(r#"{{"format":"kuku-market-data","version":{unknown},"source":"sim"}}"#);
+            let e = reader(&format!("{header}\n"))
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(e.contains(&format!("version {unknown} ")), "{e}");
+        }
         let header = r#"{"format":"kuku-market-data","version":1,"source":"sim"}"#;
         let crossed =
             r#"{"kind":"quote","symbol":"005930","ts_ns":1,"bids":[[200,1]],"asks":[[100,1]]}"#;

@@ -1,7 +1,8 @@
 //! The market-data service: what the sources delivered, kept for readers. The pump
 //! ([`crate::pump`]) ingests every event on the market-data thread; the HTTP door, the
 //! WebSocket channels and the admin commands read through a [`MarketDataHandle`] (the latest
-//! ten-level quote per symbol, the recent ticks, the recent candles, the reference data) and
+//! ten-level quote per symbol, its last price, the recent ticks, the recent candles, the
+//! reference data) and
 //! receive updates through a [`Subscription`] (a bounded queue) or a callback
 //! ([`MarketData::subscribe_callback`], for an async consumer's own bounded channel).
 //!
@@ -14,16 +15,24 @@
 //! **Performance**: the pump takes the write lock once per batch; readers take the read lock
 //! and copy out what they asked for. Fan-out costs one `try_send` per subscriber and update.
 //!
+//! A symbol's last price ([`Last`]) is its newest tick's price or its newest [`LastPrice`] (a
+//! provider's fallback), whichever arrived later. A last price is not a quote and not a trade
+//! (docs/adr/ADR-023-quote-sources-breaker-and-stale-quotes.md, amendment "Fallback prices in
+//! the market-data service"): it changes neither the quote nor its age, and makes no candle;
+//! like every event, its timestamp moves the market clock on (closing candles whose interval
+//! ended).
+//!
 //! **Known limitations**: the history kept in memory is bounded; older candles are read from
 //! the database (`kuku_persistence::market`). Quote age is measured from when the service
 //! received the quote (a replay's recorded timestamps are in the past).
 
 use crate::candle::{Candle, CandleBuilder, CandleUpdate};
-use crate::model::{MarketEvent, Quote, Tick, TimestampNs};
+use crate::model::{LastPrice, MarketEvent, Quote, Tick, TimestampNs};
 use crate::reference::{
     Mapping, Market, MarketCode, ReferenceBook, ReferenceError, ReferenceSymbol,
 };
 use crate::time::Interval;
+use kuku_engine::Price;
 use kuku_engine::SymbolCode;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, VecDeque};
@@ -60,6 +69,8 @@ impl Default for ServiceLimits {
 pub struct MarketDataStats {
     pub quotes_received: AtomicU64,
     pub ticks_received: AtomicU64,
+    /// Last prices a source delivered (a provider's fallback for a silent stream).
+    pub last_prices_received: AtomicU64,
     /// Events a source delivered that failed validation (not kept, not submitted).
     pub events_invalid: AtomicU64,
     /// Quotes handed to the engine as `QuoteUpdate`.
@@ -85,6 +96,8 @@ pub struct MarketDataStats {
 pub enum Update {
     Quote(Quote),
     Tick(Tick),
+    /// A fallback last price (delivered to subscribers of quotes).
+    LastPrice(LastPrice),
     Candle(CandleUpdate),
 }
 
@@ -93,9 +106,28 @@ impl Update {
         match self {
             Update::Quote(q) => q.symbol,
             Update::Tick(t) => t.symbol,
+            Update::LastPrice(l) => l.symbol,
             Update::Candle(c) => c.candle.symbol,
         }
     }
+}
+
+/// Where a symbol's last price came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LastOrigin {
+    /// A market trade (a tick).
+    Trade,
+    /// A provider's last-price snapshot ([`LastPrice`]), e.g. the KIS REST fallback.
+    Fallback,
+}
+
+/// A symbol's last price: its newest tick's or its newest fallback price, whichever came last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Last {
+    pub price: Price,
+    /// The event's timestamp.
+    pub ts_ns: TimestampNs,
+    pub origin: LastOrigin,
 }
 
 /// What a subscriber wants.
@@ -115,7 +147,7 @@ impl Topics {
             return false;
         }
         match update {
-            Update::Quote(_) => self.quotes,
+            Update::Quote(_) | Update::LastPrice(_) => self.quotes,
             Update::Tick(_) => self.ticks,
             Update::Candle(c) => self.candles.contains(&c.candle.interval),
         }
@@ -202,6 +234,7 @@ struct LatestQuote {
 #[derive(Default)]
 struct State {
     quotes: BTreeMap<SymbolCode, LatestQuote>,
+    last: BTreeMap<SymbolCode, Last>,
     ticks: BTreeMap<SymbolCode, VecDeque<Tick>>,
     candles: BTreeMap<(SymbolCode, Interval), VecDeque<Candle>>,
     builder: CandleBuilder,
@@ -284,8 +317,32 @@ impl MarketData {
                             ticks.pop_front();
                         }
                         ticks.push_back(*t);
+                        state.last.insert(
+                            t.symbol,
+                            Last {
+                                price: t.price,
+                                ts_ns: t.ts_ns,
+                                origin: LastOrigin::Trade,
+                            },
+                        );
                         updates.push(Update::Tick(*t));
                         state.builder.on_tick(t, candles_out);
+                    }
+                    MarketEvent::LastPrice(l) => {
+                        // A last price, not a quote: the quote and its age stay as they are;
+                        // no size and no trade time, so no candle (ADR-023).
+                        self.stats
+                            .last_prices_received
+                            .fetch_add(1, Ordering::Relaxed);
+                        state.last.insert(
+                            l.symbol,
+                            Last {
+                                price: l.price,
+                                ts_ns: l.ts_ns,
+                                origin: LastOrigin::Fallback,
+                            },
+                        );
+                        updates.push(Update::LastPrice(*l));
                     }
                 }
             }
@@ -362,6 +419,11 @@ impl MarketData {
     /// The latest ten-level quote of `symbol`.
     pub fn quote(&self, symbol: SymbolCode) -> Option<Quote> {
         self.state.read().quotes.get(&symbol).map(|l| l.quote)
+    }
+
+    /// The last price of `symbol`: its newest tick's or fallback price, whichever came last.
+    pub fn last(&self, symbol: SymbolCode) -> Option<Last> {
+        self.state.read().last.get(&symbol).copied()
     }
 
     /// The latest quote of every symbol, in code order.
@@ -535,6 +597,71 @@ mod tests {
         assert_eq!(md.quote(code()), Some(q));
         assert_eq!(md.stats.quotes_received.load(Ordering::Relaxed), 2);
         assert_eq!(md.stats.ticks_received.load(Ordering::Relaxed), 5);
+    }
+
+    fn last_price(ts: u64, price: i64) -> MarketEvent {
+        MarketEvent::LastPrice(LastPrice {
+            symbol: code(),
+            ts_ns: TimestampNs(ts),
+            price: Price(price),
+        })
+    }
+
+    #[test]
+    fn a_last_price_sets_the_last_but_not_the_quote_its_age_or_a_candle() {
+        let md = service(ServiceLimits::default());
+        let quotes = md
+            .subscribe(Topics {
+                quotes: true,
+                candles: Interval::ALL.to_vec(),
+                ..Topics::default()
+            })
+            .expect("room");
+        let mut candles = Vec::new();
+        md.ingest(&[last_price(5, 71_200)], 1_000, &mut candles);
+        assert_eq!(md.quote(code()), None, "a last price is not a quote");
+        assert!(
+            md.quote_ages_s(2_000).is_empty(),
+            "nor does it start an age"
+        );
+        assert_eq!(
+            md.last(code()),
+            Some(Last {
+                price: Price(71_200),
+                ts_ns: TimestampNs(5),
+                origin: LastOrigin::Fallback
+            })
+        );
+        assert!(candles.is_empty(), "no candle from a last price");
+        let series = md.candles(
+            code(),
+            Interval::M1,
+            TimestampNs(0),
+            TimestampNs(u64::MAX),
+            10,
+        );
+        assert!(series.is_empty());
+        assert_eq!(md.stats.last_prices_received.load(Ordering::Relaxed), 1);
+        let got: Vec<_> = quotes.updates.try_iter().collect();
+        assert!(matches!(got.as_slice(), [Update::LastPrice(l)] if l.price == Price(71_200)));
+
+        // A quote received earlier keeps its age through later last prices.
+        md.ingest(&[quote(6, 90)], 10_000_000_000, &mut candles);
+        md.ingest(&[last_price(7, 95)], 20_000_000_000, &mut candles);
+        assert_eq!(md.quote_ages_s(30_000_000_000), [(code(), 20.0)]);
+        assert_eq!(md.quote(code()).map(|q| q.ts_ns), Some(TimestampNs(6)));
+
+        // The newer of a tick and a last price is the last.
+        md.ingest(&[tick(8)], 0, &mut candles);
+        let last = md.last(code()).expect("a last");
+        assert_eq!((last.price, last.origin), (Price(100), LastOrigin::Trade));
+        md.ingest(&[last_price(9, 101)], 0, &mut candles);
+        let last = md.last(code()).expect("a last");
+        assert_eq!(
+            (last.price, last.origin),
+            (Price(101), LastOrigin::Fallback)
+        );
+        assert_eq!(md.ticks(code(), 10).len(), 1, "a last price is not a tick");
     }
 
     #[test]

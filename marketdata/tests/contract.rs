@@ -89,7 +89,7 @@ fn the_simulated_source_keeps_the_contract_and_quotes_every_banded_symbol() {
         .iter()
         .filter_map(|e| match e {
             MarketEvent::Quote(q) => Some(q.symbol.to_string()),
-            MarketEvent::Tick(_) => None,
+            MarketEvent::Tick(_) | MarketEvent::LastPrice(_) => None,
         })
         .collect();
     // TINY (base 2 KRW) has a band too narrow for a bid and an ask: never quoted.

@@ -331,6 +331,11 @@ fn render_market_data(out: &mut String, md: &kuku_marketdata::MarketData) {
             &s.ticks_received,
         ),
         (
+            "kuku_md_last_prices_received_total",
+            "Last prices the source delivered (a provider's fallback for a silent stream).",
+            &s.last_prices_received,
+        ),
+        (
             "kuku_md_events_invalid_total",
             "Source events refused by validation.",
             &s.events_invalid,

@@ -33,6 +33,7 @@ fn sample_counts() -> (u64, u64, u64, u64) {
                 last_quote = q.ts_ns.0;
             }
             MarketEvent::Tick(_) => ticks += 1,
+            MarketEvent::LastPrice(_) => {}
         }
     }
     (quotes, ticks, first.expect("not empty"), last_quote)

@@ -242,18 +242,42 @@ pub struct MarketTick {
     pub aggressor: ApiSide,
 }
 
-/// The market's ten-level quote of a symbol as the source last delivered it.
+/// The market's ten-level quote of a symbol as the source last delivered it, and the
+/// symbol's last price.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct MarketQuoteResponse {
     pub symbol: String,
-    /// The source's timestamp of the quote (Unix ns).
-    pub ts_ns: u64,
+    /// The source's timestamp of the quote (Unix ns; absent: no quote yet, only a last price).
+    pub ts_ns: Option<u64>,
     /// Best first, up to ten.
     pub bids: Vec<MarketLevel>,
     /// Best first, up to ten.
     pub asks: Vec<MarketLevel>,
     /// The market's last trade the quote reports (absent: none).
     pub last_trade: Option<MarketLastTrade>,
+    /// The symbol's last price: its newest market trade or the source's fallback price
+    /// (e.g. KIS's current-price inquiry while its stream is silent), whichever came later.
+    /// A fallback price does not refresh the quote (absent: neither yet).
+    pub last: Option<MarketLast>,
+}
+
+/// Where a last price came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketLastOrigin {
+    /// A market trade (see `market-ticks`).
+    Trade,
+    /// The source's last-price snapshot for a symbol whose stream is silent.
+    Fallback,
+}
+
+/// A symbol's last price on the market.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct MarketLast {
+    pub price: i64,
+    /// When the source delivered it (Unix ns): a fallback price does not say when it traded.
+    pub ts_ns: u64,
+    pub origin: MarketLastOrigin,
 }
 
 /// The market's last trade as a quote reports it (a quote does not say who took liquidity).
@@ -274,28 +298,41 @@ pub async fn get_market_quote(
     ApiPath(p): ApiPath<super::api::SymbolPath>,
 ) -> Result<Json<MarketQuoteResponse>, ApiError> {
     let symbol = market_symbol(&s, &p.code)?;
-    let quote = s.market_data.quote(symbol).ok_or_else(|| {
-        ApiError::gateway(GatewayCode::NotFound)
-            .with_detail("no market quote of this symbol has been received")
-    })?;
-    let levels = |side: &kuku_marketdata::Levels| {
-        side.as_slice()
-            .iter()
-            .map(|l| MarketLevel {
-                price: l.price.0,
-                qty: l.qty.0,
-            })
-            .collect()
+    let quote = s.market_data.quote(symbol);
+    let last = s.market_data.last(symbol);
+    if quote.is_none() && last.is_none() {
+        return Err(ApiError::gateway(GatewayCode::NotFound)
+            .with_detail("no market quote or last price of this symbol has been received"));
+    }
+    let levels = |side: Option<&kuku_marketdata::Levels>| {
+        side.map(|side| {
+            side.as_slice()
+                .iter()
+                .map(|l| MarketLevel {
+                    price: l.price.0,
+                    qty: l.qty.0,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
     };
     Ok(Json(MarketQuoteResponse {
         symbol: symbol.as_str().to_owned(),
-        ts_ns: quote.ts_ns.0,
-        bids: levels(&quote.bids),
-        asks: levels(&quote.asks),
-        last_trade: quote.last_trade.map(|t| MarketLastTrade {
+        ts_ns: quote.map(|q| q.ts_ns.0),
+        bids: levels(quote.as_ref().map(|q| &q.bids)),
+        asks: levels(quote.as_ref().map(|q| &q.asks)),
+        last_trade: quote.and_then(|q| q.last_trade).map(|t| MarketLastTrade {
             ts_ns: t.ts_ns.0,
             price: t.price.0,
             qty: t.qty.0,
+        }),
+        last: last.map(|l| MarketLast {
+            price: l.price.0,
+            ts_ns: l.ts_ns.0,
+            origin: match l.origin {
+                kuku_marketdata::LastOrigin::Trade => MarketLastOrigin::Trade,
+                kuku_marketdata::LastOrigin::Fallback => MarketLastOrigin::Fallback,
+            },
         }),
     }))
 }
