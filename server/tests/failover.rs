@@ -31,10 +31,11 @@ use support::{ADMIN_TOKEN, SECRET, buy};
 const KUKU: &str = env!("CARGO_BIN_EXE_kuku");
 const NOT_PRIMARY: u16 = 9014;
 
+/// The line `kuku serve` logs once all its listeners are bound and it serves.
+const SERVING_LINE: &str = "Kuku is serving.";
+
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
+    support::listen_addr()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -60,6 +61,8 @@ struct NodeProc {
     replication: SocketAddr,
     engine: EngineConfig,
     child: Option<Child>,
+    /// How many times the log said [`SERVING_LINE`] before the running child was spawned.
+    served_before_spawn: usize,
 }
 
 #[derive(Clone)]
@@ -106,6 +109,7 @@ impl NodeProc {
             replication: free_addr(),
             engine,
             child: None,
+            served_before_spawn: 0,
         }
     }
 
@@ -152,6 +156,7 @@ impl NodeProc {
             .append(true)
             .open(root.join(format!("{}.log", self.name)))
             .unwrap();
+        self.served_before_spawn = self.log().matches(SERVING_LINE).count();
         let child = Process::new(KUKU)
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -184,7 +189,7 @@ impl NodeProc {
                 );
             }
             if let Some(s) = status(self.replication) {
-                if s.role == role {
+                if s.role == role && (role == "fenced" || self.serves()) {
                     return s;
                 }
                 last = Some(s);
@@ -196,6 +201,13 @@ impl NodeProc {
             self.name,
             self.log()
         );
+    }
+
+    /// True once the running child logged that it serves. A node answers status requests on
+    /// its replication address before it binds its gateway (the gateway listens last), so
+    /// its role alone does not say that its start-up succeeded.
+    fn serves(&self) -> bool {
+        self.log().matches(SERVING_LINE).count() > self.served_before_spawn
     }
 
     fn kill(&mut self) {
@@ -442,6 +454,38 @@ fn wait_caught_up(primary: &NodeProc, standby: &NodeProc) {
             _ => false,
         },
     );
+}
+
+/// Why a node's role is not enough to call it up: a primary answers status requests on its
+/// replication address before its gateway binds (the gateway listens last); when the gateway's
+/// port is taken, the node reports its role and then exits, and a standby started on the role
+/// alone finds nothing to join (connection refused until its join deadline).
+#[test]
+fn heavy_a_primary_whose_gateway_port_is_taken_reports_its_role_then_exits() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = NodeProc::new(root.path(), "a");
+    let taken = TcpListener::bind(a.gateway).expect("the gateway's port is free");
+    a.spawn(&Setup::default(), None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = a.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "a started on a taken port");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(taken);
+    assert!(!exit.success());
+    let log = a.log();
+    assert!(
+        log.contains("The replication listener is up."),
+        "the replication listener answers before the gateway binds:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("cannot listen on {}", a.gateway)),
+        "{log}"
+    );
+    assert!(!a.serves(), "{log}");
 }
 
 #[test]

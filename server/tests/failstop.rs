@@ -24,7 +24,7 @@ use kuku_server::config::NodeConfig;
 use kuku_server::failstop::EXIT_LOG_FAILURE;
 use kuku_server::replication::{Mode, ReplicationSettings, control};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command as Process, ExitStatus, Stdio};
@@ -50,9 +50,7 @@ const IN_FLIGHT: u64 = 3;
 const KEY_BASE: u64 = 1_000;
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
+    support::listen_addr()
 }
 
 /// A running `kuku serve`: its stderr lines (with the time each arrived) and its exit.

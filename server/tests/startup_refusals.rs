@@ -24,9 +24,7 @@ use support::process::{Serve, WAIT};
 use support::{ADMIN_TOKEN, SECRET, buy};
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
+    support::listen_addr()
 }
 
 /// A node's config in `root/name`: no feed, always open, `durability`, its own port.

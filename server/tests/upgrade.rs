@@ -16,7 +16,7 @@ use kuku_gateway::protocol::Message;
 use kuku_journal::upgrade::ENGINE_LOGIC_VERSION_OVERRIDE_ENV;
 use kuku_journal::{JournalReader, SnapshotStore};
 use kuku_server::config::NodeConfig;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output};
 use std::time::{Duration, Instant};
@@ -24,9 +24,7 @@ use support::process::{KUKU, Serve, WAIT};
 use support::{ADMIN_TOKEN, SECRET, buy};
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
+    support::listen_addr()
 }
 
 fn node_config(root: &Path) -> NodeConfig {

@@ -304,3 +304,53 @@ pub fn next_picked<T>(c: &mut TradingClient, mut pick: impl FnMut(Message) -> Op
     }
     panic!("the expected message did not arrive within 30 s");
 }
+
+/// The lowest port [`listen_addr`] hands out (above the well-known and registered services
+/// the tests use: MariaDB 3306, NATS 4222, Redis 6379).
+const LISTEN_PORT_MIN: u16 = 10_000;
+
+/// An address on 127.0.0.1 for a node in a child process to listen on.
+///
+/// Reserving a port by binding port 0 and releasing it is racy: until the child binds it,
+/// the port is back in the kernel's ephemeral range, where any process's `bind(0)` (another
+/// test node's HTTP door) or outgoing connection may take it. The ports handed out here lie
+/// below that range (`/proc/sys/net/ipv4/ip_local_port_range`), so the kernel never gives them
+/// away on its own; a port is free when picked (it binds), and no port is handed out twice by
+/// one test process. Outside Linux, or with an ephemeral range too low, it falls back to
+/// port 0's pick.
+pub fn listen_addr() -> SocketAddr {
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    if ephemeral_low > LISTEN_PORT_MIN + 1_000 {
+        let span = u64::from(ephemeral_low - LISTEN_PORT_MIN);
+        // Different test processes start at different points of the range.
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos().into());
+        for i in 0..span {
+            let port = LISTEN_PORT_MIN + (seed.wrapping_mul(7_919).wrapping_add(i) % span) as u16;
+            if handed_out.contains(&port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.push(port);
+                return SocketAddr::from(([127, 0, 0, 1], port));
+            }
+        }
+    }
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral port");
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
+}
