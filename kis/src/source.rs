@@ -2,8 +2,9 @@
 //! journals each symbol's quote status before the pump delivers that symbol's next quote.
 //!
 //! The adapter's records become market events: a ten-level book a [`Quote`], a trade a
-//! [`Tick`], a REST fallback price a [`LastPrice`]. Events are stamped with the poll's `now` (KIS's `HHMMSS` has whole seconds
-//! only), never earlier than the last stamp, so per-symbol timestamps never go backwards.
+//! [`Tick`], a REST fallback price a [`LastPrice`]. Events are stamped with the poll's `now`
+//! (KIS's `HHMMSS` has whole seconds only), never earlier than the last stamp, so per-symbol
+//! timestamps never go backwards.
 //!
 //! The order that keeps the engine consistent (ADR-023): the node calls
 //! [`KisStatus::changes`] first, which moves what the adapter received into this source's
@@ -26,8 +27,7 @@ use crate::metrics::KisMetrics;
 use crate::session::{KisAdapter, KisEvent};
 use crate::staleness::{QuoteStatus, StaleTracker};
 use crate::{KisConfig, KisError, ShortCode};
-use kuku_engine::Price;
-use kuku_engine::{Side, Symbol, SymbolCode};
+use kuku_engine::{Price, Side, Symbol, SymbolCode};
 use kuku_marketdata::{
     Delivery, LastPrice, Level, Levels, MarketEvent, Poll, Quote, Source, SourceError, Tick,
     TimestampNs,
