@@ -555,8 +555,17 @@ impl Hub {
                 })
                 .to_string()
                 .into();
-                for outbox in self.outboxes.lock().values() {
-                    outbox.push(text.clone(), Kind::Essential);
+                // To the connections that lose something: subscribers of trades or an account.
+                let registry = self.registry.lock();
+                let mut told = FxHashSet::default();
+                for (topic, subs) in &registry.subscribers {
+                    if matches!(topic, Topic::Trades(_) | Topic::Account(_)) {
+                        for (id, outbox) in subs {
+                            if told.insert(*id) {
+                                outbox.push(text.clone(), Kind::Essential);
+                            }
+                        }
+                    }
                 }
             }
             FeedMsg::Market { ts, update } => self.deliver_market(ts, &update),
