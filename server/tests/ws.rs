@@ -331,6 +331,11 @@ fn an_expiring_token_closes_the_socket_unless_a_fresh_one_comes_first() {
     // An expired token is refused outright.
     renewed.send(json!({"op": "auth", "token": token(alice_id, now_s() - 5), "id": 4}));
     assert_eq!(renewed.next_where(|v| v["id"] == 4)["code"], 9077);
+    // The largest expiry a token can carry is accepted, not a crash.
+    renewed.send(json!({"op": "auth", "token": token(alice_id, u64::MAX), "id": 5}));
+    assert_eq!(renewed.next_where(|v| v["id"] == 5)["exp"], u64::MAX);
+    renewed.send(json!({"op": "ping", "id": 6}));
+    assert_eq!(renewed.next_where(|v| v["id"] == 6)["type"], "pong");
 }
 
 #[test]
