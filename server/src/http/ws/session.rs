@@ -424,6 +424,13 @@ fn deadline_of(exp_s: u64) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,12 +440,5 @@ mod tests {
         let far = deadline_of(u64::MAX);
         assert!(far > Instant::now() + Duration::from_secs(86_400));
         assert!(deadline_of(0) <= Instant::now());
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
