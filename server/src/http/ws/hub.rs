@@ -654,6 +654,16 @@ impl Hub {
                 }),
                 Kind::Droppable,
             ),
+            // A last price without a quote (the quote source's fallback while its stream is
+            // silent): on the quote channel, as its own type; the quote itself may be stale.
+            Update::LastPrice(l) => (
+                Topic::Quote(l.symbol),
+                json!({
+                    "type": "last_price", "source": "market", "symbol": l.symbol.as_str(),
+                    "ts": ts, "market_ts": l.ts_ns.0, "price": l.price.0,
+                }),
+                Kind::Droppable,
+            ),
             Update::Tick(t) => (
                 Topic::Trades(t.symbol),
                 json!({
