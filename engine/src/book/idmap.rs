@@ -131,6 +131,20 @@ impl IdMap {
         self.buckets[hole] = EMPTY;
     }
 
+    /// Every stored value, in ascending key order: one sequential pass over the buckets and
+    /// a sort, O(capacity + len log len).
+    pub fn slots_by_key(&self) -> Vec<Slot> {
+        let mut pairs: Vec<(u64, Slot)> = Vec::with_capacity(self.len);
+        pairs.extend(
+            self.buckets
+                .iter()
+                .filter(|b| b.key != 0)
+                .map(|b| (b.key, b.slot)),
+        );
+        pairs.sort_unstable_by_key(|&(key, _)| key);
+        pairs.into_iter().map(|(_, slot)| slot).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -169,6 +183,8 @@ mod tests {
                 for (k, v) in &model {
                     assert_eq!(m.get(OrderId(*k)), Some(*v));
                 }
+                let in_key_order: Vec<Slot> = model.values().copied().collect();
+                assert_eq!(m.slots_by_key(), in_key_order);
                 assert_eq!(m.len(), model.len());
             }
             assert_eq!(m.get(OrderId(next + 7)), None);
