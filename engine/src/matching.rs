@@ -842,6 +842,11 @@ impl Engine {
         } = r;
         self.keys.prefetch(account, request_id);
         self.orders.prefetch(order_id);
+        // The order's slot is known once its index bucket arrives: start loading the order
+        // too, so that it travels while the key is checked (two misses overlap, not three).
+        if let Some(slot) = self.orders.slot_of(order_id) {
+            self.orders.prefetch_head(slot);
+        }
         let Some(a) = self.ledger.account(account) else {
             self.reject_request(r, RejectReason::UnknownAccount, sink);
             return false;

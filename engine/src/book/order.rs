@@ -208,6 +208,13 @@ impl OrderStore {
         self.by_id.prefetch(id);
     }
 
+    /// Starts loading the first cache line of the order in `slot` (the fields a lookup and
+    /// a cancel read).
+    #[inline]
+    pub fn prefetch_head(&self, slot: Slot) {
+        crate::idempotency::prefetch_read(&self.slots[slot as usize].id);
+    }
+
     #[inline]
     pub fn slot_of(&self, id: OrderId) -> Option<Slot> {
         self.by_id.get(id)
