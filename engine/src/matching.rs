@@ -842,6 +842,11 @@ impl Engine {
         } = r;
         self.keys.prefetch(account, request_id);
         self.orders.prefetch(order_id);
+        // The order's slot is known once its index bucket arrives: start loading the order
+        // too, so that it travels while the key is checked (two misses overlap, not three).
+        if let Some(slot) = self.orders.slot_of(order_id) {
+            self.orders.prefetch_head(slot);
+        }
         let Some(a) = self.ledger.account(account) else {
             self.reject_request(r, RejectReason::UnknownAccount, sink);
             return false;
@@ -970,24 +975,30 @@ impl Engine {
         if account.is_system_market() {
             return self.finish_request(r, Outcome::Rejected(RejectReason::UnknownAccount), sink);
         }
-        // Walk the account's list (OrderId order); book-only mode has none: walk all orders.
-        let mut cur = match self.ledger.account(account) {
-            Some(a) if self.config.accounting => a.orders_head,
-            _ => self.orders.global_first(),
-        };
+        // The account's orders in OrderId order: its list (each next read before the order is
+        // cancelled), or in book-only mode (no lists) every order, taken up front.
         let mut cancelled = 0u32;
-        while cur != NIL {
-            let o = *self.orders.get(cur);
-            let next = if self.config.accounting {
-                o.by_account.next
-            } else {
-                o.global.next
-            };
+        let mut cancel_if_matching = |engine: &mut Self, slot: Slot| {
+            let o = engine.orders.get(slot);
             if o.account == account && symbol.is_none_or(|s| s == o.symbol) {
-                self.cancel_live(cur, CancelReason::CancelAll, request_id, sink);
+                engine.cancel_live(slot, CancelReason::CancelAll, request_id, sink);
                 cancelled += 1;
             }
-            cur = next;
+        };
+        match self.ledger.account(account) {
+            Some(a) if self.config.accounting => {
+                let mut cur = a.orders_head;
+                while cur != NIL {
+                    let next = self.orders.get(cur).by_account.next;
+                    cancel_if_matching(self, cur);
+                    cur = next;
+                }
+            }
+            _ => {
+                for slot in self.orders.slots_by_id() {
+                    cancel_if_matching(self, slot);
+                }
+            }
         }
         self.finish_request(r, Outcome::CancelledAll(cancelled), sink);
         let acct_seq = self.ledger.next_seq(account);
@@ -1394,7 +1405,6 @@ fn new_order(
         position: NIL,
         level: Links::NONE,
         by_account: Links::NONE,
-        global: Links::NONE,
     }
 }
 

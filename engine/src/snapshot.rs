@@ -287,7 +287,6 @@ impl Engine {
                 },
                 level: crate::book::order::Links::NONE,
                 by_account: crate::book::order::Links::NONE,
-                global: crate::book::order::Links::NONE,
             };
             let slot = self
                 .orders

@@ -2,17 +2,24 @@
 //!
 //! Orders live in one preallocated `Vec` of slots with a free list. A slot index is an
 //! internal handle only: identity is the `OrderId` counter, mapped to slots by an
-//! [`IdMap`] (open addressing without tombstones, so no rehash pauses). Each order sits in three intrusive
-//! doubly-linked lists: its price level's FIFO (time priority), its account's list and the
-//! global list, both of the latter in OrderId order (append on accept; a modify keeps the id).
+//! [`IdMap`] (open addressing without tombstones, so no rehash pauses). Each order sits in two
+//! intrusive doubly-linked lists: its price level's FIFO (time priority) and its account's
+//! list, the latter in OrderId order (append on accept; a modify keeps the id).
 //!
 //! **Invariants**
-//! - A slot is either free (on the free list) or holds exactly one live order.
+//! - A slot is either free (on the free list, its id 0) or holds exactly one live order.
 //! - `by_id` maps exactly the live orders to their slots.
-//! - Account and global lists are sorted by OrderId.
+//! - Account lists are sorted by OrderId.
 //!
 //! **Performance**: O(1) insert, remove and lookup; no allocation after construction (the map
-//! is built with capacity `orders_max` and never holds more).
+//! is built with capacity `orders_max` and never holds more). An order is two cache lines,
+//! the fields a cancel or a match touches in the first: removing an order touches its first
+//! line, its level neighbours' first lines and (with accounts) its account neighbours'.
+//! There is no list of all orders: walking every order in OrderId order ([`OrderStore::iter`],
+//! for snapshots, the end of the day and checks, never per request) reads the id map
+//! sequentially and sorts, O(capacity + live log live). A global list cost every remove two
+//! more cache misses (its id-order neighbours sit anywhere in the slab); measured in
+//! docs/benchmarks.md §8.
 
 use super::idmap::IdMap;
 use crate::types::{
@@ -37,38 +44,44 @@ impl Links {
     };
 }
 
-/// A live order.
+/// A live order: two cache lines (`repr(C)` keeps the order of the fields), the first with
+/// everything a lookup, a cancel, a match and [`Order::head`] read, the second with the
+/// counters a fill updates and the fields only reports read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
 pub struct Order {
+    // First cache line.
     pub id: OrderId,
-    pub account: AccountId,
-    pub client_order_id: ClientOrderId,
-    pub symbol: SymbolId,
-    pub side: Side,
-    pub order_type: OrderType,
-    pub tif: TimeInForce,
     pub price: Price,
     /// Open quantity.
     pub leaves: Qty,
-    pub filled: Qty,
+    /// Cash this order holds (buys) under the risk rules; 0 for sells and SYSTEM_MARKET.
+    pub cash_hold: Amount,
+    pub level: Links,
+    pub by_account: Links,
+    pub account: AccountId,
+    pub symbol: SymbolId,
+    /// The owner's position in this symbol (index into the ledger's positions), cached so a
+    /// fill touches no map; `NIL` for SYSTEM_MARKET and in book-only mode.
+    pub position: u32,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub tif: TimeInForce,
+    /// True while the order sits in a price level (an incoming order matches first).
+    pub resting: bool,
+    // Second cache line.
     /// Time priority within its level: lower goes first. Reassigned when priority is lost.
     pub priority: u64,
+    pub client_order_id: ClientOrderId,
+    pub filled: Qty,
     /// Sum of price x qty over this order's fills (for cumulative commission and tax).
     pub cum_notional: Amount,
     pub commission_charged: Amount,
     pub taxes_charged: [Amount; 2],
-    /// Cash this order holds (buys) under the risk rules; 0 for sells and SYSTEM_MARKET.
-    pub cash_hold: Amount,
     pub ts_accepted: u64,
-    /// True while the order sits in a price level (an incoming order matches first).
-    pub resting: bool,
-    /// The owner's position in this symbol (index into the ledger's positions), cached so a
-    /// fill touches no map; `NIL` for SYSTEM_MARKET and in book-only mode.
-    pub position: u32,
-    pub level: Links,
-    pub by_account: Links,
-    pub global: Links,
 }
+
+const _: () = assert!(size_of::<Order>() == 128, "an order is two cache lines");
 
 /// The fields hot paths need of an order, small enough to copy freely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +124,6 @@ pub struct OrderStore {
     free_head: Slot,
     by_id: IdMap,
     live: u32,
-    global_head: Slot,
-    global_tail: Slot,
 }
 
 impl OrderStore {
@@ -138,7 +149,6 @@ impl OrderStore {
             position: NIL,
             level: Links::NONE,
             by_account: Links::NONE,
-            global: Links::NONE,
         };
         let mut slots = crate::table::Table::new(orders_max as usize, blank);
         // Free list threaded through `level.next`, lowest slot first.
@@ -155,8 +165,6 @@ impl OrderStore {
             free_head: if orders_max > 0 { 0 } else { NIL },
             by_id,
             live: 0,
-            global_head: NIL,
-            global_tail: NIL,
         }
     }
 
@@ -200,13 +208,20 @@ impl OrderStore {
         self.by_id.prefetch(id);
     }
 
+    /// Starts loading the first cache line of the order in `slot` (the fields a lookup and
+    /// a cancel read).
+    #[inline]
+    pub fn prefetch_head(&self, slot: Slot) {
+        crate::idempotency::prefetch_read(&self.slots[slot as usize].id);
+    }
+
     #[inline]
     pub fn slot_of(&self, id: OrderId) -> Option<Slot> {
         self.by_id.get(id)
     }
 
-    /// Takes a free slot for `order` and appends it to the global list. The caller links it
-    /// into its level and account lists. `None` if the slab is full.
+    /// Takes a free slot for `order`. The caller links it into its level and account lists.
+    /// `None` if the slab is full.
     pub fn insert(&mut self, mut order: Order) -> Option<Slot> {
         let slot = self.free_head;
         if slot == NIL {
@@ -215,20 +230,6 @@ impl OrderStore {
         self.free_head = self.slots[slot as usize].level.next;
         order.level = Links::NONE;
         order.by_account = Links::NONE;
-        order.global = Links {
-            prev: self.global_tail,
-            next: NIL,
-        };
-        debug_assert!(
-            self.global_tail == NIL || self.slots[self.global_tail as usize].id < order.id,
-            "the global list is in OrderId order"
-        );
-        if self.global_tail != NIL {
-            self.slots[self.global_tail as usize].global.next = slot;
-        } else {
-            self.global_head = slot;
-        }
-        self.global_tail = slot;
         self.by_id.insert(order.id, slot);
         self.slots[slot as usize] = order;
         self.live += 1;
@@ -237,18 +238,7 @@ impl OrderStore {
 
     /// Frees a slot; the caller has unlinked it from its level and account lists.
     pub fn remove(&mut self, slot: Slot) {
-        let Links { prev, next } = self.slots[slot as usize].global;
         let id = self.slots[slot as usize].id;
-        if prev != NIL {
-            self.slots[prev as usize].global.next = next;
-        } else {
-            self.global_head = next;
-        }
-        if next != NIL {
-            self.slots[next as usize].global.prev = prev;
-        } else {
-            self.global_tail = prev;
-        }
         self.by_id.remove(id);
         let s = &mut self.slots[slot as usize];
         s.id = OrderId(0);
@@ -260,23 +250,15 @@ impl OrderStore {
         self.live -= 1;
     }
 
-    /// The oldest live order (lowest OrderId).
-    #[inline]
-    pub fn global_first(&self) -> Slot {
-        self.global_head
+    /// The live orders' slots in OrderId order (allocates; not for per-request paths).
+    pub fn slots_by_id(&self) -> Vec<Slot> {
+        self.by_id.slots_by_key()
     }
 
-    /// Iterates live orders in OrderId order.
+    /// Iterates live orders in OrderId order (allocates; not for per-request paths).
     pub fn iter(&self) -> impl Iterator<Item = (Slot, &Order)> + '_ {
-        let mut cur = self.global_head;
-        std::iter::from_fn(move || {
-            if cur == NIL {
-                return None;
-            }
-            let slot = cur;
-            let o = &self.slots[slot as usize];
-            cur = o.global.next;
-            Some((slot, o))
-        })
+        self.slots_by_id()
+            .into_iter()
+            .map(move |slot| (slot, &self.slots[slot as usize]))
     }
 }
