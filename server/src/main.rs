@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use kuku_gateway::translate::RateLimits;
 use kuku_server::config::NodeConfig;
-use kuku_server::http::HttpDoor;
+use kuku_server::http::{HttpDoor, HttpServer};
 use kuku_server::node::{Node, NodeOutputs};
 use kuku_server::pipeline::wait::Wait;
 use kuku_server::scheduler::ScheduleMode;
@@ -402,10 +402,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let metrics = match &config.metrics_listen {
         Some(listen) => {
-            let m = kuku_server::metrics::start(
-                listen,
-                kuku_server::metrics::MetricsSources::of(&node, gateway.as_ref()),
-            )?;
+            let mut sources = kuku_server::metrics::MetricsSources::of(&node, gateway.as_ref());
+            sources.ws = http.as_ref().and_then(HttpServer::ws_metrics);
+            let m = kuku_server::metrics::start(listen, sources)?;
             tracing::info!(listen = %m.local_addr(), "Metrics: GET /metrics (Prometheus text).");
             Some(m)
         }

@@ -36,6 +36,8 @@ pub struct MetricsSources {
     pub market_data: Option<kuku_marketdata::MarketDataHandle>,
     /// The KIS adapter's counters (`None`: another source).
     pub kis: Option<Arc<kuku_kis::KisMetrics>>,
+    /// The HTTP door's WebSocket counters (`None`: no door, or its feeds are off).
+    pub ws: Option<Arc<crate::http::ws::WsMetrics>>,
 }
 
 impl MetricsSources {
@@ -49,6 +51,7 @@ impl MetricsSources {
             replication: node.replication.clone(),
             market_data: Some(Arc::clone(&node.market_data)),
             kis: node.kis_metrics.clone(),
+            ws: None,
         }
     }
 }
@@ -304,6 +307,9 @@ pub fn render(s: &MetricsSources) -> String {
     }
     if let Some(r) = &s.replication {
         render_replication(&mut out, r);
+    }
+    if let Some(ws) = &s.ws {
+        ws.render(&mut out);
     }
     if let Some(kis) = &s.kis {
         kis.render(&mut out);

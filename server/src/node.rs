@@ -971,6 +971,7 @@ mod tests {
             replication: None,
             market_data: None,
             kis: None,
+            ws: None,
         });
         assert!(text.contains("\nkuku_ledger_alarms_total 1\n"), "{text}");
         assert!(

@@ -54,6 +54,8 @@ pub struct Inner {
     /// Serializes the admin reference writes, so the database and the service see them in
     /// the same order.
     pub reference_writes: tokio::sync::Mutex<()>,
+    /// The WebSocket feeds (`None`: `http.ws.enabled = false`).
+    pub ws: Option<Arc<super::ws::hub::Hub>>,
 }
 
 #[derive(Clone)]
@@ -1376,6 +1378,7 @@ pub fn router(state: AppState, body_bytes_max: usize) -> axum::Router {
         .merge(admin::routes())
         .merge(super::market::routes());
     axum::Router::new()
+        .route("/ws", get(super::ws::session::upgrade))
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

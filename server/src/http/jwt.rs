@@ -85,6 +85,12 @@ impl JwtKeys {
 
     /// The account a token speaks for.
     pub fn verify(&self, token: &str) -> Result<AccountId, TokenRefusal> {
+        self.verify_with_expiry(token).map(|(account, _)| account)
+    }
+
+    /// The account a token speaks for and its expiry (`exp`, Unix seconds): a WebSocket
+    /// session stays bound to the account until then.
+    pub fn verify_with_expiry(&self, token: &str) -> Result<(AccountId, u64), TokenRefusal> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenRefusal::Expired,
@@ -95,7 +101,9 @@ impl JwtKeys {
             return Err(TokenRefusal::Invalid);
         }
         match data.claims.sub.parse::<u32>() {
-            Ok(id) if id > 0 && data.claims.sub == id.to_string() => Ok(AccountId(id)),
+            Ok(id) if id > 0 && data.claims.sub == id.to_string() => {
+                Ok((AccountId(id), data.claims.exp))
+            }
             _ => Err(TokenRefusal::Invalid),
         }
     }

@@ -10,10 +10,12 @@
 //! tokens), [`problem`] (RFC 9457 errors carrying the stable codes), [`extract`] (bearer
 //! auth, the rate limit, bodies, paths, the Idempotency-Key), [`api`], [`admin`] and
 //! [`history`] (the handlers; history reads the query database), [`market`] (the market's
-//! data and the reference data of the market-data service), [`openapi`] (the OpenAPI 3.1 document generated from the handlers).
+//! data and the reference data of the market-data service), [`openapi`] (the OpenAPI 3.1 document generated from the handlers),
+//! [`ws`] (the WebSocket feeds on `/ws`).
 //!
-//! Threads: a tokio runtime of its own (`worker_threads`, named `kuku-http`) and one output
-//! handler thread (`kuku-http-outcomes`). Nothing here runs on, or waits for, the processor
+//! Threads: a tokio runtime of its own (`worker_threads`, named `kuku-http`), one output
+//! handler thread (`kuku-http-outcomes`), and with `/ws` a second output handler thread
+//! (`kuku-ws-feed`) and the fan-out thread (`kuku-ws-fanout`). Nothing here runs on, or waits for, the processor
 //! thread except through the rings.
 //!
 //! **Invariants**
@@ -42,6 +44,7 @@ pub mod market;
 pub mod openapi;
 pub mod outcome;
 pub mod problem;
+pub mod ws;
 
 use crate::config::NodeConfig;
 use crate::node::{Node, NodeOutputs};
@@ -79,6 +82,8 @@ pub struct HttpSettings {
     pub body_bytes_max: usize,
     /// Commands submitted and waiting for their outcome, at most.
     pub in_flight_max: usize,
+    /// The WebSocket feeds (`[http.ws]`).
+    pub ws: ws::WsSettings,
 }
 
 impl Default for HttpSettings {
@@ -93,6 +98,7 @@ impl Default for HttpSettings {
             worker_threads: 2,
             body_bytes_max: 16 * 1024,
             in_flight_max: 16_384,
+            ws: ws::WsSettings::default(),
         }
     }
 }
@@ -114,7 +120,7 @@ impl HttpSettings {
         if self.in_flight_max == 0 {
             return Err("http.in_flight_max must be at least 1".into());
         }
-        Ok(())
+        self.ws.validate()
     }
 
     /// The JWT key file's path for a node with `data_dir`.
@@ -141,6 +147,77 @@ pub struct HttpDoor {
     settings: HttpSettings,
     jwt_key: [u8; 32],
     history: history::HistoryStore,
+    ws: Option<WsFeed>,
+}
+
+/// The WebSocket feeds before the node starts: the hub, and the fan-out's queue (its
+/// sending end is in the feed handler; the market data gets a clone at `serve`).
+struct WsFeed {
+    hub: Arc<ws::hub::Hub>,
+    sender: ws::feed::FeedSender,
+    receiver: std::sync::mpsc::Receiver<ws::feed::FeedMsg>,
+}
+
+impl WsFeed {
+    /// Adds the feed's output handler and seed to `outputs`.
+    fn prepare(settings: &ws::WsSettings, outputs: &mut NodeOutputs) -> WsFeed {
+        let hub = ws::hub::Hub::new(settings.clone());
+        let (tx, receiver) = std::sync::mpsc::sync_channel(settings.feed_queue_max);
+        let sender = ws::feed::FeedSender::new(tx, Arc::clone(&hub));
+        let seeded = ws::feed::Seeded::default();
+        outputs.handlers.push((
+            "kuku-ws-feed",
+            ws::feed::handler(Arc::clone(&seeded), sender.clone()),
+        ));
+        outputs.seeds.push(ws::feed::seed(seeded, Arc::clone(&hub)));
+        WsFeed {
+            hub,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Starts the fan-out thread and subscribes it to the market data's updates.
+    fn start(
+        self,
+        market_data: &kuku_marketdata::MarketDataHandle,
+    ) -> anyhow::Result<(Arc<ws::hub::Hub>, JoinHandle<()>)> {
+        let WsFeed {
+            hub,
+            sender,
+            receiver,
+        } = self;
+        let topics = kuku_marketdata::Topics {
+            symbol: None,
+            quotes: true,
+            ticks: true,
+            candles: kuku_marketdata::Interval::ALL.to_vec(),
+        };
+        let stopping = Arc::clone(&hub);
+        let subscribed = market_data.subscribe_callback(topics, move |update| {
+            if stopping.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return kuku_marketdata::Delivered::Closed;
+            }
+            let msg = ws::feed::FeedMsg::Market {
+                ts: crate::pipeline::now_ns(),
+                update: Box::new(*update),
+            };
+            if sender.offer(msg) {
+                kuku_marketdata::Delivered::Taken
+            } else {
+                kuku_marketdata::Delivered::Full
+            }
+        });
+        if let Err(e) = subscribed {
+            tracing::warn!(error = %e, "The WebSocket feeds get no market data (quotes, ticks, candles of the source).");
+        }
+        let fanout = Arc::clone(&hub);
+        let thread = std::thread::Builder::new()
+            .name("kuku-ws-fanout".into())
+            .spawn(move || fanout.run(receiver))
+            .context("cannot spawn the WebSocket fan-out thread")?;
+        Ok((hub, thread))
+    }
 }
 
 impl HttpDoor {
@@ -160,6 +237,10 @@ impl HttpDoor {
             outcome::handler(Arc::clone(&outcomes)),
         ));
         outputs.seeds.push(outcome::seed(Arc::clone(&outcomes)));
+        let ws = settings
+            .ws
+            .enabled
+            .then(|| WsFeed::prepare(&settings.ws, outputs));
         let history = history::HistoryStore::new(
             crate::database::database_url(config)?,
             Duration::from_secs(config.database.connect_timeout_s.max(1)),
@@ -171,6 +252,7 @@ impl HttpDoor {
             settings,
             jwt_key,
             history,
+            ws,
         })
     }
 
@@ -187,6 +269,13 @@ impl HttpDoor {
         secret: Secret,
         admin_token: Token,
     ) -> anyhow::Result<HttpServer> {
+        let (hub, fanout) = match self.ws {
+            Some(feed) => {
+                let (hub, thread) = feed.start(&node.market_data)?;
+                (Some(hub), Some(thread))
+            }
+            None => (None, None),
+        };
         let state = api::AppState::new(api::Inner {
             outcomes: self.outcomes,
             submitter: parking_lot::Mutex::new(node.submitter.clone()),
@@ -199,13 +288,17 @@ impl HttpDoor {
             history: self.history,
             market_data: std::sync::Arc::clone(&node.market_data),
             reference_writes: tokio::sync::Mutex::new(()),
+            ws: hub.clone(),
         });
-        start_server(
+        let mut server = start_server(
             self.listener,
             state,
             self.settings.worker_threads,
             self.settings.body_bytes_max,
-        )
+        )?;
+        server.ws = hub;
+        server.fanout = fanout;
+        Ok(server)
     }
 }
 
@@ -216,6 +309,8 @@ pub struct HttpServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    ws: Option<Arc<ws::hub::Hub>>,
+    fanout: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -227,7 +322,30 @@ impl HttpServer {
         self.stop_and_join();
     }
 
+    /// The `/ws` hub (`None`: the feeds are disabled); tests use its pause hook.
+    pub fn ws_hub(&self) -> Option<Arc<ws::hub::Hub>> {
+        self.ws.clone()
+    }
+
+    /// The `/ws` counters (`None`: the feeds are disabled).
+    pub fn ws_metrics(&self) -> Option<Arc<ws::WsMetrics>> {
+        self.ws.as_ref().map(|h| Arc::clone(&h.metrics))
+    }
+
     fn stop_and_join(&mut self) {
+        if let Some(hub) = &self.ws {
+            hub.stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+            hub.close_all(
+                ws::protocol::WsCode::ShuttingDown,
+                "the server is shutting down",
+            );
+        }
+        if let Some(t) = self.fanout.take()
+            && t.join().is_err()
+        {
+            tracing::error!("The WebSocket fan-out thread panicked.");
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -294,5 +412,7 @@ fn start_server(
         addr,
         stop: Some(stop_tx),
         thread: Some(thread),
+        ws: None,
+        fanout: None,
     })
 }

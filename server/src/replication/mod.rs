@@ -673,6 +673,7 @@ mod tests {
             replication: Some(Arc::clone(&repl)),
             market_data: None,
             kis: None,
+            ws: None,
         });
         assert!(text.contains("\nkuku_replication_diverged 1\n"), "{text}");
         assert!(text.contains("\nkuku_replication_role 0\n"), "{text}");

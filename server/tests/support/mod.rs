@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod process;
+pub mod ws;
 
 use kuku_engine::{AccountId, Amount, EngineConfig, ExternalRef, MarketPhase, Price, Qty, Side};
 use kuku_gateway::auth::{Secret, Token, encode_hex};
