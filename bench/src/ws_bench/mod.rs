@@ -72,7 +72,7 @@ pub struct WsBenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub clients: usize,
     /// Symbols (the first of the demo universe); every client subscribes to all of them.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub symbols: usize,
     /// The measured window, e.g. `20s`.
     #[arg(long, default_value = "20s", value_parser = crate::tcp_bench::parse_duration)]
@@ -81,13 +81,13 @@ pub struct WsBenchArgs {
     #[arg(long, default_value = "3s", value_parser = crate::tcp_bench::parse_duration)]
     pub warmup: Duration,
     /// After the window, before the clients close (messages of the window still arriving).
-    #[arg(long, default_value = "2s", value_parser = crate::tcp_bench::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::tcp_bench::parse_duration)]
     pub drain: Duration,
     /// Simulated quotes per second over all symbols (the node's feed interval follows).
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = 2.0)]
     pub quote_rate: f64,
     /// Orders per second through the HTTP API during the node's phase.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 1.0)]
     pub order_rate: f64,
     /// Threads of the client fleet.
     #[arg(long, default_value_t = 1)]
@@ -361,6 +361,17 @@ pub fn run(mut args: WsBenchArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
     Ok(floor_passed.unwrap_or(true))
 }
 
+/// At most `n` values of `series`, evenly spaced, the last one included.
+fn downsample(series: &[f64], n: usize) -> Vec<f64> {
+    if series.len() <= n || n < 2 {
+        return series.to_vec();
+    }
+    let step = (series.len() - 1) as f64 / (n - 1) as f64;
+    (0..n)
+        .map(|i| series[((i as f64 * step).round() as usize).min(series.len() - 1)])
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -426,7 +437,7 @@ fn one_run(
         }
         if let Some(q) = node
             .server_counters
-            .get("kuku_ws_queue_bound")
+            .get("queue_frames_max")
             .filter(|_| args.queue.is_none())
         {
             plan.queue = *q as usize;
@@ -516,7 +527,7 @@ fn print_side(out: &mut dyn Write, s: &SideReport) -> anyhow::Result<()> {
             r.max_mib,
             r.last_half_growth * 100.0,
             if r.flat { "flat" } else { "growing" },
-            r.series_mib,
+            downsample(&r.series_mib, 30),
         )?;
     }
     if let Some(o) = &s.orders {
@@ -837,7 +848,9 @@ fn node_phase(args: &WsBenchArgs, symbols: &[String]) -> anyhow::Result<SideRepo
         format!("--symbols={}", symbols.len()),
         format!("--feed-interval-ms={}", args.feed_interval_ms()),
         format!("--threads={}", args.server_threads),
+        format!("--connections={}", args.clients),
     ])?;
+    let queue_bound = child.ready["queue_frames_max"].as_f64();
     let field = |k: &str| -> anyhow::Result<String> {
         Ok(child.ready[k]
             .as_str()
@@ -856,7 +869,10 @@ fn node_phase(args: &WsBenchArgs, symbols: &[String]) -> anyhow::Result<SideRepo
     let measured = measured?;
     stopped.context("stopping the node")?;
     let rss = rss.stop(measured.window);
-    let counters = measured.counters_before_close.clone();
+    let mut counters = measured.counters_before_close.clone();
+    if let Some(q) = queue_bound {
+        counters.insert("queue_frames_max".into(), q);
+    }
     Ok(side_report("node", args, measured, counters, rss, Some(orders?)))
 }
 
@@ -988,6 +1004,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_series_are_shortened_for_the_text_report() {
+        let series: Vec<f64> = (0..100).map(f64::from).collect();
+        let short = downsample(&series, 5);
+        assert_eq!(short, [0.0, 25.0, 50.0, 74.0, 99.0]);
+        assert_eq!(downsample(&series[..3], 5).len(), 3);
+    }
+
+    #[test]
     fn rss_is_read_from_proc_status() {
         assert_eq!(vm_rss_kib("Name:\tx\nVmRSS:\t  12345 kB\n"), Some(12_345));
         assert_eq!(vm_rss_kib("Name:\tx\n"), None);
@@ -1017,12 +1041,12 @@ mod tests {
     fn smoke_and_bounds_are_checked() {
         let mut args = WsBenchArgs {
             clients: 10_000,
-            symbols: 3,
+            symbols: 2,
             duration: Duration::from_secs(20),
             warmup: Duration::from_secs(3),
-            drain: Duration::from_secs(2),
-            quote_rate: 15.0,
-            order_rate: 4.0,
+            drain: Duration::from_secs(5),
+            quote_rate: 2.0,
+            order_rate: 1.0,
             client_threads: 1,
             server_threads: 2,
             connect_concurrency: 128,
@@ -1034,7 +1058,7 @@ mod tests {
             json: false,
         };
         args.validate().expect("defaults are valid");
-        assert_eq!(args.feed_interval_ms(), 200);
+        assert_eq!(args.feed_interval_ms(), 1_000);
         args.quote_rate = f64::NAN;
         assert!(args.validate().is_err());
         args.quote_rate = 15.0;

@@ -8,7 +8,7 @@
 //! those (one quote per symbol per `--feed-interval-ms`).
 //!
 //! Protocol with the bench: one JSON line on stdout when serving (`{"http", "metrics",
-//! "admin_token", "pid"}`); when stdin reaches its end, it stops the node, prints
+//! "admin_token", "queue_frames_max", "connections_max", "pid"}`); when stdin reaches its end, it stops the node, prints
 //! `{"stopped": true}` and exits.
 
 use anyhow::Context;
@@ -29,6 +29,9 @@ pub struct NodeServerArgs {
     /// Threads of the HTTP door's runtime (which serves `/ws`).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// WebSocket connections the bench will open (the node's limit is raised to it).
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
 }
 
 /// The first `n` symbols of the demo universe (their codes), and the universe CSV of them.
@@ -89,6 +92,9 @@ pub fn serve(args: &NodeServerArgs) -> anyhow::Result<()> {
         &kuku_gateway::auth::random_bytes32()?,
     ));
     config.http.worker_threads = args.threads;
+    // Room for every client of the bench; the per-connection queue keeps its default (the
+    // baseline copies it).
+    config.http.ws.connections_max = config.http.ws.connections_max.max(args.connections);
     config.metrics_listen = Some("127.0.0.1:0".into());
     config.validate()?;
     let mut outputs = NodeOutputs::default();
@@ -101,16 +107,17 @@ pub fn serve(args: &NodeServerArgs) -> anyhow::Result<()> {
         credentials.secret,
         credentials.admin_token,
     )?;
-    let metrics = kuku_server::metrics::start(
-        "127.0.0.1:0",
-        kuku_server::metrics::MetricsSources::of(&node, Some(&gateway)),
-    )?;
+    let mut sources = kuku_server::metrics::MetricsSources::of(&node, Some(&gateway));
+    sources.ws = http.ws_metrics();
+    let metrics = kuku_server::metrics::start("127.0.0.1:0", sources)?;
     println!(
         "{}",
         json!({
             "http": http.local_addr().to_string(),
             "metrics": metrics.local_addr().to_string(),
             "admin_token": kuku_gateway::auth::encode_hex(&admin_token),
+            "queue_frames_max": config.http.ws.queue_frames_max,
+            "connections_max": config.http.ws.connections_max,
             "pid": std::process::id(),
         })
     );
