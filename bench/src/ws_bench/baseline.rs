@@ -83,10 +83,7 @@ pub fn serve(args: &BaselineServerArgs) -> anyhow::Result<()> {
         (0.0..=RATE_MAX).contains(&args.quote_rate) && (0.0..=RATE_MAX).contains(&args.trade_rate),
         "rates must be between 0 and {RATE_MAX}"
     );
-    anyhow::ensure!(
-        (1..=1 << 20).contains(&args.queue),
-        "--queue: 1 to 1048576"
-    );
+    anyhow::ensure!((1..=1 << 20).contains(&args.queue), "--queue: 1 to 1048576");
     anyhow::ensure!((1..=64).contains(&args.threads), "--threads: 1 to 64");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
@@ -114,7 +111,11 @@ pub fn serve(args: &BaselineServerArgs) -> anyhow::Result<()> {
         .read_buffer_size(args.read_buffer_bytes)
         .write_buffer_size(0);
     runtime.block_on(async {
-        tokio::spawn(generate(args.clone_plan(), tx.clone(), Arc::clone(&counters)));
+        tokio::spawn(generate(
+            args.clone_plan(),
+            tx.clone(),
+            Arc::clone(&counters),
+        ));
         let symbols = Arc::new(args.symbols.clone());
         let accept = async {
             loop {
@@ -293,8 +294,7 @@ fn answer(text: &str, symbols: &[String], subscribed: &mut u128) -> String {
             match (channel, index) {
                 ("quote" | "trades", Some(i)) => {
                     *subscribed |= 1u128 << (2 * i + usize::from(channel == "trades"));
-                    json!({"type": "subscribed", "channel": channel, "symbol": symbol})
-                        .to_string()
+                    json!({"type": "subscribed", "channel": channel, "symbol": symbol}).to_string()
                 }
                 _ => json!({"type": "error", "code": 2, "message": "unknown channel or symbol"})
                     .to_string(),

@@ -186,7 +186,9 @@ impl Fleet {
     /// Messages with `start_ns <= ts < end_ns` are counted and timed from now on.
     pub fn set_window(&self, start_ns: u64, end_ns: u64) {
         self.shared.window_end_ns.store(end_ns, Ordering::Relaxed);
-        self.shared.window_start_ns.store(start_ns, Ordering::Relaxed);
+        self.shared
+            .window_start_ns
+            .store(start_ns, Ordering::Relaxed);
     }
 
     /// Closes every connection and merges the threads' numbers.

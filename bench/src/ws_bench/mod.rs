@@ -324,7 +324,9 @@ pub fn run(mut args: WsBenchArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
         floor_passed,
     };
     if let Some(ratio) = median_p99_ratio {
-        let p99s = |f: fn(&RunReport) -> Option<u64>| median(report.runs.iter().filter_map(f).map(|v| v as f64).collect());
+        let p99s = |f: fn(&RunReport) -> Option<u64>| {
+            median(report.runs.iter().filter_map(f).map(|v| v as f64).collect())
+        };
         writeln!(
             out,
             "median of {} run(s): node p99 {:.0} us, baseline p99 {:.0} us, ratio {ratio:.2}x; \
@@ -873,7 +875,14 @@ fn node_phase(args: &WsBenchArgs, symbols: &[String]) -> anyhow::Result<SideRepo
     if let Some(q) = queue_bound {
         counters.insert("queue_frames_max".into(), q);
     }
-    Ok(side_report("node", args, measured, counters, rss, Some(orders?)))
+    Ok(side_report(
+        "node",
+        args,
+        measured,
+        counters,
+        rss,
+        Some(orders?),
+    ))
 }
 
 /// `kuku_ws_*` series of the node's `GET /metrics` (labels kept in the name).
@@ -973,7 +982,7 @@ async fn send_orders(
         tokio::time::sleep_until(start + period.mul_f64(i as f64)).await;
         let body = json!({
             "symbol": symbols[(i / 2) as usize % symbols.len()],
-            "side": if i % 2 == 0 { "buy" } else { "sell" },
+            "side": if i.is_multiple_of(2) { "buy" } else { "sell" },
             "type": "market",
             "tif": "ioc",
             "qty": 1,
@@ -1020,7 +1029,10 @@ mod tests {
     #[test]
     fn flat_means_under_five_percent_in_the_last_half() {
         let s = |v: &[u64]| -> Vec<(u64, u64)> {
-            v.iter().enumerate().map(|(i, k)| (i as u64 * 10, *k)).collect()
+            v.iter()
+                .enumerate()
+                .map(|(i, k)| (i as u64 * 10, *k))
+                .collect()
         };
         let flat = rss_summary(&s(&[100, 200, 300, 300, 310, 300]), (10, 50)).expect("summary");
         assert!(flat.flat, "{flat:?}");
