@@ -85,6 +85,10 @@ pub fn serve(args: &BaselineServerArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!((1..=1 << 20).contains(&args.queue), "--queue: 1 to 1048576");
     anyhow::ensure!((1..=64).contains(&args.threads), "--threads: 1 to 64");
+    anyhow::ensure!(
+        (256..=1 << 20).contains(&args.read_buffer_bytes),
+        "--read-buffer-bytes: 256 to 1048576"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()

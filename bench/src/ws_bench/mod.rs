@@ -101,6 +101,9 @@ pub struct WsBenchArgs {
     /// The baseline's broadcast capacity; default: the node's per-connection queue bound.
     #[arg(long)]
     pub queue: Option<usize>,
+    /// Each baseline socket's read buffer (tungstenite's and axum's default is 128 KiB).
+    #[arg(long, default_value_t = 4_096)]
+    pub baseline_read_buffer_bytes: usize,
     /// The node's WebSocket path.
     #[arg(long, default_value = "/ws")]
     pub path: String,
@@ -150,6 +153,9 @@ impl WsBenchArgs {
         }
         if self.runs == 0 || self.runs > RUNS_MAX {
             bail!("--runs must be between 1 and {RUNS_MAX}");
+        }
+        if !(256..=1 << 20).contains(&self.baseline_read_buffer_bytes) {
+            bail!("--baseline-read-buffer-bytes must be between 256 and 1048576");
         }
         if self.queue.is_some_and(|q| q == 0 || q > 1 << 20) {
             bail!("--queue must be between 1 and 1048576");
@@ -820,6 +826,7 @@ fn baseline_phase(
         format!("--trade-bytes={}", plan.trade_bytes),
         format!("--queue={}", plan.queue),
         format!("--threads={}", args.server_threads),
+        format!("--read-buffer-bytes={}", args.baseline_read_buffer_bytes),
     ])?;
     let ws: SocketAddr = child.ready["ws"]
         .as_str()
@@ -1063,6 +1070,7 @@ mod tests {
             server_threads: 2,
             connect_concurrency: 128,
             queue: None,
+            baseline_read_buffer_bytes: 4_096,
             path: "/ws".into(),
             runs: 1,
             baseline_only: false,
