@@ -346,8 +346,12 @@ fn a_client_that_never_reads_is_closed_and_the_others_keep_receiving() {
     }
     let service = Arc::clone(&t.node.as_ref().unwrap().market_data);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The feeder stays at most 500 ticks ahead of the reader, so however the machine
+    // schedules the reader it never lags by more than its queue; the sleeper lags by all.
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let feeding = {
         let stop = Arc::clone(&stop);
+        let read = Arc::clone(&read);
         std::thread::spawn(move || {
             let code = kuku_engine::SymbolCode::new(SAMSUNG).unwrap();
             let t0 = 1_796_601_600_000_000_000u64;
@@ -372,7 +376,12 @@ fn a_client_that_never_reads_is_closed_and_the_others_keep_receiving() {
                 let mut candles = Vec::new();
                 service.ingest(&batch, 0, &mut candles);
                 sent += 50;
-                std::thread::sleep(Duration::from_millis(5));
+                while sent > read.load(std::sync::atomic::Ordering::Relaxed) + 500
+                    && Instant::now() < deadline
+                    && !stop.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             sent
         })
@@ -389,6 +398,7 @@ fn a_client_that_never_reads_is_closed_and_the_others_keep_receiving() {
                 Some(Event::Json(v)) => {
                     assert_eq!(v["type"], "trade", "{v}");
                     received += 1;
+                    read.store(received, std::sync::atomic::Ordering::Relaxed);
                 }
                 Some(Event::Closed(f)) => panic!("the reader was closed: {f:?}"),
                 None => break,
@@ -402,6 +412,7 @@ fn a_client_that_never_reads_is_closed_and_the_others_keep_receiving() {
             Some(Event::Json(v)) => {
                 assert_eq!(v["type"], "trade", "{v}");
                 received += 1;
+                read.store(received, std::sync::atomic::Ordering::Relaxed);
             }
             other => panic!("the reader stopped receiving: {other:?}"),
         }
@@ -522,4 +533,118 @@ fn bad_frames_get_numbered_errors_or_a_close_with_a_reason_and_never_a_crash() {
     ws.send(json!({"op": "ping"}));
     assert_eq!(ws.next()["type"], "pong");
     assert!(metric(&t, "kuku_ws_bad_frames_total") >= 13);
+}
+
+#[test]
+fn the_market_datas_quotes_ticks_and_candles_reach_their_channels() {
+    use kuku_marketdata::{Interval, Level, Levels, MarketEvent, Quote, Tick, TimestampNs};
+    let t = node_with(|_| {});
+    let mut ws = WsClient::connect(t.http_addr());
+    assert_eq!(ws.subscribe("quote", SAMSUNG)["type"], "subscribed");
+    assert_eq!(ws.subscribe("trades", SAMSUNG)["type"], "subscribed");
+    ws.send(json!({"op": "subscribe", "channel": "candles", "symbol": SAMSUNG, "interval": "1m", "id": 9}));
+    let r = ws.next_where(|v| v["id"] == 9);
+    assert_eq!(
+        (r["type"].as_str(), r["interval"].as_str()),
+        (Some("subscribed"), Some("1m"))
+    );
+    let code = kuku_engine::SymbolCode::new(SAMSUNG).unwrap();
+    let t0 = Interval::M1
+        .start_of(TimestampNs(1_796_601_600_000_000_000))
+        .0;
+    let quote = Quote {
+        symbol: code,
+        ts_ns: TimestampNs(t0),
+        bids: Levels::from_slice(&[Level::new(119_800, 100), Level::new(119_700, 50)]).unwrap(),
+        asks: Levels::from_slice(&[Level::new(120_000, 70)]).unwrap(),
+        last_trade: None,
+    };
+    let tick = |ts: u64, price: i64| {
+        MarketEvent::Tick(Tick {
+            symbol: code,
+            ts_ns: TimestampNs(ts),
+            price: kuku_engine::Price(price),
+            qty: kuku_engine::Qty(3),
+            aggressor: kuku_engine::Side::Sell,
+        })
+    };
+    let before = kuku_server::pipeline::now_ns();
+    let service = &t.node.as_ref().unwrap().market_data;
+    service.ingest(
+        &[
+            MarketEvent::Quote(quote),
+            tick(t0 + 1, 119_900),
+            tick(t0 + 60_000_000_001, 120_000),
+        ],
+        0,
+        &mut Vec::new(),
+    );
+    let q = ws.next_where(|v| v["type"] == "quote");
+    assert_eq!(q["source"], "market");
+    assert_eq!(
+        (q["bid"].as_i64(), q["ask"].as_i64()),
+        (Some(119_800), Some(120_000))
+    );
+    assert_eq!(q["bids"], json!([[119_800, 100], [119_700, 50]]));
+    assert!(q["ts"].as_u64().unwrap() >= before);
+    let trade = ws.next_where(|v| v["type"] == "trade");
+    assert_eq!(
+        (trade["price"].as_i64(), trade["qty"].as_i64()),
+        (Some(119_900), Some(3))
+    );
+    assert_eq!(
+        (trade["source"].as_str(), trade["side"].as_str()),
+        (Some("market"), Some("sell"))
+    );
+    // The second tick opens the next minute: the first candle closes.
+    let closed = ws.next_where(|v| v["type"] == "candle" && v["closed"] == true);
+    assert_eq!(closed["interval"], "1m");
+    assert_eq!(closed["start_ns"].as_u64(), Some(t0));
+    assert_eq!(
+        (closed["open"].as_i64(), closed["volume"].as_i64()),
+        (Some(119_900), Some(3))
+    );
+    // WebSocket-level pings are answered too.
+    ws.send_raw(Message::Ping(vec![7].into()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no pong");
+        match ws.socket.read() {
+            Ok(Message::Pong(p)) => {
+                assert_eq!(&p[..], &[7]);
+                break;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn ws_counters_are_in_the_metrics_and_shutdown_closes_with_a_reason() {
+    let mut t = node_with(|_| {});
+    let mut ws = WsClient::connect(t.http_addr());
+    assert_eq!(ws.subscribe("book", SAMSUNG)["type"], "subscribed");
+    ws.next_where(|v| v["type"] == "book_snapshot");
+    let mut sources = kuku_server::metrics::MetricsSources::of(t.node.as_ref().unwrap(), None);
+    sources.ws = t.http.as_ref().unwrap().ws_metrics();
+    let text = kuku_server::metrics::render(&sources);
+    for line in [
+        "kuku_ws_connections 1",
+        "kuku_ws_subscriptions 1",
+        "kuku_ws_messages_sent_total 2",
+        "kuku_ws_slow_closes_total 0",
+        "kuku_ws_queued_frames 0",
+    ] {
+        assert!(
+            text.contains(&format!("\n{line}\n")),
+            "{line} not in {text}"
+        );
+    }
+    t.stop();
+    let (_, close) = ws.until_closed();
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 4084, "{reason}");
+    assert!(reason.contains("ShuttingDown"), "{reason}");
 }

@@ -269,7 +269,7 @@ impl FeedState {
                 self.send(out, slot.seq, Self::account(slot, ts, self.code(symbol)));
             }
             _ => {
-                if recipients(&slot.event)[0].0.0 != 0 {
+                if recipients(&slot.event)[0].0.0 != 0 && out.hub.wants_accounts() {
                     let symbol = event_symbol(&slot.event).and_then(|s| self.code(s));
                     self.send(out, slot.seq, Self::account(slot, ts, symbol));
                 }

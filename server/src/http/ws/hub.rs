@@ -323,6 +323,9 @@ pub struct Hub {
     symbols: RwLock<FxHashSet<SymbolCode>>,
     next_id: AtomicU64,
     pub stopping: AtomicBool,
+    /// Live `account` subscriptions: while there are none, the feed sends no account
+    /// messages (their volume is several per order).
+    account_subscriptions: AtomicU64,
     /// Book snapshots that replace dropped updates (one per symbol), and whether any waits.
     pending_snapshots: Mutex<FxHashMap<SymbolCode, BookMsg>>,
     snapshots_pending: AtomicBool,
@@ -341,6 +344,7 @@ impl Hub {
             symbols: RwLock::new(FxHashSet::default()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            account_subscriptions: AtomicU64::new(0),
             pending_snapshots: Mutex::new(FxHashMap::default()),
             snapshots_pending: AtomicBool::new(false),
             writes_paused: AtomicBool::new(false),
@@ -450,11 +454,19 @@ impl Hub {
         WsMetrics::sub(&self.metrics.connections, 1);
     }
 
+    /// Whether any connection subscribes to an `account` channel.
+    pub fn wants_accounts(&self) -> bool {
+        self.account_subscriptions.load(Ordering::Relaxed) > 0
+    }
+
     fn remove(&self, registry: &mut Registry, topic: &Topic, id: u64) -> bool {
         let Some(subs) = registry.subscribers.get_mut(topic) else {
             return false;
         };
         let removed = subs.remove(&id).is_some();
+        if removed && matches!(topic, Topic::Account(_)) {
+            self.account_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
         if subs.is_empty() {
             registry.subscribers.remove(topic);
         }
@@ -468,6 +480,9 @@ impl Hub {
         let subs = registry.subscribers.entry(topic).or_default();
         if subs.insert(outbox.id, Arc::clone(outbox)).is_none() {
             WsMetrics::add(&self.metrics.subscriptions, 1);
+            if matches!(topic, Topic::Account(_)) {
+                self.account_subscriptions.fetch_add(1, Ordering::Relaxed);
+            }
         }
         outbox.push(reply.into(), Kind::Droppable);
         if let Topic::Book(symbol) = topic {
@@ -555,8 +570,17 @@ impl Hub {
                 })
                 .to_string()
                 .into();
-                for outbox in self.outboxes.lock().values() {
-                    outbox.push(text.clone(), Kind::Essential);
+                // To the connections that lose something: subscribers of trades or an account.
+                let registry = self.registry.lock();
+                let mut told = FxHashSet::default();
+                for (topic, subs) in &registry.subscribers {
+                    if matches!(topic, Topic::Trades(_) | Topic::Account(_)) {
+                        for (id, outbox) in subs {
+                            if told.insert(*id) {
+                                outbox.push(text.clone(), Kind::Essential);
+                            }
+                        }
+                    }
                 }
             }
             FeedMsg::Market { ts, update } => self.deliver_market(ts, &update),
@@ -872,6 +896,19 @@ mod tests {
             bids,
             asks,
         }
+    }
+
+    #[test]
+    fn a_queued_frame_is_a_small_slot_pointing_at_a_shared_payload() {
+        // ADR-024 counts queue memory in these slots.
+        assert_eq!(std::mem::size_of::<Frame>(), 48);
+        let text: Utf8Bytes = "x".repeat(200).into();
+        let copy = text.clone();
+        assert_eq!(
+            copy.as_str().as_ptr(),
+            text.as_str().as_ptr(),
+            "shared, not copied"
+        );
     }
 
     #[test]

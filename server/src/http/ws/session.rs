@@ -343,7 +343,13 @@ impl Session {
         let code = SymbolCode::new(s)
             .filter(|_| well_formed)
             .ok_or_else(|| bad("a symbol is 1 to 12 ASCII letters or digits".into()))?;
-        if self.hub.knows_symbol(&code) || self.state.market_data.reference_symbol(code).is_some() {
+        // The door's read model may list a symbol registered a moment before the feed saw it.
+        let known = self.hub.knows_symbol(&code)
+            || self.state.market_data.reference_symbol(code).is_some()
+            || self
+                .state
+                .read(|v| v.read_model.symbol_by_code(s).is_some());
+        if known {
             Ok(code)
         } else {
             Err(bad(format!("no listed symbol has the code {s:?}")))
