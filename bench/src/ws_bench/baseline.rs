@@ -3,7 +3,8 @@
 //!
 //! It broadcasts quote and trade messages of the same shapes and sizes as the node's, at the
 //! rates the bench measured on the node, through one `tokio::sync::broadcast` channel whose
-//! capacity is the node's per-connection queue bound; each connection forwards what it
+//! capacity is the node's per-connection queue bound (in bursts, one per node feed step, with
+//! `--step-ms`; else evenly spaced); each connection forwards what it
 //! subscribed to. A receiver that falls a whole channel behind loses messages (`Lagged(n)`):
 //! counted as dropped. Every message's `ts` is stamped when the generator makes it, before it
 //! is queued, as the node's feed does.
@@ -48,6 +49,10 @@ pub struct BaselineServerArgs {
     /// Each socket's read buffer.
     #[arg(long, default_value_t = 4_096)]
     pub read_buffer_bytes: usize,
+    /// Emit in bursts, one every this many milliseconds (the node's feed step: a step's
+    /// quotes and ticks reach the clients together); 0 spaces the messages evenly.
+    #[arg(long, default_value_t = 0)]
+    pub step_ms: u64,
 }
 
 /// What the server counts; printed when it stops.
@@ -166,6 +171,7 @@ struct Plan {
     trade_rate: f64,
     quote_bytes: usize,
     trade_bytes: usize,
+    step: Option<Duration>,
 }
 
 impl BaselineServerArgs {
@@ -176,18 +182,66 @@ impl BaselineServerArgs {
             trade_rate: self.trade_rate,
             quote_bytes: self.quote_bytes,
             trade_bytes: self.trade_bytes,
+            step: (self.step_ms > 0).then(|| Duration::from_millis(self.step_ms)),
+        }
+    }
+}
+
+/// One message of the generator: stamped now, broadcast, counted.
+fn emit(plan: &Plan, tx: &broadcast::Sender<Item>, counters: &Counters, trade: bool, n: u64) {
+    let symbol = (n as usize) % plan.symbols.len();
+    let frame = if trade {
+        trade_frame(&plan.symbols[symbol], now_ns(), plan.trade_bytes)
+    } else {
+        quote_frame(&plan.symbols[symbol], now_ns(), plan.quote_bytes)
+    };
+    counters.events.fetch_add(1, Ordering::Relaxed);
+    // No receivers yet is not an error: nobody subscribed.
+    let _ = tx.send(Item {
+        symbol,
+        trade,
+        frame: Utf8Bytes::from(frame),
+    });
+}
+
+/// Every `step`, the step's share of quotes and trades at once (fractions carried over).
+async fn generate_in_steps(
+    plan: Plan,
+    step: Duration,
+    tx: broadcast::Sender<Item>,
+    counters: Arc<Counters>,
+) {
+    let mut ticker = tokio::time::interval(step);
+    let (mut quotes, mut trades) = (0u64, 0u64);
+    let (mut quote_due, mut trade_due) = (0.0f64, 0.0f64);
+    loop {
+        ticker.tick().await;
+        quote_due += plan.quote_rate * step.as_secs_f64();
+        trade_due += plan.trade_rate * step.as_secs_f64();
+        while quote_due >= 1.0 {
+            emit(&plan, &tx, &counters, false, quotes);
+            quotes += 1;
+            quote_due -= 1.0;
+        }
+        while trade_due >= 1.0 {
+            emit(&plan, &tx, &counters, true, trades);
+            trades += 1;
+            trade_due -= 1.0;
         }
     }
 }
 
 /// Quotes and trades at their rates, the symbols in turn, each stamped and broadcast.
 async fn generate(plan: Plan, tx: broadcast::Sender<Item>, counters: Arc<Counters>) {
+    if let Some(step) = plan.step {
+        return generate_in_steps(plan, step, tx, counters).await;
+    }
     let start = tokio::time::Instant::now();
     let period = |rate: f64| (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let (quote_period, trade_period) = (period(plan.quote_rate), period(plan.trade_rate));
     let (mut quotes, mut trades) = (0u64, 0u64);
     loop {
-        let due = |n: u64, p: Option<Duration>| p.map(|p| start + p * n as u32);
+        let due = |n: u64, p: Option<Duration>| p.map(|p| start + p.mul_f64(n as f64));
         let next_quote = due(quotes, quote_period);
         let next_trade = due(trades, trade_period);
         let (trade, at) = match (next_quote, next_trade) {
@@ -198,20 +252,8 @@ async fn generate(plan: Plan, tx: broadcast::Sender<Item>, counters: Arc<Counter
         };
         tokio::time::sleep_until(at).await;
         let n = if trade { &mut trades } else { &mut quotes };
-        let symbol = (*n as usize) % plan.symbols.len();
+        emit(&plan, &tx, &counters, trade, *n);
         *n += 1;
-        let frame = if trade {
-            trade_frame(&plan.symbols[symbol], now_ns(), plan.trade_bytes)
-        } else {
-            quote_frame(&plan.symbols[symbol], now_ns(), plan.quote_bytes)
-        };
-        counters.events.fetch_add(1, Ordering::Relaxed);
-        // No receivers yet is not an error: nobody subscribed.
-        let _ = tx.send(Item {
-            symbol,
-            trade,
-            frame: Utf8Bytes::from(frame),
-        });
     }
 }
 

@@ -8,7 +8,8 @@
 //!   the baseline (`kuku-bench ws-baseline-server`). Each run measures the node, then the
 //!   baseline; the baseline broadcasts quote and trade messages of the sizes and at the rates
 //!   the clients received from the node in that run, through a broadcast channel as deep as
-//!   the node's per-connection queue bound.
+//!   the node's per-connection queue bound, in one burst per node feed step (the node's feed
+//!   delivers a step's quotes and ticks together; `--baseline-spread` spaces them evenly).
 //! - During the node's phase, market IOC orders of 1 share (a buy then a sell of each symbol
 //!   in turn) go through the HTTP API at `--order-rate`, so the engine trades against the
 //!   feed's quotes.
@@ -101,6 +102,9 @@ pub struct WsBenchArgs {
     /// The baseline's broadcast capacity; default: the node's per-connection queue bound.
     #[arg(long)]
     pub queue: Option<usize>,
+    /// Space the baseline's messages evenly instead of in one burst per node feed step.
+    #[arg(long)]
+    pub baseline_spread: bool,
     /// Each baseline socket's read buffer (tungstenite's and axum's default is 128 KiB).
     #[arg(long, default_value_t = 4_096)]
     pub baseline_read_buffer_bytes: usize,
@@ -827,6 +831,14 @@ fn baseline_phase(
         format!("--queue={}", plan.queue),
         format!("--threads={}", args.server_threads),
         format!("--read-buffer-bytes={}", args.baseline_read_buffer_bytes),
+        format!(
+            "--step-ms={}",
+            if args.baseline_spread {
+                0
+            } else {
+                args.feed_interval_ms()
+            }
+        ),
     ])?;
     let ws: SocketAddr = child.ready["ws"]
         .as_str()
@@ -1071,6 +1083,7 @@ mod tests {
             connect_concurrency: 128,
             queue: None,
             baseline_read_buffer_bytes: 4_096,
+            baseline_spread: false,
             path: "/ws".into(),
             runs: 1,
             baseline_only: false,
