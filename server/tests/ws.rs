@@ -331,6 +331,11 @@ fn an_expiring_token_closes_the_socket_unless_a_fresh_one_comes_first() {
     // An expired token is refused outright.
     renewed.send(json!({"op": "auth", "token": token(alice_id, now_s() - 5), "id": 4}));
     assert_eq!(renewed.next_where(|v| v["id"] == 4)["code"], 9077);
+    // The largest expiry a token can carry is accepted, not a crash.
+    renewed.send(json!({"op": "auth", "token": token(alice_id, u64::MAX), "id": 5}));
+    assert_eq!(renewed.next_where(|v| v["id"] == 5)["exp"], u64::MAX);
+    renewed.send(json!({"op": "ping", "id": 6}));
+    assert_eq!(renewed.next_where(|v| v["id"] == 6)["type"], "pong");
 }
 
 #[test]
@@ -647,4 +652,26 @@ fn ws_counters_are_in_the_metrics_and_shutdown_closes_with_a_reason() {
     let (code, reason) = close.expect("a close frame");
     assert_eq!(code, 4084, "{reason}");
     assert!(reason.contains("ShuttingDown"), "{reason}");
+}
+
+#[test]
+fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let t = node_with(|c| {
+        c.http.ws.ping_interval_s = 1;
+        c.http.ws.idle_timeout_s = 2;
+    });
+    let mut talker = WsClient::connect(t.http_addr());
+    let mut silent = WsClient::connect(t.http_addr());
+    // The silent client reads nothing (so it answers no ping) for longer than the timeout.
+    let quiet_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < quiet_until {
+        talker.send(json!({"op": "ping"}));
+        assert_eq!(talker.next_where(|v| v["type"] == "pong")["type"], "pong");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, close) = silent.until_closed();
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 4085, "{reason}");
+    talker.send(json!({"op": "ping", "id": "still"}));
+    assert_eq!(talker.next_where(|v| v["id"] == "still")["type"], "pong");
 }

@@ -11,7 +11,8 @@
 //! **Invariants**
 //! - The output ring never waits for a client: the feed handler only `try_send`s into the
 //!   fan-out's bounded queue; a message that does not fit is dropped, and a dropped book
-//!   update makes the handler send a fresh snapshot of that book next.
+//!   update is replaced by a snapshot of that book left in the hub's pending slot, which
+//!   the fan-out takes before any later update of that book.
 //! - A book subscriber sees a snapshot tagged with `seq`, then updates `seq+1`, `seq+2`, ...
 //!   with no gap, unless a new `book_snapshot` replaces its book (after a resync or a
 //!   conflation); snapshots and updates come from the same state in the same order.

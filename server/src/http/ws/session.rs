@@ -418,12 +418,27 @@ impl Session {
 fn deadline_of(exp_s: u64) -> Instant {
     let now_ns = now_ns();
     let exp_ns = exp_s.saturating_mul(1_000_000_000);
-    Instant::now() + Duration::from_nanos(exp_ns.saturating_sub(now_ns))
+    let now = Instant::now();
+    // An `exp` centuries away (a token minted by hand) must not overflow the clock.
+    now.checked_add(Duration::from_nanos(exp_ns.saturating_sub(now_ns)))
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_at_the_end_of_time_is_far_away_not_a_panic() {
+        let far = deadline_of(u64::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(86_400));
+        assert!(deadline_of(0) <= Instant::now());
     }
 }
