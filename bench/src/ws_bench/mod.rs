@@ -64,6 +64,8 @@ const RATE_MAX: f64 = 10_000.0;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the clients may take to connect and subscribe.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the order sender may take to open and fund its account.
+const ORDER_SET_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The node's memory may grow this much in the last half of the window and still be flat.
 const FLAT_GROWTH_MAX: f64 = 0.05;
 
@@ -989,8 +991,15 @@ async fn send_orders(
     accepted: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
     use crate::http_bench::{account, call};
-    crate::http_bench::wait_open(http, &admin).await?;
-    let bearer = account(http, &admin, &format!("ws-bench-{}", now_ns())).await?;
+    let set_up = async {
+        crate::http_bench::wait_open(http, &admin).await?;
+        account(http, &admin, &format!("ws-bench-{}", now_ns())).await
+    };
+    let bearer = tokio::time::timeout(ORDER_SET_UP_TIMEOUT, set_up)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the order account was not set up within {ORDER_SET_UP_TIMEOUT:?}")
+        })??;
     if rate <= 0.0 {
         return Ok(());
     }
