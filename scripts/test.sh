@@ -173,5 +173,6 @@ cargo test --workspace --locked --doc
 step "benchmarks build and run once (smoke size)"
 cargo test --workspace --locked --benches
 cargo run --locked -p kuku-bench -- http --smoke
+cargo run --locked -p kuku-bench -- ws --smoke
 
 step "all tests passed"

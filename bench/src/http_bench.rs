@@ -520,7 +520,7 @@ async fn one_request(
 }
 
 /// A one-off request on its own connection (setup only).
-async fn call(
+pub(crate) async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -566,7 +566,7 @@ async fn json_call(
 }
 
 /// A funded account and its access token (`Bearer ...`).
-async fn account(node: SocketAddr, admin: &str, owner: &str) -> anyhow::Result<String> {
+pub(crate) async fn account(node: SocketAddr, admin: &str, owner: &str) -> anyhow::Result<String> {
     let opened = json_call(
         node,
         "/api/v1/admin/accounts",
@@ -601,7 +601,7 @@ async fn account(node: SocketAddr, admin: &str, owner: &str) -> anyhow::Result<S
 }
 
 /// Waits until the node's bootstrap opened the market (the phase is continuous).
-async fn wait_open(node: SocketAddr, admin: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_open(node: SocketAddr, admin: &str) -> anyhow::Result<()> {
     let bearer = account(node, admin, &format!("bench-probe-{}", now_s())).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

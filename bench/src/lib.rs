@@ -14,6 +14,9 @@
 //!   against a baseline axum endpoint doing the same work minus the node.
 //! - [`kuku`]: Kuku's adapter for the engine comparison.
 //! - [`machine`]: the date and CPU every report states.
+//! - [`ws_bench`]: `kuku-bench ws`: WebSocket fan-out to many clients against a bare
+//!   tokio-tungstenite baseline, each server a child process (`ws-node-server`,
+//!   `ws-baseline-server`).
 //! - [`locks`]: `kuku-bench locks`: the lock-strategy experiment (one hot account, six ways,
 //!   on MariaDB, Redis and a Kuku node).
 //!
@@ -37,6 +40,7 @@ pub mod peers;
 pub mod persistence_bench;
 pub mod pipeline_bench;
 pub mod tcp_bench;
+pub mod ws_bench;
 
 pub use book_under_test::{BookFactory, BookUnderTest, EngineEntry};
 pub use end_state::{BookEnd, EndState, TradeHasher, TradeRecord, trade_hash};

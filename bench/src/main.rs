@@ -3,7 +3,8 @@
 //!
 //! Exit status: 0 on success, 1 on an error, 3 when an engine ended in a different state than
 //! the oracle (its numbers are then not comparable; the report says which and how), 4 when
-//! the tcp run had more than 1% errors (an http run: any error, or a missed --floor), 5 when a locking strategy meant to be correct failed
+//! the tcp run had more than 1% errors (an http run: any error, or a missed --floor; a ws run:
+//! a failed floor point), 5 when a locking strategy meant to be correct failed
 //! its correctness check.
 
 use anyhow::Context;
@@ -46,6 +47,15 @@ enum Command {
     /// account (or many), naive / pessimistic / optimistic / Redis lock / atomic update on
     /// MariaDB against Kuku's single writer.
     Locks(kuku_bench::locks::LocksBenchArgs),
+    /// WebSocket fan-out: many clients subscribed to quotes and trades of a node, beside a
+    /// bare tokio-tungstenite server broadcasting the same messages (each a child process).
+    Ws(kuku_bench::ws_bench::WsBenchArgs),
+    /// The node of `kuku-bench ws` (started by it; stops when its stdin ends).
+    #[command(hide = true)]
+    WsNodeServer(kuku_bench::ws_bench::NodeServerArgs),
+    /// The baseline of `kuku-bench ws` (started by it; stops when its stdin ends).
+    #[command(hide = true)]
+    WsBaselineServer(kuku_bench::ws_bench::BaselineServerArgs),
     // Later subcommands slot in here: Pipeline, Tcp, Persistence.
 }
 
@@ -159,6 +169,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Ws(args) => {
+            let met = kuku_bench::ws_bench::run(args, &mut std::io::stdout())?;
+            // Exit 4, as http does: a floor point failed (a smoke run: nothing arrived).
+            Ok(if met {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
+        }
+        Command::WsNodeServer(args) => {
+            kuku_bench::ws_bench::serve_node(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::WsBaselineServer(args) => {
+            kuku_bench::ws_bench::serve_baseline(&args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Journal(args) => {
             let json = kuku_bench::journal_bench::run(&args)?;

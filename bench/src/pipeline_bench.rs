@@ -79,6 +79,10 @@ pub struct PipelineBenchArgs {
     /// The output consumer only counts completions (no read model): the pipeline's own cost.
     #[arg(long)]
     pub no_read_model: bool,
+    /// Also attach the node's WebSocket feed consumer (its output handler, seeded from the
+    /// engine, and its fan-out thread, with no client connected): the core's cost of the feed.
+    #[arg(long)]
+    pub ws_feed: bool,
     /// Input ring slots (a power of two); default: the node's.
     #[arg(long, default_value_t = PipelineConfig::default().input_ring_size)]
     pub input_ring: usize,
@@ -164,6 +168,8 @@ struct Prepared {
     rings: (usize, usize),
     /// Run the output consumer without the read model.
     no_read_model: bool,
+    /// Attach the WebSocket feed consumer beside the read model.
+    ws_feed: bool,
 }
 
 pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
@@ -207,6 +213,7 @@ pub fn run(args: &PipelineBenchArgs) -> anyhow::Result<Value> {
         direct_hash: 0,
         rings: (args.input_ring, args.output_ring),
         no_read_model: args.no_read_model,
+        ws_feed: args.ws_feed,
     };
     let base = args
         .dir
@@ -593,6 +600,11 @@ fn start(
         }
         on_slot(slot.last.then_some(slot.origin), end_of_batch);
     });
+    let mut handlers: Vec<(&'static str, pipeline::OutputHandler)> =
+        vec![("bench-readmodel", consumer)];
+    if p.ws_feed {
+        handlers.push(("bench-ws-feed", ws_feed_consumer(&engine)?));
+    }
     let config = PipelineConfig {
         input_ring_size: p.rings.0,
         output_ring_size: p.rings.1,
@@ -608,11 +620,28 @@ fn start(
         engine,
         Box::new(JournalLog::new(journal)),
         Outputs {
-            handlers: vec![("bench-readmodel", consumer)],
+            handlers,
             pollers: 0,
             notifiers: vec![],
         },
     ))
+}
+
+/// The node's WebSocket feed consumer as `HttpDoor` attaches it: the output handler seeded
+/// from `engine`, and the fan-out thread behind its bounded queue. The thread ends when the
+/// handler (the queue's only sender) is dropped with the pipeline.
+fn ws_feed_consumer(engine: &Engine) -> anyhow::Result<pipeline::OutputHandler> {
+    use kuku_server::http::ws::{WsSettings, feed, hub::Hub};
+    let settings = WsSettings::default();
+    let (tx, rx) = std::sync::mpsc::sync_channel(settings.feed_queue_max);
+    let hub = Hub::new(settings);
+    let seeded = feed::Seeded::default();
+    feed::seed(Arc::clone(&seeded), Arc::clone(&hub))(engine);
+    let fanout = Arc::clone(&hub);
+    std::thread::Builder::new()
+        .name("bench-ws-fanout".into())
+        .spawn(move || fanout.run(rx))?;
+    Ok(feed::handler(seeded, feed::FeedSender::new(tx, hub)))
 }
 
 /// Publishes; while the ring is full, sleeps `FULL_RING_PAUSE` (as a gateway session would
@@ -870,6 +899,8 @@ fn smoke_args() -> PipelineBenchArgs {
         input_ring: PipelineConfig::default().input_ring_size,
         output_ring: PipelineConfig::default().output_ring_size,
         no_read_model: false,
+        // The smoke run covers the WebSocket feed consumer on the ring too.
+        ws_feed: true,
     }
 }
 
