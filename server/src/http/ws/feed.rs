@@ -154,12 +154,18 @@ impl FeedBook {
     }
 
     fn top(&self) -> (Levels, Levels) {
-        let bids = self.bids.iter().rev().take(DEPTH);
-        let asks = self.asks.iter().take(DEPTH);
-        (
-            bids.map(|(p, q)| (p.0, q.0)).collect(),
-            asks.map(|(p, q)| (p.0, q.0)).collect(),
-        )
+        let (mut bids, mut asks) = (Levels::new(), Levels::new());
+        self.top_into(&mut bids, &mut asks);
+        (bids, asks)
+    }
+
+    /// The top levels into `bids` and `asks` (cleared first; their capacity is reused).
+    fn top_into(&self, bids: &mut Levels, asks: &mut Levels) {
+        bids.clear();
+        asks.clear();
+        let level = |(p, q): (&Price, &Qty)| (p.0, q.0);
+        bids.extend(self.bids.iter().rev().take(DEPTH).map(level));
+        asks.extend(self.asks.iter().take(DEPTH).map(level));
     }
 
     fn snapshot(&self, ts: u64, engine_seq: u64) -> BookMsg {
@@ -193,6 +199,8 @@ pub struct FeedState {
     touched: Vec<SymbolId>,
     /// Output seqs whose non-book messages were dropped (reported as a gap).
     lost: Option<(u64, u64)>,
+    /// Buffers for a command's new top levels (no allocation per command).
+    scratch: (Levels, Levels),
 }
 
 impl FeedState {
@@ -266,7 +274,11 @@ impl FeedState {
                     book.traded = true;
                     book.last = Some((price.0, qty.0));
                 }
-                self.send(out, slot.seq, Self::account(slot, ts, self.code(symbol)));
+                // A trade goes to the trades channel and its two accounts: made only if one
+                // of them has a subscriber.
+                if out.hub.wants_trades() || out.hub.wants_accounts() {
+                    self.send(out, slot.seq, Self::account(slot, ts, self.code(symbol)));
+                }
             }
             _ => {
                 if recipients(&slot.event)[0].0.0 != 0 && out.hub.wants_accounts() {
@@ -309,11 +321,13 @@ impl FeedState {
     }
 
     fn end_of_command(&mut self, engine_seq: u64, ts: u64, out: &FeedSender) {
-        for symbol in std::mem::take(&mut self.touched) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for &symbol in &touched {
             let Some(book) = self.books.get_mut(&symbol) else {
                 continue;
             };
-            let (bids, asks) = book.top();
+            let (mut bids, mut asks) = std::mem::take(&mut self.scratch);
+            book.top_into(&mut bids, &mut asks);
             let changed_bids = diff(&book.top_bids, &bids);
             let changed_asks = diff(&book.top_asks, &asks);
             let best_changed =
@@ -323,8 +337,8 @@ impl FeedState {
             book.traded = false;
             if !changed_bids.is_empty() || !changed_asks.is_empty() {
                 book.seq += 1;
-                book.top_bids = bids;
-                book.top_asks = asks;
+                std::mem::swap(&mut book.top_bids, &mut bids);
+                std::mem::swap(&mut book.top_asks, &mut asks);
                 // While a snapshot waits in the hub's slot, it is replaced by the newer one.
                 let snapshot_waits = book.resync
                     && out
@@ -358,7 +372,10 @@ impl FeedState {
                 // A lost quote is superseded by the next one: no gap is reported.
                 out.offer(quote);
             }
+            self.scratch = (bids, asks);
         }
+        touched.clear();
+        self.touched = touched;
     }
 }
 

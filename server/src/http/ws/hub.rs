@@ -31,8 +31,11 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
+
+/// How long the fan-out thread sleeps when its queue is empty (see [`Hub::run`]).
+pub const IDLE_POLL: Duration = Duration::from_micros(500);
 
 /// What a connection subscribes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -303,11 +306,15 @@ struct Registry {
 }
 
 impl Registry {
-    fn push(&self, topic: &Topic, text: &Utf8Bytes, kind: Kind) {
-        if let Some(subs) = self.subscribers.get(topic) {
-            for outbox in subs.values() {
-                outbox.push(text.clone(), kind);
-            }
+    /// Queues the message `make` serializes to every subscriber of `topic`; with none, the
+    /// message is never serialized (a node without clients pays no JSON).
+    fn push(&self, topic: &Topic, kind: Kind, make: impl FnOnce() -> String) {
+        let Some(subs) = self.subscribers.get(topic).filter(|subs| !subs.is_empty()) else {
+            return;
+        };
+        let text: Utf8Bytes = make().into();
+        for outbox in subs.values() {
+            outbox.push(text.clone(), kind);
         }
     }
 }
@@ -326,6 +333,7 @@ pub struct Hub {
     /// Live `account` subscriptions: while there are none, the feed sends no account
     /// messages (their volume is several per order).
     account_subscriptions: AtomicU64,
+    trade_subscriptions: AtomicU64,
     /// Book snapshots that replace dropped updates (one per symbol), and whether any waits.
     pending_snapshots: Mutex<FxHashMap<SymbolCode, BookMsg>>,
     snapshots_pending: AtomicBool,
@@ -345,6 +353,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             account_subscriptions: AtomicU64::new(0),
+            trade_subscriptions: AtomicU64::new(0),
             pending_snapshots: Mutex::new(FxHashMap::default()),
             snapshots_pending: AtomicBool::new(false),
             writes_paused: AtomicBool::new(false),
@@ -459,13 +468,28 @@ impl Hub {
         self.account_subscriptions.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether any connection subscribes to a `trades` channel.
+    pub fn wants_trades(&self) -> bool {
+        self.trade_subscriptions.load(Ordering::Relaxed) > 0
+    }
+
+    /// The count of subscriptions the feed handler asks about before it makes a message
+    /// (the account and trades channels), if `topic` is one.
+    fn interest(&self, topic: &Topic) -> Option<&AtomicU64> {
+        match topic {
+            Topic::Account(_) => Some(&self.account_subscriptions),
+            Topic::Trades(_) => Some(&self.trade_subscriptions),
+            _ => None,
+        }
+    }
+
     fn remove(&self, registry: &mut Registry, topic: &Topic, id: u64) -> bool {
         let Some(subs) = registry.subscribers.get_mut(topic) else {
             return false;
         };
         let removed = subs.remove(&id).is_some();
-        if removed && matches!(topic, Topic::Account(_)) {
-            self.account_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if removed && let Some(interest) = self.interest(topic) {
+            interest.fetch_sub(1, Ordering::Relaxed);
         }
         if subs.is_empty() {
             registry.subscribers.remove(topic);
@@ -480,8 +504,8 @@ impl Hub {
         let subs = registry.subscribers.entry(topic).or_default();
         if subs.insert(outbox.id, Arc::clone(outbox)).is_none() {
             WsMetrics::add(&self.metrics.subscriptions, 1);
-            if matches!(topic, Topic::Account(_)) {
-                self.account_subscriptions.fetch_add(1, Ordering::Relaxed);
+            if let Some(interest) = self.interest(&topic) {
+                interest.fetch_add(1, Ordering::Relaxed);
             }
         }
         outbox.push(reply.into(), Kind::Droppable);
@@ -540,18 +564,19 @@ impl Hub {
                 last,
             } => {
                 let level = |l: Option<(i64, i64)>| l.map_or(json!([]), |(p, q)| json!([p, q]));
-                let text = json!({
-                    "type": "quote", "source": "kuku", "symbol": symbol.as_str(), "ts": ts,
-                    "engine_seq": engine_seq,
-                    "bid": bid.map(|l| l.0), "bid_qty": bid.map(|l| l.1),
-                    "ask": ask.map(|l| l.0), "ask_qty": ask.map(|l| l.1),
-                    "last": last.map(|l| l.0), "last_qty": last.map(|l| l.1),
-                    "best_bid": level(bid), "best_ask": level(ask),
-                })
-                .to_string();
                 self.registry
                     .lock()
-                    .push(&Topic::Quote(symbol), &text.into(), Kind::Droppable);
+                    .push(&Topic::Quote(symbol), Kind::Droppable, || {
+                        json!({
+                            "type": "quote", "source": "kuku", "symbol": symbol.as_str(),
+                            "ts": ts, "engine_seq": engine_seq,
+                            "bid": bid.map(|l| l.0), "bid_qty": bid.map(|l| l.1),
+                            "ask": ask.map(|l| l.0), "ask_qty": ask.map(|l| l.1),
+                            "last": last.map(|l| l.0), "last_qty": last.map(|l| l.1),
+                            "best_bid": level(bid), "best_ask": level(ask),
+                        })
+                        .to_string()
+                    });
             }
             FeedMsg::Account {
                 ts,
@@ -593,16 +618,14 @@ impl Hub {
         if !book.apply(&b) {
             return;
         }
-        let (text, kind) = if b.snapshot {
+        let topic = Topic::Book(b.symbol);
+        if b.snapshot {
             WsMetrics::add(&self.metrics.book_resyncs, 1);
-            (
-                snapshot_json(b.symbol, Some(book)),
-                Kind::BookSnapshot(b.symbol),
-            )
+            let text = snapshot_json(b.symbol, Some(book));
+            registry.push(&topic, Kind::BookSnapshot(b.symbol), || text);
         } else {
-            (update_json(&b), Kind::BookUpdate(b.symbol))
-        };
-        registry.push(&Topic::Book(b.symbol), &text.into(), kind);
+            registry.push(&topic, Kind::BookUpdate(b.symbol), || update_json(&b));
+        }
     }
 
     fn deliver_account(&self, ts: u64, engine_seq: u64, symbol: Option<SymbolCode>, event: &Event) {
@@ -616,7 +639,7 @@ impl Hub {
                 continue;
             }
             if let Some(v) = account_json(account, acct_seq, ts, engine_seq, symbol, event) {
-                registry.push(&topic, &v.to_string().into(), Kind::Essential);
+                registry.push(&topic, Kind::Essential, || v.to_string());
             }
         }
         if let (
@@ -630,13 +653,14 @@ impl Hub {
             Some(symbol),
         ) = (event, symbol)
         {
-            let text = json!({
-                "type": "trade", "source": "kuku", "symbol": symbol.as_str(), "ts": ts,
-                "engine_seq": engine_seq, "trade_id": trade_id.0, "price": price.0, "qty": qty.0,
-                "side": side(*taker_side),
-            })
-            .to_string();
-            registry.push(&Topic::Trades(symbol), &text.into(), Kind::Essential);
+            registry.push(&Topic::Trades(symbol), Kind::Essential, || {
+                json!({
+                    "type": "trade", "source": "kuku", "symbol": symbol.as_str(), "ts": ts,
+                    "engine_seq": engine_seq, "trade_id": trade_id.0, "price": price.0,
+                    "qty": qty.0, "side": side(*taker_side),
+                })
+                .to_string()
+            });
         }
     }
 
@@ -688,12 +712,14 @@ impl Hub {
                 )
             }
         };
-        self.registry
-            .lock()
-            .push(&topic, &text.to_string().into(), kind);
+        self.registry.lock().push(&topic, kind, || text.to_string());
     }
 
-    /// The fan-out thread's loop: until `stopping` is set and the feed is drained.
+    /// The fan-out thread's loop: until `stopping` is set and the feed is drained. It polls
+    /// its queue instead of blocking on it: a receiver blocked on the queue makes every
+    /// `try_send` of the feed handler, on the output ring, a wake-up system call; polling,
+    /// a send is a few atomic operations, and a message waits at most [`IDLE_POLL`] when
+    /// the feed is quiet.
     pub fn run(&self, feed: Receiver<FeedMsg>) {
         loop {
             if self.fanout_paused.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
@@ -701,19 +727,20 @@ impl Hub {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            match feed.recv_timeout(Duration::from_millis(10)) {
+            match feed.try_recv() {
                 Ok(msg) => {
                     WsMetrics::sub(&self.metrics.feed_queue_depth, 1);
                     self.deliver(msg);
                     self.deliver_pending_snapshots();
                 }
-                Err(RecvTimeoutError::Timeout) => {
+                Err(TryRecvError::Empty) => {
                     self.deliver_pending_snapshots();
                     if self.stopping.load(Ordering::Acquire) {
                         return;
                     }
+                    std::thread::sleep(IDLE_POLL);
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(TryRecvError::Disconnected) => return,
             }
         }
     }

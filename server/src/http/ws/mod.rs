@@ -61,6 +61,9 @@ pub struct WsSettings {
     pub idle_timeout_s: u64,
     /// Messages queued from the feed handler (and the market data) to the fan-out thread.
     pub feed_queue_max: usize,
+    /// Each socket's read buffer, allocated when the connection opens (client frames are
+    /// small: a larger buffer costs memory per connection and buys nothing).
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for WsSettings {
@@ -77,6 +80,7 @@ impl Default for WsSettings {
             ping_interval_s: 20,
             idle_timeout_s: 60,
             feed_queue_max: 65_536,
+            read_buffer_bytes: 4_096,
         }
     }
 }
@@ -111,6 +115,10 @@ impl WsSettings {
         check(
             (1..=16_777_216).contains(&self.feed_queue_max),
             "http.ws.feed_queue_max must be between 1 and 16777216",
+        )?;
+        check(
+            (256..=1_048_576).contains(&self.read_buffer_bytes),
+            "http.ws.read_buffer_bytes must be between 256 and 1048576",
         )
     }
 }
