@@ -228,6 +228,25 @@ pub fn run(mut args: HttpBenchArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     Ok(report.errors_total == 0 && (!args.floor || report.floor_met))
 }
 
+/// A bench node's doors: the TCP gateway and the HTTP door on ephemeral ports of 127.0.0.1,
+/// a fresh gateway secret, the given admin token and JWT key, and no rate limit.
+pub(crate) fn open_doors(
+    config: &mut NodeConfig,
+    admin_token: &[u8; 32],
+    jwt_key: &[u8; 32],
+) -> anyhow::Result<()> {
+    config.gateway.listen = "127.0.0.1:0".into();
+    config.gateway.secret_hex = Some(kuku_gateway::auth::encode_hex(
+        &kuku_gateway::auth::random_bytes32()?,
+    ));
+    config.gateway.admin_token_hex = Some(kuku_gateway::auth::encode_hex(admin_token));
+    config.gateway.rate_per_s = u32::MAX;
+    config.gateway.burst = u32::MAX;
+    config.http.listen = "127.0.0.1:0".into();
+    config.http.jwt_key_hex = Some(kuku_gateway::auth::encode_hex(jwt_key));
+    Ok(())
+}
+
 /// The in-process node with its door, the baseline, the accounts; then the slices.
 fn one_run(args: &HttpBenchArgs) -> anyhow::Result<RunReport> {
     let dir = tempfile::tempdir()?;
@@ -244,15 +263,7 @@ fn one_run(args: &HttpBenchArgs) -> anyhow::Result<RunReport> {
         },
         ..NodeConfig::default()
     };
-    config.gateway.listen = "127.0.0.1:0".into();
-    config.gateway.secret_hex = Some(kuku_gateway::auth::encode_hex(
-        &kuku_gateway::auth::random_bytes32()?,
-    ));
-    config.gateway.admin_token_hex = Some(kuku_gateway::auth::encode_hex(&admin_token));
-    config.gateway.rate_per_s = u32::MAX;
-    config.gateway.burst = u32::MAX;
-    config.http.listen = "127.0.0.1:0".into();
-    config.http.jwt_key_hex = Some(kuku_gateway::auth::encode_hex(&jwt_key));
+    open_doors(&mut config, &admin_token, &jwt_key)?;
     config.http.worker_threads = args.server_threads;
     let mut outputs = NodeOutputs::default();
     let door = HttpDoor::prepare(&config, &mut outputs)?;

@@ -80,17 +80,11 @@ pub fn serve(args: &NodeServerArgs) -> anyhow::Result<()> {
         },
         ..NodeConfig::default()
     };
-    config.gateway.listen = "127.0.0.1:0".into();
-    config.gateway.secret_hex = Some(kuku_gateway::auth::encode_hex(
+    crate::http_bench::open_doors(
+        &mut config,
+        &admin_token,
         &kuku_gateway::auth::random_bytes32()?,
-    ));
-    config.gateway.admin_token_hex = Some(kuku_gateway::auth::encode_hex(&admin_token));
-    config.gateway.rate_per_s = u32::MAX;
-    config.gateway.burst = u32::MAX;
-    config.http.listen = "127.0.0.1:0".into();
-    config.http.jwt_key_hex = Some(kuku_gateway::auth::encode_hex(
-        &kuku_gateway::auth::random_bytes32()?,
-    ));
+    )?;
     config.http.worker_threads = args.threads;
     // Room for every client of the bench; the per-connection queue keeps its default (the
     // baseline copies it).
