@@ -28,6 +28,13 @@ use crate::db::Database;
 use crate::error::PersistenceError;
 use crate::url::Backend;
 
+/// Which end of a candle range a limited read takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CandleEnd {
+    Oldest,
+    Newest,
+}
+
 /// The most candles one range read returns.
 pub const CANDLES_PER_READ_MAX: u32 = 10_000;
 
@@ -121,20 +128,8 @@ impl Database {
         to: TimestampNs,
         limit: u32,
     ) -> Result<Vec<Candle>, PersistenceError> {
-        let sql = format!(
-            "SELECT {CANDLE_COLUMNS} FROM candles WHERE code = ? AND interval_code = ? \
-             AND start_ns >= ? AND start_ns < ? ORDER BY start_ns LIMIT ?"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(symbol.as_str().to_owned())
-            .bind(interval.as_str())
-            .bind(ns_to_db(from))
-            .bind(ns_to_db(to))
-            .bind(i64::from(limit.min(CANDLES_PER_READ_MAX)))
-            .fetch_all(self.pool())
+        self.candle_range(symbol, interval, (from, to), limit, CandleEnd::Oldest)
             .await
-            .map_err(db("reading candles"))?;
-        rows.iter().map(candle_of).collect()
     }
 
     /// The newest `limit` candles (capped at [`CANDLES_PER_READ_MAX`]) of `symbol` and
@@ -148,9 +143,27 @@ impl Database {
         to: TimestampNs,
         limit: u32,
     ) -> Result<Vec<Candle>, PersistenceError> {
+        self.candle_range(symbol, interval, (from, to), limit, CandleEnd::Newest)
+            .await
+    }
+
+    /// At most `limit` candles of a series starting in `[from, to)`, taken from `end` of the
+    /// range, returned oldest first.
+    async fn candle_range(
+        &self,
+        symbol: SymbolCode,
+        interval: Interval,
+        (from, to): (TimestampNs, TimestampNs),
+        limit: u32,
+        end: CandleEnd,
+    ) -> Result<Vec<Candle>, PersistenceError> {
+        let (order, what) = match end {
+            CandleEnd::Oldest => ("", "reading candles"),
+            CandleEnd::Newest => (" DESC", "reading the newest candles"),
+        };
         let sql = format!(
             "SELECT {CANDLE_COLUMNS} FROM candles WHERE code = ? AND interval_code = ? \
-             AND start_ns >= ? AND start_ns < ? ORDER BY start_ns DESC LIMIT ?"
+             AND start_ns >= ? AND start_ns < ? ORDER BY start_ns{order} LIMIT ?"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(symbol.as_str().to_owned())
@@ -160,9 +173,11 @@ impl Database {
             .bind(i64::from(limit.min(CANDLES_PER_READ_MAX)))
             .fetch_all(self.pool())
             .await
-            .map_err(db("reading the newest candles"))?;
+            .map_err(db(what))?;
         let mut candles = rows.iter().map(candle_of).collect::<Result<Vec<_>, _>>()?;
-        candles.reverse();
+        if end == CandleEnd::Newest {
+            candles.reverse();
+        }
         Ok(candles)
     }
 
