@@ -25,6 +25,7 @@ fn book_flow(c: &mut Criterion) {
     let flow = Flow::generate(&config).expect("the default config with small sizes is valid");
     let selection = EngineSelection {
         compare_peers: cfg!(feature = "peers"),
+        orderbook_rs: true,
         model: true,
         full: true,
         sorted_ladder: true,

@@ -10,6 +10,8 @@ use crate::model::ModelBook;
 pub struct EngineSelection {
     /// Add matchcore and orderbook-rs.
     pub compare_peers: bool,
+    /// With `compare_peers`: orderbook-rs too (the slow peer).
+    pub orderbook_rs: bool,
     /// Add the model book (the oracle) as a timed engine too.
     pub model: bool,
     /// Add Kuku with risk, ledger, positions and idempotency on (`kuku_full`).
@@ -47,7 +49,7 @@ pub fn registered_engines(
         }));
     }
     if selection.compare_peers {
-        push_peers(&mut engines)?;
+        push_peers(&mut engines, selection.orderbook_rs)?;
     }
     if selection.model || engines.is_empty() {
         engines.push(EngineEntry::new("model", |flow| {
@@ -58,18 +60,23 @@ pub fn registered_engines(
 }
 
 #[cfg(feature = "peers")]
-fn push_peers(engines: &mut Vec<EngineEntry>) -> Result<(), EngineRegistryError> {
+fn push_peers(
+    engines: &mut Vec<EngineEntry>,
+    orderbook_rs: bool,
+) -> Result<(), EngineRegistryError> {
     use crate::peers::{MatchcoreBook, OrderbookRsBook};
     engines.push(EngineEntry::new("matchcore", |flow| {
         Box::new(MatchcoreBook::new(flow))
     }));
-    engines.push(EngineEntry::new("orderbook_rs", |flow| {
-        Box::new(OrderbookRsBook::new(flow))
-    }));
+    if orderbook_rs {
+        engines.push(EngineEntry::new("orderbook_rs", |flow| {
+            Box::new(OrderbookRsBook::new(flow))
+        }));
+    }
     Ok(())
 }
 
 #[cfg(not(feature = "peers"))]
-fn push_peers(_engines: &mut Vec<EngineEntry>) -> Result<(), EngineRegistryError> {
+fn push_peers(_engines: &mut Vec<EngineEntry>, _orderbook_rs: bool) -> Result<(), EngineRegistryError> {
     Err(EngineRegistryError::PeersNotBuilt)
 }

@@ -58,6 +58,7 @@ fn harness_reports_agreement_and_prints_required_json_keys() {
     let flow = smoke_flow(1, true);
     let engines = registered_engines(EngineSelection {
         compare_peers: true,
+        orderbook_rs: true,
         model: true,
         full: true,
         sorted_ladder: true,
@@ -144,6 +145,7 @@ fn uncapped_flow_makes_matchcore_a_finding_with_its_first_divergence() {
     let flow = smoke_flow(1, false);
     let engines = registered_engines(EngineSelection {
         compare_peers: true,
+        orderbook_rs: true,
         model: false,
         full: false,
         sorted_ladder: false,
