@@ -840,13 +840,10 @@ impl Engine {
             kind,
             order_id,
         } = r;
+        // Start loading the key's bucket and the order's home slot: both travel while the
+        // account and the key are checked.
         self.keys.prefetch(account, request_id);
         self.orders.prefetch(order_id);
-        // The order's slot is known once its index bucket arrives: start loading the order
-        // too, so that it travels while the key is checked (two misses overlap, not three).
-        if let Some(slot) = self.orders.slot_of(order_id) {
-            self.orders.prefetch_head(slot);
-        }
         let Some(a) = self.ledger.account(account) else {
             self.reject_request(r, RejectReason::UnknownAccount, sink);
             return false;

@@ -1,5 +1,6 @@
 //! `OrderId -> slot`: an open-addressing table with linear probing in Robin Hood order and
-//! backward-shift deletion, sized once for `orders_max`.
+//! backward-shift deletion, sized once for `orders_max`. The order slab keeps in it the
+//! orders that do not sit in their home slot (see `order.rs`).
 //!
 //! Why not `HashMap`: a `hashbrown` table that sees constant inserts and removes fills with
 //! tombstones and periodically rehashes in place, an O(capacity) pause (milliseconds at a
