@@ -70,6 +70,12 @@ pub trait BookUnderTest {
     fn anomalies(&self) -> u64 {
         0
     }
+
+    /// A line about the engine's internals after a pass, printed with the first round's
+    /// progress (Kuku: how many orders were placed away from their home slot).
+    fn detail(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Builds a fresh engine for a flow (sized from it).

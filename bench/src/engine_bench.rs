@@ -234,7 +234,7 @@ pub fn run(
         .collect();
     for round in 1..=options.runs {
         for (entry, result) in engines.iter().zip(&mut results) {
-            let (ops_per_s, state, anomalies) = throughput_pass(flow, entry);
+            let (ops_per_s, state, anomalies, detail) = throughput_pass(flow, entry);
             result.check(state, anomalies, oracle);
             result.ops_per_s.push(ops_per_s);
             let verdict = if result.state_ok() {
@@ -247,6 +247,9 @@ pub fn run(
                 "throughput {round}/{}: {:<12} {:>12.0} ops/s  {verdict}",
                 options.runs, entry.name, ops_per_s
             )?;
+            if let Some(detail) = detail.filter(|_| round == 1) {
+                writeln!(progress, "    {}: {detail}", entry.name)?;
+            }
         }
     }
     let timer_overhead_ns = if options.latency {
@@ -299,7 +302,7 @@ fn warmed_up(flow: &Flow, entry: &EngineEntry) -> Box<dyn BookUnderTest> {
     book
 }
 
-fn throughput_pass(flow: &Flow, entry: &EngineEntry) -> (f64, EndState, u64) {
+fn throughput_pass(flow: &Flow, entry: &EngineEntry) -> (f64, EndState, u64, Option<String>) {
     let mut book = warmed_up(flow, entry);
     let steady = flow.steady_ops();
     let start = Instant::now();
@@ -307,11 +310,13 @@ fn throughput_pass(flow: &Flow, entry: &EngineEntry) -> (f64, EndState, u64) {
     let elapsed = start.elapsed();
     let state = book.end_state();
     let anomalies = book.anomalies();
+    let detail = book.detail();
     drop(book);
     (
         steady.len() as f64 / elapsed.max(Duration::from_nanos(1)).as_secs_f64(),
         state,
         anomalies,
+        detail,
     )
 }
 

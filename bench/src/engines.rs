@@ -77,6 +77,9 @@ fn push_peers(
 }
 
 #[cfg(not(feature = "peers"))]
-fn push_peers(_engines: &mut Vec<EngineEntry>, _orderbook_rs: bool) -> Result<(), EngineRegistryError> {
+fn push_peers(
+    _engines: &mut Vec<EngineEntry>,
+    _orderbook_rs: bool,
+) -> Result<(), EngineRegistryError> {
     Err(EngineRegistryError::PeersNotBuilt)
 }

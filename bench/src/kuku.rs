@@ -282,4 +282,12 @@ impl BookUnderTest for KukuBook {
     fn anomalies(&self) -> u64 {
         self.sink.anomalies
     }
+
+    fn detail(&self) -> Option<String> {
+        let (displaced, accepted) = self.engine.orders_displaced();
+        Some(format!(
+            "{displaced} of {accepted} accepted orders placed away from their home slot ({:.1}%), warm-up included",
+            100.0 * displaced as f64 / accepted.max(1) as f64
+        ))
+    }
 }

@@ -508,6 +508,12 @@ impl Engine {
         self.orders.slot_of(id).map(|s| self.orders.get(s))
     }
 
+    /// Orders placed away from their home slot since this engine was built, and orders
+    /// accepted in that time (see `book::order`).
+    pub fn orders_displaced(&self) -> (u64, u64) {
+        (self.orders.displaced_total(), self.orders.inserted_total())
+    }
+
     /// Live orders in OrderId order.
     pub fn live_orders(&self) -> impl Iterator<Item = &crate::book::order::Order> + '_ {
         self.orders.iter().map(|(_, o)| o)

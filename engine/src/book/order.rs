@@ -148,6 +148,8 @@ pub struct OrderStore {
     orders_max: u32,
     /// Orders placed away from their home slot since construction.
     displaced_total: u64,
+    /// Orders placed since construction.
+    inserted_total: u64,
 }
 
 impl OrderStore {
@@ -183,6 +185,7 @@ impl OrderStore {
             live: 0,
             orders_max,
             displaced_total: 0,
+            inserted_total: 0,
         }
     }
 
@@ -200,6 +203,11 @@ impl OrderStore {
     /// a second probe, in the displaced index).
     pub fn displaced_total(&self) -> u64 {
         self.displaced_total
+    }
+
+    /// Orders placed since construction.
+    pub fn inserted_total(&self) -> u64 {
+        self.inserted_total
     }
 
     #[inline]
@@ -308,6 +316,7 @@ impl OrderStore {
         order.by_account = Links::NONE;
         self.slots[slot] = order;
         self.live += 1;
+        self.inserted_total += 1;
         Some(slot as Slot)
     }
 
