@@ -72,19 +72,39 @@ struct ClientRecord {
     ending: Option<Ending>,
 }
 
-/// Counters of one thread's connections (merged into [`FleetResult`]).
+/// Frame and byte counts, per client thread and summed over the fleet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub data_messages: u64,
+    pub quote_messages: u64,
+    pub trade_messages: u64,
+    pub quote_bytes: u64,
+    pub trade_bytes: u64,
+    pub window_quotes: u64,
+    pub window_trades: u64,
+    pub error_frames: u64,
+    pub other_frames: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.data_messages += o.data_messages;
+        self.quote_messages += o.quote_messages;
+        self.trade_messages += o.trade_messages;
+        self.quote_bytes += o.quote_bytes;
+        self.trade_bytes += o.trade_bytes;
+        self.window_quotes += o.window_quotes;
+        self.window_trades += o.window_trades;
+        self.error_frames += o.error_frames;
+        self.other_frames += o.other_frames;
+    }
+}
+
+/// What one thread's connections saw (merged into [`FleetResult`]).
 struct ThreadState {
     clients: Vec<ClientRecord>,
     histogram: Histogram<u64>,
-    data_messages: u64,
-    quote_messages: u64,
-    trade_messages: u64,
-    quote_bytes: u64,
-    trade_bytes: u64,
-    window_quotes: u64,
-    window_trades: u64,
-    error_frames: u64,
-    other_frames: u64,
+    counts: Counts,
     /// The first error frames, as received.
     error_samples: Vec<String>,
 }
@@ -97,15 +117,7 @@ pub struct FleetResult {
     pub in_window: Vec<u64>,
     /// Per connection: why it ended early, if it did.
     pub endings: Vec<Option<Ending>>,
-    pub data_messages: u64,
-    pub quote_messages: u64,
-    pub trade_messages: u64,
-    pub quote_bytes: u64,
-    pub trade_bytes: u64,
-    pub window_quotes: u64,
-    pub window_trades: u64,
-    pub error_frames: u64,
-    pub other_frames: u64,
+    pub counts: Counts,
     pub error_samples: Vec<String>,
 }
 
@@ -218,15 +230,7 @@ fn merge(states: Vec<ThreadState>) -> FleetResult {
         histogram: latency_histogram(),
         in_window: Vec::new(),
         endings: Vec::new(),
-        data_messages: 0,
-        quote_messages: 0,
-        trade_messages: 0,
-        quote_bytes: 0,
-        trade_bytes: 0,
-        window_quotes: 0,
-        window_trades: 0,
-        error_frames: 0,
-        other_frames: 0,
+        counts: Counts::default(),
         error_samples: Vec::new(),
     };
     for s in states {
@@ -236,15 +240,7 @@ fn merge(states: Vec<ThreadState>) -> FleetResult {
             r.in_window.push(c.in_window);
             r.endings.push(c.ending);
         }
-        r.data_messages += s.data_messages;
-        r.quote_messages += s.quote_messages;
-        r.trade_messages += s.trade_messages;
-        r.quote_bytes += s.quote_bytes;
-        r.trade_bytes += s.trade_bytes;
-        r.window_quotes += s.window_quotes;
-        r.window_trades += s.window_trades;
-        r.error_frames += s.error_frames;
-        r.other_frames += s.other_frames;
+        r.counts += s.counts;
         r.error_samples.extend(s.error_samples);
     }
     r.error_samples.truncate(5);
@@ -275,15 +271,7 @@ fn thread_main(
     let state = Rc::new(RefCell::new(ThreadState {
         clients: vec![ClientRecord::default(); mine.len()],
         histogram: latency_histogram(),
-        data_messages: 0,
-        quote_messages: 0,
-        trade_messages: 0,
-        quote_bytes: 0,
-        trade_bytes: 0,
-        window_quotes: 0,
-        window_trades: 0,
-        error_frames: 0,
-        other_frames: 0,
+        counts: Counts::default(),
         error_samples: Vec::new(),
     }));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -418,16 +406,16 @@ impl Connection {
         match kind {
             "quote" | "trade" => {
                 let quote = kind == "quote";
-                state.data_messages += 1;
+                state.counts.data_messages += 1;
                 if quote {
-                    state.quote_messages += 1;
-                    state.quote_bytes += text.len() as u64;
+                    state.counts.quote_messages += 1;
+                    state.counts.quote_bytes += text.len() as u64;
                 } else {
-                    state.trade_messages += 1;
-                    state.trade_bytes += text.len() as u64;
+                    state.counts.trade_messages += 1;
+                    state.counts.trade_bytes += text.len() as u64;
                 }
                 let Some(ts) = u64_field(text, "ts") else {
-                    state.other_frames += 1;
+                    state.counts.other_frames += 1;
                     return;
                 };
                 let start = self.shared.window_start_ns.load(Ordering::Relaxed);
@@ -435,9 +423,9 @@ impl Connection {
                 if ts >= start && ts < end {
                     state.clients[self.slot].in_window += 1;
                     if quote {
-                        state.window_quotes += 1;
+                        state.counts.window_quotes += 1;
                     } else {
-                        state.window_trades += 1;
+                        state.counts.window_trades += 1;
                     }
                     let us = (now.saturating_sub(ts) / 1_000).clamp(1, LATENCY_MAX_US);
                     // In bounds by the clamp: recording cannot fail.
@@ -452,12 +440,12 @@ impl Connection {
                 }
             }
             "error" => {
-                state.error_frames += 1;
+                state.counts.error_frames += 1;
                 if state.error_samples.len() < 5 {
                     state.error_samples.push(text.chars().take(200).collect());
                 }
             }
-            _ => state.other_frames += 1,
+            _ => state.counts.other_frames += 1,
         }
     }
 }
