@@ -358,7 +358,7 @@ impl Engine {
             self.record_key(o.account, o.client_order_id, content, Outcome::Accepted(id));
         }
         self.next_order_id += 1;
-        let order = new_order(
+        let order = Order::new(
             id,
             o.account,
             o.client_order_id,
@@ -1214,7 +1214,7 @@ impl Engine {
             }
             let id = OrderId(self.next_order_id);
             self.next_order_id += 1;
-            let order = new_order(
+            let order = Order::new(
                 id,
                 AccountId::SYSTEM_MARKET,
                 ClientOrderId(0),
@@ -1368,40 +1368,6 @@ impl Engine {
 
     fn orders_free(&self) -> usize {
         (self.config.orders_max - self.orders.live_count()) as usize
-    }
-}
-
-/// A fresh order value (DAY limit, nothing filled); callers override what differs.
-fn new_order(
-    id: OrderId,
-    account: AccountId,
-    client_order_id: ClientOrderId,
-    symbol: SymbolId,
-    side: Side,
-    price: Price,
-    qty: Qty,
-) -> Order {
-    Order {
-        id,
-        account,
-        client_order_id,
-        symbol,
-        side,
-        order_type: OrderType::Limit,
-        tif: TimeInForce::Day,
-        price,
-        leaves: qty,
-        filled: Qty(0),
-        priority: 0,
-        cum_notional: Amount(0),
-        commission_charged: Amount(0),
-        taxes_charged: [Amount(0); 2],
-        cash_hold: Amount(0),
-        ts_accepted: 0,
-        resting: false,
-        position: NIL,
-        level: Links::NONE,
-        by_account: Links::NONE,
     }
 }
 

@@ -111,6 +111,41 @@ pub struct OrderHead {
 }
 
 impl Order {
+    /// A fresh order value (DAY limit, nothing filled); callers override what differs.
+    #[inline]
+    pub fn new(
+        id: OrderId,
+        account: AccountId,
+        client_order_id: ClientOrderId,
+        symbol: SymbolId,
+        side: Side,
+        price: Price,
+        qty: Qty,
+    ) -> Order {
+        Order {
+            id,
+            account,
+            client_order_id,
+            symbol,
+            side,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Day,
+            price,
+            leaves: qty,
+            filled: Qty(0),
+            priority: 0,
+            cum_notional: Amount(0),
+            commission_charged: Amount(0),
+            taxes_charged: [Amount(0); 2],
+            cash_hold: Amount(0),
+            ts_accepted: 0,
+            resting: false,
+            position: NIL,
+            level: Links::NONE,
+            by_account: Links::NONE,
+        }
+    }
+
     #[inline]
     pub fn head(&self) -> OrderHead {
         OrderHead {
@@ -154,28 +189,15 @@ pub struct OrderStore {
 
 impl OrderStore {
     pub fn new(orders_max: u32) -> Self {
-        let blank = Order {
-            id: OrderId(0),
-            account: AccountId(0),
-            client_order_id: ClientOrderId(0),
-            symbol: SymbolId(0),
-            side: Side::Buy,
-            order_type: OrderType::Limit,
-            tif: TimeInForce::Day,
-            price: Price(0),
-            leaves: Qty(0),
-            filled: Qty(0),
-            priority: 0,
-            cum_notional: Amount(0),
-            commission_charged: Amount(0),
-            taxes_charged: [Amount(0); 2],
-            cash_hold: Amount(0),
-            ts_accepted: 0,
-            resting: false,
-            position: NIL,
-            level: Links::NONE,
-            by_account: Links::NONE,
-        };
+        let blank = Order::new(
+            OrderId(0),
+            AccountId(0),
+            ClientOrderId(0),
+            SymbolId(0),
+            Side::Buy,
+            Price(0),
+            Qty(0),
+        );
         let len = (orders_max.max(1) as usize * SLOTS_PER_ORDER).next_power_of_two();
         OrderStore {
             slots: crate::table::Table::new(len, blank),
@@ -364,26 +386,16 @@ mod tests {
 
     fn order(id: u64) -> Order {
         Order {
-            id: OrderId(id),
-            account: AccountId(1),
-            client_order_id: ClientOrderId(id),
-            symbol: SymbolId(1),
-            side: Side::Buy,
-            order_type: OrderType::Limit,
-            tif: TimeInForce::Day,
-            price: Price(100),
-            leaves: Qty(1),
-            filled: Qty(0),
             priority: id,
-            cum_notional: Amount(0),
-            commission_charged: Amount(0),
-            taxes_charged: [Amount(0); 2],
-            cash_hold: Amount(0),
-            ts_accepted: 0,
-            resting: false,
-            position: NIL,
-            level: Links::NONE,
-            by_account: Links::NONE,
+            ..Order::new(
+                OrderId(id),
+                AccountId(1),
+                ClientOrderId(id),
+                SymbolId(1),
+                Side::Buy,
+                Price(100),
+                Qty(1),
+            )
         }
     }
 
