@@ -268,12 +268,6 @@ impl OrderStore {
         crate::idempotency::prefetch_read(&self.slots[self.home(id)].id);
     }
 
-    /// Starts loading the first cache line of the order in `slot`.
-    #[inline]
-    pub fn prefetch_head(&self, slot: Slot) {
-        crate::idempotency::prefetch_read(&self.slots[slot as usize].id);
-    }
-
     /// The slot of live order `id`: its home slot, one load, unless it was displaced.
     #[inline]
     pub fn slot_of(&self, id: OrderId) -> Option<Slot> {
