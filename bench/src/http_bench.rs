@@ -228,6 +228,27 @@ pub fn run(mut args: HttpBenchArgs, out: &mut dyn std::io::Write) -> anyhow::Res
     Ok(report.errors_total == 0 && (!args.floor || report.floor_met))
 }
 
+/// Starts a node from `config` with both doors open: the TCP gateway and the HTTP door.
+pub(crate) fn start_node(
+    config: &NodeConfig,
+) -> anyhow::Result<(
+    kuku_server::node::Node,
+    kuku_gateway::server::GatewayHandle,
+    kuku_server::http::HttpServer,
+)> {
+    let mut outputs = NodeOutputs::default();
+    let door = HttpDoor::prepare(config, &mut outputs)?;
+    let (node, gateway) = kuku_server::gateway::start(config, outputs)?;
+    let credentials = config.gateway.credentials(config)?;
+    let http = door.serve(
+        &node,
+        gateway.rate_limits(),
+        credentials.secret,
+        credentials.admin_token,
+    )?;
+    Ok((node, gateway, http))
+}
+
 /// A bench node's doors: the TCP gateway and the HTTP door on ephemeral ports of 127.0.0.1,
 /// a fresh gateway secret, the given admin token and JWT key, and no rate limit.
 pub(crate) fn open_doors(
@@ -265,16 +286,7 @@ fn one_run(args: &HttpBenchArgs) -> anyhow::Result<RunReport> {
     };
     open_doors(&mut config, &admin_token, &jwt_key)?;
     config.http.worker_threads = args.server_threads;
-    let mut outputs = NodeOutputs::default();
-    let door = HttpDoor::prepare(&config, &mut outputs)?;
-    let (node, gateway) = kuku_server::gateway::start(&config, outputs)?;
-    let credentials = config.gateway.credentials(&config)?;
-    let http = door.serve(
-        &node,
-        gateway.rate_limits(),
-        credentials.secret,
-        credentials.admin_token,
-    )?;
+    let (node, gateway, http) = start_node(&config)?;
     let node_addr = http.local_addr();
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::http::{Api, funded, limit, login};
-use support::ws::{Event, LocalBook, WsClient};
+use support::ws::{Event, LocalBook, WsClient, metric};
 use support::*;
 use tungstenite::Message;
 
@@ -27,17 +27,6 @@ fn node_with(tweak: impl FnOnce(&mut kuku_server::config::NodeConfig)) -> TestNo
 
 fn hub(t: &TestNode) -> Arc<kuku_server::http::ws::hub::Hub> {
     t.http.as_ref().unwrap().ws_hub().expect("ws enabled")
-}
-
-fn metric(t: &TestNode, name: &str) -> u64 {
-    let m = t.http.as_ref().unwrap().ws_metrics().expect("ws enabled");
-    let mut text = String::new();
-    m.render(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in {text}"))
-        .parse()
-        .unwrap()
 }
 
 /// Waits (bounded) until `cond` holds.

@@ -12,22 +12,11 @@ use kuku_marketdata::{Level, Levels, MarketEvent, Quote, TimestampNs};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::http::{funded, limit, login};
-use support::ws::{LocalBook, WsClient};
+use support::ws::{LocalBook, WsClient, metric};
 use support::*;
 
 const CLIENTS: usize = 1_000;
 const QUEUE: u64 = 16;
-
-fn metric(t: &TestNode, name: &str) -> u64 {
-    let m = t.http.as_ref().unwrap().ws_metrics().expect("ws enabled");
-    let mut text = String::new();
-    m.render(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in {text}"))
-        .parse()
-        .unwrap()
-}
 
 fn assert_bounded(t: &TestNode) {
     let depth = metric(t, "kuku_ws_queue_depth_max");

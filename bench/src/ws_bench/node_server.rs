@@ -13,8 +13,6 @@
 
 use anyhow::Context;
 use kuku_server::config::{FeedSettings, NodeConfig};
-use kuku_server::http::HttpDoor;
-use kuku_server::node::NodeOutputs;
 use serde_json::json;
 use std::io::BufRead;
 
@@ -91,16 +89,7 @@ pub fn serve(args: &NodeServerArgs) -> anyhow::Result<()> {
     config.http.ws.connections_max = config.http.ws.connections_max.max(args.connections);
     config.metrics_listen = Some("127.0.0.1:0".into());
     config.validate()?;
-    let mut outputs = NodeOutputs::default();
-    let door = HttpDoor::prepare(&config, &mut outputs)?;
-    let (node, gateway) = kuku_server::gateway::start(&config, outputs)?;
-    let credentials = config.gateway.credentials(&config)?;
-    let http = door.serve(
-        &node,
-        gateway.rate_limits(),
-        credentials.secret,
-        credentials.admin_token,
-    )?;
+    let (node, gateway, http) = crate::http_bench::start_node(&config)?;
     let mut sources = kuku_server::metrics::MetricsSources::of(&node, Some(&gateway));
     sources.ws = http.ws_metrics();
     let metrics = kuku_server::metrics::start("127.0.0.1:0", sources)?;

@@ -7,6 +7,18 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
+/// The value of a `kuku_ws_*` metric of the node's `/ws`, as `/metrics` renders it.
+pub fn metric(t: &super::TestNode, name: &str) -> u64 {
+    let m = t.http.as_ref().unwrap().ws_metrics().expect("ws enabled");
+    let mut text = String::new();
+    m.render(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+        .parse()
+        .unwrap()
+}
+
 /// A bound on every wait for a message.
 pub const WAIT: Duration = Duration::from_secs(30);
 
