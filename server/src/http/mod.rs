@@ -340,6 +340,19 @@ impl HttpServer {
                 ws::protocol::WsCode::ShuttingDown,
                 "the server is shutting down",
             );
+            // The sessions write their close frames on this door's runtime: let them finish
+            // (bounded by the grace period) before the runtime stops, or a client sees its
+            // socket cut without the reason.
+            let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+            while hub
+                .metrics
+                .connections
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         if let Some(t) = self.fanout.take()
             && t.join().is_err()
