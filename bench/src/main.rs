@@ -77,6 +77,10 @@ struct EngineArgs {
     /// Also run Kuku on sorted levels only (`kuku_sorted`, the ladder comparison).
     #[arg(long)]
     sorted_ladder: bool,
+    /// Time only the engine of this name among those selected (e.g. `kuku_full`), to profile
+    /// it alone under a sampling profiler; the state check against the oracle still runs.
+    #[arg(long, value_name = "ENGINE")]
+    only: Option<String>,
     /// Rounds of interleaved passes per engine [default: 5; 2 with --smoke].
     #[arg(long)]
     runs: Option<usize>,
@@ -228,6 +232,19 @@ fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         full: args.full,
         sorted_ladder: args.sorted_ladder,
     })?;
+    let engines = match &args.only {
+        None => engines,
+        Some(only) => {
+            let names: Vec<&str> = engines.iter().map(|e| e.name).collect();
+            let kept: Vec<_> = engines.into_iter().filter(|e| e.name == only).collect();
+            anyhow::ensure!(
+                !kept.is_empty(),
+                "--only {only}: not among the selected engines ({})",
+                names.join(", ")
+            );
+            kept
+        }
+    };
 
     let generate_start = Instant::now();
     let flow = Flow::generate(&config).context("invalid flow configuration")?;

@@ -319,6 +319,61 @@ pub(crate) fn prefetch_read<T>(value: &T) {
 mod tests {
     use super::*;
 
+    /// XXH3-64 of the little-endian bytes of `[tag, a, x, y, 0]`, the fingerprint's layout.
+    fn xxh3_of_words(words: [u64; 5]) -> u64 {
+        let mut bytes = [0u8; 40];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    /// Fingerprints are kept in snapshots and the state hash: a build that computed them
+    /// differently would answer a resend of a key restored from a snapshot as a conflict.
+    /// Pinned per request kind, at the extremes of every field, and to one literal value.
+    #[test]
+    fn fingerprints_never_change() {
+        let flags =
+            (Side::Sell as u64) | (OrderType::Limit as u64) << 8 | (TimeInForce::Ioc as u64) << 16;
+        let place = RequestContent::Place {
+            symbol: SymbolId(u32::MAX),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            tif: TimeInForce::Ioc,
+            price: Price(i64::MIN),
+            qty: Qty(i64::MAX),
+        };
+        assert_eq!(
+            place.fingerprint(),
+            xxh3_of_words([
+                1,
+                u64::from(u32::MAX) | flags << 32,
+                i64::MIN as u64,
+                i64::MAX as u64,
+                0
+            ])
+        );
+        let modify = RequestContent::Modify {
+            order_id: OrderId(u64::MAX),
+            new_qty: Qty(-1),
+            new_price: Price(0),
+        };
+        assert_eq!(
+            modify.fingerprint(),
+            xxh3_of_words([4, u64::MAX, 0, u64::MAX, 0])
+        );
+        let all = RequestContent::CancelAll { symbol: None };
+        assert_eq!(all.fingerprint(), xxh3_of_words([3, u64::MAX, 0, 0, 0]));
+        let one = RequestContent::CancelAll {
+            symbol: Some(SymbolId(7)),
+        };
+        assert_eq!(one.fingerprint(), xxh3_of_words([3, 7, 0, 0, 0]));
+        let cancel = RequestContent::Cancel {
+            order_id: OrderId(9),
+        };
+        assert_eq!(cancel.fingerprint(), 0xDDE8_62E5_521B_56A9);
+    }
+
     #[test]
     fn keys_are_per_account_and_content_checked() {
         let mut t = KeyTable::new(100, 10);
