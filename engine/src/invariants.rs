@@ -7,6 +7,8 @@
 //!    open withdrawals; a position's hold is the sum of its sells' leaves.
 //! 4. Books: level totals equal their orders; FIFO in priority order; every live resting
 //!    order is in its level; no book is crossed.
+//! 5. Accounts' order lists: each holds exactly its account's live orders, in OrderId order,
+//!    with links that agree both ways.
 
 use crate::engine::Engine;
 use crate::event::TxStatus;
@@ -20,8 +22,46 @@ impl Engine {
         self.check_trial_balance()?;
         if self.config.accounting {
             self.check_balances_and_holds()?;
+            self.check_account_lists()?;
         }
         self.check_books()
+    }
+
+    fn check_account_lists(&self) -> Result<(), String> {
+        use crate::book::order::NIL;
+        let mut listed = 0usize;
+        for a in self.ledger.accounts() {
+            let (mut prev, mut cur, mut last_id) = (NIL, a.orders_head, 0u64);
+            while cur != NIL {
+                let o = self.orders.get(cur);
+                if o.id.0 == 0
+                    || o.account != a.id
+                    || o.id.0 <= last_id
+                    || o.by_account.prev != prev
+                {
+                    return Err(format!("account {}: order list broken at slot {cur}", a.id));
+                }
+                listed += 1;
+                if listed > self.orders.live_count() as usize {
+                    return Err(format!("account {}: order list loops", a.id));
+                }
+                (prev, last_id, cur) = (cur, o.id.0, o.by_account.next);
+            }
+            if a.orders_tail != prev {
+                return Err(format!("account {}: order list tail wrong", a.id));
+            }
+        }
+        let users = self
+            .orders
+            .iter()
+            .filter(|(_, o)| !o.account.is_system_market())
+            .count();
+        if listed != users {
+            return Err(format!(
+                "{listed} orders in account lists, {users} live user orders"
+            ));
+        }
+        Ok(())
     }
 
     fn check_trial_balance(&self) -> Result<(), String> {
