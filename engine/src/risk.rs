@@ -16,7 +16,7 @@ use crate::types::{Amount, Price, Qty};
 
 /// The cash a buy order must hold for `leaves` more shares at up to `price`, given what it
 /// has filled (`cum_notional`) and paid in commission so far. `None` on overflow.
-#[inline]
+#[inline(always)]
 pub fn buy_hold(
     price: Price,
     leaves: Qty,

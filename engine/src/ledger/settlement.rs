@@ -100,7 +100,7 @@ pub struct FillPlan {
 /// Plans a fill of `qty` at `price` between `buyer` and `seller` (neither changed yet).
 /// `band_upper` is the price a MARKET buy holds at. `None` if any figure would overflow.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub fn plan_fill(
     ledger: &Ledger,
     fees: &FeeSchedule,
