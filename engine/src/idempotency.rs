@@ -137,11 +137,12 @@ pub struct KeyTable {
     /// Keys recorded today (table and pending).
     len: usize,
     keys_max: usize,
-    /// Keys recorded but not yet written to the table: each one's bucket was prefetched when
-    /// it arrived, and it is written `PENDING_MAX` records later, when the line is in cache.
+    /// Keys recorded but not yet written to the table (`EMPTY` where none): each one's
+    /// bucket was prefetched when it arrived, and it is written `PENDING_MAX` records later,
+    /// when the line is in cache, by the record that takes its place in this ring.
     pending: [Slot; PENDING_MAX],
-    pending_head: usize,
-    pending_len: usize,
+    /// The ring position the next record takes.
+    pending_next: usize,
     /// Per account, the largest key recorded today: a larger key is new without a lookup
     /// (clients that number requests upwards, as FIX clients do, never pay for the table).
     high_water: Vec<u64>,
@@ -161,8 +162,7 @@ impl KeyTable {
             len: 0,
             keys_max: keys_max as usize,
             pending: [EMPTY; PENDING_MAX],
-            pending_head: 0,
-            pending_len: 0,
+            pending_next: 0,
             high_water: vec![0; accounts_max as usize + 1],
         }
     }
@@ -212,8 +212,9 @@ impl KeyTable {
             return KeyCheck::New;
         }
         let found = self
-            .pending_slots()
-            .find(|s| s.account == account.0 && s.key == key.0)
+            .pending
+            .iter()
+            .find(|s| s.account != 0 && s.account == account.0 && s.key == key.0)
             .copied()
             .unwrap_or_else(|| self.slots[self.find(account, key)]);
         if found.account == 0 {
@@ -223,10 +224,6 @@ impl KeyTable {
         } else {
             KeyCheck::Conflict
         }
-    }
-
-    fn pending_slots(&self) -> impl Iterator<Item = &Slot> + '_ {
-        (0..self.pending_len).map(|i| &self.pending[(self.pending_head + i) % PENDING_MAX])
     }
 
     /// True if the global table has room for one more key.
@@ -243,18 +240,19 @@ impl KeyTable {
             *h = (*h).max(key.0);
         }
         self.prefetch(account, key);
-        if self.pending_len == PENDING_MAX {
-            let oldest = self.pending[self.pending_head];
+        let next = self.pending_next;
+        let oldest = std::mem::replace(
+            &mut self.pending[next],
+            Slot {
+                account: account.0,
+                key: key.0,
+                record,
+            },
+        );
+        if oldest.account != 0 {
             self.write(oldest);
-            self.pending_head = (self.pending_head + 1) % PENDING_MAX;
-            self.pending_len -= 1;
         }
-        self.pending[(self.pending_head + self.pending_len) % PENDING_MAX] = Slot {
-            account: account.0,
-            key: key.0,
-            record,
-        };
-        self.pending_len += 1;
+        self.pending_next = (next + 1) % PENDING_MAX;
         self.len += 1;
     }
 
@@ -268,7 +266,8 @@ impl KeyTable {
         if self.len > 0 {
             self.slots.fill(EMPTY);
             self.high_water.fill(0);
-            self.pending_len = 0;
+            self.pending = [EMPTY; PENDING_MAX];
+            self.pending_next = 0;
             self.len = 0;
         }
     }
@@ -286,7 +285,7 @@ impl KeyTable {
         let mut v: Vec<_> = self
             .slots
             .iter()
-            .chain(self.pending_slots())
+            .chain(&self.pending)
             .filter(|s| s.account != 0)
             .map(|s| ((AccountId(s.account), ClientOrderId(s.key)), s.record))
             .collect();
