@@ -630,6 +630,10 @@ impl Engine {
 
     /// Plans the fill, posts it to the ledger and applies the plan to both orders and their
     /// positions; returns the charges. On `Err` nothing has changed.
+    ///
+    /// Kept out of line: the plan is inlined here, and the book-only matching loop, which
+    /// never settles, keeps its registers.
+    #[inline(never)]
     fn settle(
         &mut self,
         taker_slot: Slot,
