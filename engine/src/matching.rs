@@ -367,16 +367,20 @@ impl Engine {
             price,
             o.qty,
         );
+        // The new order's slot is seldom in cache: its fields, the account-list links
+        // included, are written once, and nothing reads them back here.
+        let by_account = self.account_links(o.account);
         let order = Order {
             order_type: o.order_type,
             tif: o.tif,
             cash_hold: admitted.cash_hold,
             ts_accepted: self.now_ts,
             position,
+            by_account,
             ..order
         };
         let slot = self.orders.insert(order).expect("admitted: a free slot");
-        self.link_account(slot);
+        self.join_account_list(slot, o.account, by_account);
         let acct_seq = self.ledger.next_seq(o.account);
         sink.emit(&Event::OrderAccepted {
             acct_seq,
@@ -781,8 +785,31 @@ impl Engine {
         }
     }
 
+    /// Appends the order in `slot` to its account's list.
     pub(crate) fn link_account(&mut self, slot: Slot) {
         let account = self.orders.get(slot).account;
+        let links = self.account_links(account);
+        self.orders.get_mut(slot).by_account = links;
+        self.join_account_list(slot, account, links);
+    }
+
+    /// The account-list links of an order of `account` about to join the end of the list
+    /// (none for SYSTEM_MARKET and in book-only mode).
+    #[inline]
+    fn account_links(&self, account: AccountId) -> Links {
+        if !self.config.accounting || account.is_system_market() {
+            return Links::NONE;
+        }
+        Links {
+            prev: self.ledger.account(account).map_or(NIL, |a| a.orders_tail),
+            next: NIL,
+        }
+    }
+
+    /// Makes the order in `slot`, which carries `links` from [`Engine::account_links`], the
+    /// end of its account's list.
+    #[inline]
+    fn join_account_list(&mut self, slot: Slot, account: AccountId, links: Links) {
         if !self.config.accounting || account.is_system_market() {
             return;
         }
@@ -790,17 +817,12 @@ impl Engine {
             .ledger
             .account_mut(account)
             .expect("a live order's account");
-        let tail = a.orders_tail;
         a.orders_tail = slot;
-        if tail == NIL {
+        if links.prev == NIL {
             a.orders_head = slot;
         } else {
-            self.orders.get_mut(tail).by_account.next = slot;
+            self.orders.get_mut(links.prev).by_account.next = slot;
         }
-        self.orders.get_mut(slot).by_account = Links {
-            prev: tail,
-            next: NIL,
-        };
     }
 
     fn unlink_account(&mut self, slot: Slot) {

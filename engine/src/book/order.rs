@@ -311,8 +311,9 @@ impl OrderStore {
     }
 
     /// Places `order` (its id new and non-zero) in its home slot, or in a free slot nearby
-    /// if an older order holds the home. The caller links it into its level and account
-    /// lists. `None` if `orders_max` orders are live.
+    /// if an older order holds the home. The caller links it into its level, and into its
+    /// account's list: `by_account` is kept as given (the caller sets it before, so that the
+    /// new slot is written once). `None` if `orders_max` orders are live.
     pub fn insert(&mut self, mut order: Order) -> Option<Slot> {
         if self.is_full() {
             return None;
@@ -329,7 +330,6 @@ impl OrderStore {
         };
         self.occupied[slot / 64] |= 1 << (slot % 64);
         order.level = Links::NONE;
-        order.by_account = Links::NONE;
         self.slots[slot] = order;
         self.live += 1;
         self.inserted_total += 1;
