@@ -572,11 +572,6 @@ impl Ledger {
 
     /// Posts a whole transaction: checks it, then settles its releases and applies its lines.
     /// Nothing changes unless every check passes (see the module docs for the checks).
-    ///
-    /// One pass resolves each line to where its balance lives, computes the balance after it
-    /// and checks it; a second pass writes the results. Per-asset sums are kept as it goes
-    /// (KRW, and the one symbol a transaction's shares are in; a transaction in several
-    /// symbols falls back to a pairwise check).
     #[inline]
     pub fn post(&mut self, tx: &LedgerTx) -> Result<(), LedgerFault> {
         // Inlined, so that a caller posting a fill calls the fill checker directly, without
@@ -588,6 +583,11 @@ impl Ledger {
     }
 
     /// `post` for a transaction built line by line.
+    ///
+    /// One pass resolves each line to where its balance lives, computes the balance after it
+    /// and checks it; a second pass writes the results. Per-asset sums are kept as it goes
+    /// (KRW, and the one symbol a transaction's shares are in; a transaction in several
+    /// symbols falls back to a pairwise check).
     #[inline(never)]
     fn post_lines(&mut self, tx: &LedgerTx) -> Result<(), LedgerFault> {
         if !tx.is_well_formed() {
@@ -667,9 +667,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// `post` for a fill: the checks of the general path, in the same order and with the same
-    /// answers (`tests::a_fill_posts_as_its_lines_do`), without resolving each line
-    /// generically: about a quarter of the instructions on the matching hot path.
+    /// `post` for a fill: the straight pass for the two-user shape, else the check-by-check
+    /// path. Both give the general path's answers (`tests::a_fill_posts_as_its_lines_do`).
     #[inline]
     fn post_fill(&mut self, f: &Fill) -> Result<(), LedgerFault> {
         if self.post_user_fill(f) {
@@ -756,7 +755,8 @@ impl Ledger {
         true
     }
 
-    /// `post_fill` for every shape and outcome, check by check in the general path's order.
+    /// `post_fill` for every shape and outcome: the checks of the general path, in the same
+    /// order and with the same answers, without resolving each line generically.
     #[inline(never)]
     fn post_fill_checked(&mut self, f: &Fill) -> Result<(), LedgerFault> {
         use LedgerFault::{BelowHold, InvalidHold, Malformed, NegativeBalance, Overflow};
